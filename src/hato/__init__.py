@@ -1,0 +1,4 @@
+"""Hato, a mail transfer agent."""
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

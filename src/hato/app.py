@@ -1,0 +1,132 @@
+"""The composition root: builds every service from the settings and runs them together.
+
+Nothing else in Hato constructs services or reaches across layers; tests build a
+:class:`Hato` the same way ``hato serve`` does, with a temporary data directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import Settings
+from .events import EventLog, ServerStarted, ServerStopped, SpoolRecovered
+from .server import ServerContext, SmtpServer
+from .spool import Spool
+
+__all__ = ["Hato", "install_event_loop_policy", "run"]
+
+LOG_FLUSH_INTERVAL = 0.25
+
+
+class Hato:
+    """One running Hato: spool, SMTP listeners and the event log."""
+
+    def __init__(self, settings: Settings, *, log: EventLog | None = None) -> None:
+        self.settings = settings
+        events_file = settings.log.events_file
+        self.log = log or EventLog.to_stderr(
+            level=str(settings.log.level), json_path=Path(events_file) if events_file else None
+        )
+        self.spool = Spool(
+            settings.server.data_dir,
+            sync=str(settings.spool.sync),
+            max_batch=settings.spool.max_batch,
+        )
+        self.context = ServerContext(
+            settings=settings, spool=self.spool, log=self.log, version=__version__
+        )
+        self.smtp = SmtpServer(self.context)
+        self._flusher: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def bound(self) -> list[tuple[str, int]]:
+        """The (host, port) pairs actually listened on (port 0 resolved)."""
+        return self.smtp.bound
+
+    async def start(self) -> None:
+        report = self.spool.open()
+        self.log.emit(
+            SpoolRecovered(
+                queued=report.queued,
+                orphans_removed=len(report.orphans_removed),
+                broken=tuple(report.broken),
+            )
+        )
+        try:
+            await self.smtp.start(self.settings.server.listen)
+        except OSError:
+            self.spool.close()
+            raise
+        self._flusher = asyncio.ensure_future(self._flush_log())
+        self.log.emit(
+            ServerStarted(
+                hostname=self.settings.server.hostname,
+                version=__version__,
+                listen=tuple(f"{h}:{p}" if ":" not in h else f"[{h}]:{p}" for h, p in self.bound),
+                data_dir=str(self.settings.server.data_dir),
+            )
+        )
+        self.log.flush()
+
+    async def stop(self, reason: str = "stop requested") -> None:
+        if self._stopped.is_set():
+            return
+        cut = await self.smtp.stop(grace=self.settings.server.shutdown_grace, reason=reason)
+        await asyncio.to_thread(self.spool.close)
+        if self._flusher is not None:
+            self._flusher.cancel()
+        self.log.emit(ServerStopped(interrupted_sessions=cut))
+        self.log.flush()
+        self.log.close()
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def _flush_log(self) -> None:
+        while True:
+            await asyncio.sleep(LOG_FLUSH_INTERVAL)
+            self.log.flush()
+
+
+def install_event_loop_policy() -> str:
+    """Use uvloop when it is installed (the hot path is asyncio.Protocol based)."""
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+async def _serve(settings: Settings) -> None:
+    hato = Hato(settings)
+    await hato.start()
+    loop = asyncio.get_running_loop()
+    stop_task: list[asyncio.Task[None]] = []
+
+    def on_signal(name: str) -> None:
+        if not stop_task:
+            stop_task.append(asyncio.ensure_future(hato.stop(f"signal {name}")))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+    await hato.wait_stopped()
+
+
+def run(settings: Settings) -> int:
+    """Run Hato until SIGTERM or SIGINT; the exit status for ``hato serve``."""
+    install_event_loop_policy()
+    try:
+        asyncio.run(_serve(settings))
+    except OSError as error:
+        print(f"hato: cannot start: {error}", file=sys.stderr)
+        return 1
+    return 0

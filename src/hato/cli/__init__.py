@@ -1,0 +1,23 @@
+"""The ``hato`` command (layer 5): click commands over the composition root and the stores."""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from ._config import config
+from ._queue import queue
+from ._serve import serve
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hato")
+def main() -> None:
+    """Hato, a mail transfer agent."""
+
+
+main.add_command(serve)
+main.add_command(config)
+main.add_command(queue)

@@ -1,0 +1,42 @@
+"""``hato config check|show``: validate a configuration file, print the effective one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..config import check_file, settings_to_dict, settings_to_toml
+from ._common import config_options, settings_from
+
+__all__ = ["config"]
+
+
+@click.group()
+def config() -> None:
+    """Check or show the configuration."""
+
+
+@config.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def check(file: Path) -> None:
+    """Report every problem in FILE with its key path; exit 1 if there is any."""
+    problems = check_file(file)
+    for problem in problems:
+        click.echo(f"{file}: {problem.key or '(file)'}: {problem.message}")
+    if problems:
+        raise SystemExit(1)
+    click.echo(f"{file}: ok")
+
+
+@config.command()
+@config_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML.")
+def show(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
+    """Print the effective configuration (file, defaults and overrides together)."""
+    settings = settings_from(config_path, data_dir=data_dir)
+    if as_json:
+        click.echo(json.dumps(settings_to_dict(settings), indent=2))
+    else:
+        click.echo(settings_to_toml(settings), nl=False)

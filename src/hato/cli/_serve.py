@@ -1,0 +1,40 @@
+"""``hato serve``: run the mail server in the foreground."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .. import app
+from ._common import config_options, settings_from
+
+__all__ = ["serve"]
+
+
+@click.command()
+@config_options
+@click.option(
+    "--listen",
+    multiple=True,
+    metavar="ADDR:PORT",
+    help="Listen address, repeatable (overrides server.listen), e.g. 127.0.0.1:2525 or [::1]:25.",
+)
+@click.option("--hostname", help="FQDN for the banner, EHLO and Received (server.hostname).")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="What is printed on stderr (log.level); the JSON event log gets everything.",
+)
+def serve(
+    config_path: Path | None,
+    data_dir: Path | None,
+    listen: tuple[str, ...],
+    hostname: str | None,
+    log_level: str | None,
+) -> None:
+    """Run Hato until SIGTERM or Ctrl-C."""
+    settings = settings_from(
+        config_path, data_dir=data_dir, listen=list(listen), hostname=hostname, log_level=log_level
+    )
+    raise SystemExit(app.run(settings))

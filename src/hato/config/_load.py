@@ -1,0 +1,501 @@
+"""Reading TOML into Settings, naming every bad key, and writing settings back as TOML."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import difflib
+import enum
+import functools
+import math
+import os
+import re
+import socket
+import textwrap
+import tomllib
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hato.config._settings import ListenAddress, Settings
+
+_T = TypeVar("_T")
+_E = TypeVar("_E", bound=enum.Enum)
+_N = TypeVar("_N", int, float)
+
+# Turns a raw TOML value at a dotted key into its setting; raises ConfigError naming the key.
+_Parser = Callable[[object, str], object]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong with the configuration, at a dotted key such as ``server.listen[1]``.
+
+    ``key`` is "" for problems with the file as a whole (unreadable, not TOML).
+    """
+
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}" if self.key else self.message
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` lists everything found, not the first."""
+
+    def __init__(self, problems: Iterable[ConfigProblem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__(self.problems)
+
+    def __str__(self) -> str:
+        return "\n".join(str(problem) for problem in self.problems)
+
+
+def _fail(key: str, message: str) -> ConfigError:
+    return ConfigError([ConfigProblem(key, message)])
+
+
+# --- Loading ---------------------------------------------------------------------------------
+
+
+def load_settings(
+    path: Path | None = None, *, overrides: Mapping[str, object] | None = None
+) -> Settings:
+    """Read ``path`` (None: all defaults), apply ``overrides`` and validate the result.
+
+    ``overrides`` maps dotted keys (``"server.listen"``) to values as TOML would give them;
+    they replace what the file says before anything is checked, so they are checked alike.
+    Raises ConfigError listing every problem found.
+    """
+    problems: list[ConfigProblem] = []
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_file(path, problems)
+    _apply_overrides(raw, overrides or {}, problems)
+    settings = _build(raw, problems)
+    if problems or settings is None:
+        raise ConfigError(problems)
+    return settings
+
+
+def check_file(path: Path) -> list[ConfigProblem]:
+    """Every problem with the file at ``path``; [] when it loads."""
+    try:
+        load_settings(path)
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []
+
+
+def _read_file(path: Path, problems: list[ConfigProblem]) -> dict[str, Any]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        problems.append(ConfigProblem("", f"cannot read {path}: {exc.strerror or exc}"))
+        return {}
+    try:
+        # Some editors start UTF-8 files with a byte order mark, which TOML does not expect.
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        problems.append(ConfigProblem("", f"{path}: not UTF-8 (at line {line})"))
+        return {}
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message already ends with "(at line L, column C)".
+        problems.append(ConfigProblem("", f"{path}: invalid TOML: {exc}"))
+        return {}
+
+
+def _apply_overrides(
+    raw: dict[str, Any], overrides: Mapping[str, object], problems: list[ConfigProblem]
+) -> None:
+    for dotted, value in overrides.items():
+        section, dot, key = dotted.partition(".")
+        if not (section and dot and key):
+            problems.append(ConfigProblem(dotted, 'an override needs the form "section.key"'))
+            continue
+        table = raw.setdefault(section, {})
+        # A section that is not a table is reported when the sections are checked.
+        if isinstance(table, dict):
+            table[key] = value
+
+
+def _build(raw: Mapping[str, Any], problems: list[ConfigProblem]) -> Settings | None:
+    sections = {f.name: f for f in dataclasses.fields(Settings)}
+    problems.extend(_unknown_keys("", raw, sections))
+    hints = typing.get_type_hints(Settings)
+    values: dict[str, dict[str, Any]] = {}
+    for name in sections:
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            problems.append(ConfigProblem(name, f"expected a table, got {_describe(table)}"))
+            continue
+        parsed = _parse_section(name, hints[name], table, problems)
+        if parsed is not None:
+            values[name] = parsed
+    if len(values) < len(sections):
+        return None
+    _fill_computed(values["server"], values["log"])
+    return Settings(**{name: hints[name](**values[name]) for name in sections})
+
+
+def _parse_section(
+    section: str, cls: type, table: Mapping[str, object], problems: list[ConfigProblem]
+) -> dict[str, Any] | None:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    problems.extend(_unknown_keys(section, table, fields))
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    valid = True
+    for name, f in fields.items():
+        key = f"{section}.{name}"
+        raw = table[name] if name in table else _file_default(f)
+        try:
+            values[name] = _parser_for(f, hints[name])(raw, key)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            valid = False
+    return values if valid else None
+
+
+def _unknown_keys(
+    section: str, table: Mapping[str, object], known: Mapping[str, object]
+) -> list[ConfigProblem]:
+    what = "unknown key" if section else "unknown section"
+    found = []
+    for name in table:
+        if name in known:
+            continue
+        message = what
+        near = difflib.get_close_matches(name, list(known), n=1)
+        if near:
+            message += f' (did you mean "{near[0]}"?)'
+        found.append(ConfigProblem(f"{section}.{name}" if section else name, message))
+    return found
+
+
+def _fill_computed(server: dict[str, Any], log: dict[str, Any]) -> None:
+    """Settings whose default depends on the machine or on another setting."""
+    if not server["hostname"]:
+        server["hostname"] = socket.getfqdn().lower().rstrip(".")
+    if not server["local_domains"]:
+        server["local_domains"] = _unique(("localhost", server["hostname"]))
+    if log["events_file"] is not None:
+        # An absolute events_file stays as it is: joining onto an absolute path replaces.
+        log["events_file"] = server["data_dir"] / log["events_file"]
+
+
+def _unique(items: Iterable[_T]) -> tuple[_T, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+# --- Parsers ---------------------------------------------------------------------------------
+
+
+def _parser_for(f: dataclasses.Field[Any], hint: object) -> _Parser:
+    kind = f.metadata.get("kind")
+    if kind is not None:
+        return _SPECIAL_PARSERS[kind]
+    if hint is bool:
+        return _scalar(_to_bool)
+    if hint is int:
+        return _scalar(lambda value: _in_range(_to_int(value), f.metadata))
+    if hint is float:
+        return _scalar(lambda value: _in_range(_to_float(value), f.metadata))
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return _scalar(functools.partial(_to_choice, hint))
+    raise TypeError(f"no parser for setting {f.name} of type {hint!r}")
+
+
+def _scalar(convert: Callable[[object], object]) -> _Parser:
+    def parse(value: object, key: str) -> object:
+        try:
+            return convert(value)
+        except ValueError as exc:
+            raise _fail(key, str(exc)) from None
+
+    return parse
+
+
+def _array(item: Callable[[object], _T]) -> Callable[[object, str], list[_T]]:
+    """A parser for a TOML array that reports every bad element under ``key[i]``."""
+
+    def parse(value: object, key: str) -> list[_T]:
+        if not isinstance(value, list | tuple):
+            raise _fail(key, f"expected an array, got {_describe(value)}")
+        items: list[_T] = []
+        problems: list[ConfigProblem] = []
+        for index, element in enumerate(value):
+            try:
+                items.append(item(element))
+            except ValueError as exc:
+                problems.append(ConfigProblem(f"{key}[{index}]", str(exc)))
+        if problems:
+            raise ConfigError(problems)
+        return items
+
+    return parse
+
+
+def _to_bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_describe(value)}")
+    return value
+
+
+def _to_int(value: object) -> int:
+    # bool is a subclass of int in Python, but "true" is no number of bytes.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {_describe(value)}")
+    return value
+
+
+def _to_float(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {_describe(value)}")
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {_describe(value)}")
+    return float(value)
+
+
+def _in_range(value: _N, rules: Mapping[str, Any]) -> _N:
+    if "ge" in rules and value < rules["ge"]:
+        raise ValueError(f"must be at least {rules['ge']}, got {value}")
+    if "gt" in rules and value <= rules["gt"]:
+        raise ValueError(f"must be greater than {rules['gt']}, got {value}")
+    return value
+
+
+def _to_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_describe(value)}")
+    return value
+
+
+def _to_choice(choices: type[_E], value: object) -> _E:
+    text = _to_str(value)
+    for member in choices:
+        if member.value == text:
+            return member
+    allowed = ", ".join(_toml_string(str(member.value)) for member in choices)
+    raise ValueError(f"must be one of {allowed}; got {_toml_string(text)}")
+
+
+def _to_path_text(value: object) -> str:
+    # Overrides may hand over a Path where a file would have a string.
+    text = _to_str(os.fspath(value) if isinstance(value, os.PathLike) else value)
+    if "\0" in text:
+        raise ValueError("a path cannot contain a NUL character")
+    return text
+
+
+def _to_data_dir(value: object) -> Path:
+    text = _to_path_text(value)
+    if not text:
+        raise ValueError("must name a directory")
+    path = Path(text)
+    return path if path.is_absolute() else Path.cwd() / path
+
+
+def _to_events_file(value: object) -> Path | None:
+    text = _to_path_text(value)
+    return Path(text) if text else None
+
+
+# Lowercase LDH labels (RFC 1035 2.3.1, letters may lead as RFC 1123 2.1 allows digits).
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def _to_domain(value: object) -> str:
+    text = _to_str(value)
+    if not text:
+        raise ValueError("a domain cannot be empty")
+    if text.endswith("."):
+        raise ValueError(f"{_toml_string(text)}: write the domain without the final dot")
+    try:
+        # Nameprep lowercases non-ASCII labels; ASCII labels keep their case, hence lower().
+        ascii_form = text.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise ValueError(f"{_toml_string(text)} is not a valid domain name") from None
+    labels = ascii_form.split(".")
+    bad = [label for label in labels if not _LABEL.fullmatch(label)]
+    if bad:
+        raise ValueError(
+            f"{_toml_string(text)} is not a valid domain name: label {_toml_string(bad[0])}"
+            " may hold only letters, digits and inner hyphens, at most 63"
+        )
+    if len(ascii_form) > 253:
+        raise ValueError(f"{_toml_string(text)} is longer than 253 characters")
+    if labels[-1].isdigit():
+        raise ValueError(f"{_toml_string(text)} looks like an IP address, not a domain name")
+    return ascii_form
+
+
+def _to_hostname(value: object) -> str:
+    text = _to_str(value)
+    # "" stays for _fill_computed, which knows it means the machine's name.
+    return _to_domain(text) if text else ""
+
+
+def _to_domains(value: object, key: str) -> tuple[str, ...]:
+    return _unique(_array(_to_domain)(value, key))
+
+
+def _to_listen_address(value: object) -> ListenAddress:
+    return ListenAddress.parse(_to_str(value))
+
+
+def _to_listen(value: object, key: str) -> tuple[ListenAddress, ...]:
+    addresses = _array(_to_listen_address)(value, key)
+    if not addresses:
+        raise _fail(key, "needs at least one address")
+    first_at: dict[ListenAddress, int] = {}
+    problems: list[ConfigProblem] = []
+    for index, address in enumerate(addresses):
+        # Port 0 twice is two different ephemeral ports, so it is no duplicate.
+        if address.port and address in first_at:
+            problems.append(ConfigProblem(f"{key}[{index}]", f"same as {key}[{first_at[address]}]"))
+        first_at.setdefault(address, index)
+    if problems:
+        raise ConfigError(problems)
+    return tuple(addresses)
+
+
+_SPECIAL_PARSERS: dict[str, _Parser] = {
+    "hostname": _scalar(_to_hostname),
+    "domains": _to_domains,
+    "listen": _to_listen,
+    "data_dir": _scalar(_to_data_dir),
+    "events_file": _scalar(_to_events_file),
+}
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, bool):
+        return f"a boolean ({'true' if value else 'false'})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a float ({value!r})"
+    if isinstance(value, str):
+        return f"a string ({_toml_string(value)})"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, datetime.date | datetime.time):
+        return "a date or time"
+    return f"a {type(value).__name__}"
+
+
+# --- Writing ---------------------------------------------------------------------------------
+
+_EXAMPLE_HEADER = (
+    "Hato configuration: every key, with its default. Settings here take effect at start-up;"
+    " domains, users and aliases live in the store and change while Hato runs."
+)
+_EFFECTIVE_HEADER = (
+    "Hato configuration in effect: every key, at the value the loaded settings hold."
+)
+
+
+def settings_to_dict(settings: Settings) -> dict[str, dict[str, object]]:
+    """The settings as plain JSON and TOML values, in the file's shape."""
+    return {
+        section.name: {
+            f.name: _plain(getattr(getattr(settings, section.name), f.name))
+            for f in dataclasses.fields(getattr(settings, section.name))
+        }
+        for section in dataclasses.fields(Settings)
+    }
+
+
+def settings_to_toml(settings: Settings) -> str:
+    """The settings as documented TOML that load_settings reads back to equal settings."""
+    return _render(settings_to_dict(settings), _EFFECTIVE_HEADER)
+
+
+def example_toml() -> str:
+    """The text of hato.example.toml: every key, documented, at the value an empty file means."""
+    hints = typing.get_type_hints(Settings)
+    defaults = {
+        section.name: {f.name: _file_default(f) for f in dataclasses.fields(hints[section.name])}
+        for section in dataclasses.fields(Settings)
+    }
+    return _render(defaults, _EXAMPLE_HEADER)
+
+
+def _file_default(f: dataclasses.Field[Any]) -> object:
+    """What the file means when it leaves out this setting, as a TOML value."""
+    if "file_default" in f.metadata:
+        return f.metadata["file_default"]
+    if f.default is dataclasses.MISSING:
+        raise TypeError(f"setting {f.name} has neither a default nor a file_default")
+    return _plain(f.default)
+
+
+def _plain(value: object) -> object:
+    if value is None:
+        return ""  # Only events_file is optional, and "" is how the file disables it.
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Path | ListenAddress):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _render(values: Mapping[str, Mapping[str, object]], header: str) -> str:
+    hints = typing.get_type_hints(Settings)
+    lines = _comment(header)
+    for section in dataclasses.fields(Settings):
+        lines += ["", *_comment(section.metadata["doc"]), f"[{section.name}]"]
+        for f in dataclasses.fields(hints[section.name]):
+            lines += ["", *_comment(f.metadata["doc"])]
+            lines.append(f"{f.name} = {_toml_value(values[section.name][f.name])}")
+    return "\n".join(lines) + "\n"
+
+
+def _comment(text: str) -> list[str]:
+    return ["# " + line for line in textwrap.wrap(text, width=90)]
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string; also how messages quote values, so they read as the file does."""
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char < " " or char == "\x7f":
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'

@@ -1,0 +1,272 @@
+"""The settings as frozen dataclasses, each field documented once.
+
+A field's ``metadata`` holds its documentation (``doc``) and the rules the loader checks
+(``ge``: at least, ``gt``: greater than, ``kind``: a parser for values that are more than a
+TOML scalar). Fields whose value depends on the machine or on another field (hostname,
+local_domains, data_dir, events_file) have no dataclass default; ``file_default`` holds what
+the file means when the key is absent, and the loader computes the effective value from it.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import MISSING, dataclass, field
+from pathlib import Path
+
+
+def _meta(
+    doc: str,
+    *,
+    file_default: object = MISSING,
+    kind: str | None = None,
+    ge: float | None = None,
+    gt: float | None = None,
+) -> dict[str, object]:
+    rules = {"file_default": file_default, "kind": kind, "ge": ge, "gt": gt}
+    return {"doc": doc} | {
+        name: rule for name, rule in rules.items() if rule is not None and rule is not MISSING
+    }
+
+
+class BareNewline(enum.StrEnum):
+    """What to do with a CR or LF in DATA that is not part of a CRLF pair."""
+
+    REJECT = "reject"
+    NORMALIZE = "normalize"
+
+
+class SyncMode(enum.StrEnum):
+    """How the spool makes an accepted message durable before answering 250."""
+
+    AUTO = "auto"
+    SYNCFS = "syncfs"
+    FSYNC = "fsync"
+
+
+class LogLevel(enum.StrEnum):
+    """The least severe operational message written to stderr."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """One socket to listen on. ``host`` is an IP address without brackets."""
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            raise ValueError(f"{self.host!r} is not an IP address") from None
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is outside 0-65535")
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> ListenAddress:
+        """Parse ``"ADDR:PORT"`` or ``"[IPV6]:PORT"``; raise ValueError saying what is wrong."""
+        if text.startswith("["):
+            host, bracket, port = text[1:].partition("]:")
+            if not bracket:
+                raise ValueError(f'"{text}" needs the form "[IPV6]:PORT"')
+            if ":" not in host:
+                raise ValueError(f'"{text}": brackets are only for IPv6 addresses')
+        else:
+            host, colon, port = text.rpartition(":")
+            if not colon:
+                raise ValueError(f'"{text}" has no port; write "ADDR:PORT"')
+            if ":" in host:
+                raise ValueError(f'"{text}": an IPv6 address needs brackets, as "[::1]:2525"')
+        if not host:
+            raise ValueError(f'"{text}" has no address; use "0.0.0.0" or "[::]" for all')
+        # int() would also take "+25", " 25" and non-ASCII digits.
+        if not (port.isascii() and port.isdigit()):
+            raise ValueError(f'"{text}": port {port!r} is not a number')
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            # Binding to a name would depend on the resolver at start-up.
+            raise ValueError(f'"{text}": {host!r} is not an IP address') from None
+        return cls(str(ip), int(port))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    """Who this server is, where it listens and where it keeps its data."""
+
+    hostname: str = field(
+        metadata=_meta(
+            "Name this server gives itself in the greeting banner, the EHLO reply and Received"
+            ' headers. "" means the machine\'s fully qualified domain name (socket.getfqdn()).'
+            " Stored lowercased; a non-ASCII name is stored as its A-label (xn--...).",
+            file_default="",
+            kind="hostname",
+        )
+    )
+    listen: tuple[ListenAddress, ...] = field(
+        default=(ListenAddress("127.0.0.1", 2525),),
+        metadata=_meta(
+            'Sockets to accept SMTP on, as "ADDR:PORT" where ADDR is an IP address; an IPv6'
+            ' address goes in brackets, as "[::1]:2525". Port 0 asks the kernel for a free port.',
+            kind="listen",
+        ),
+    )
+    data_dir: Path = field(
+        metadata=_meta(
+            "Directory for the spool, mailboxes and logs. A relative path is taken from the"
+            " working directory at start-up, so a service should be given an absolute one.",
+            file_default="./hato-data",
+            kind="data_dir",
+        )
+    )
+    local_domains: tuple[str, ...] = field(
+        metadata=_meta(
+            "Domains whose mail is delivered here instead of relayed."
+            ' [] means ["localhost", hostname]. Stored lowercased, non-ASCII names as A-labels.',
+            file_default=[],
+            kind="domains",
+        )
+    )
+    reverse_dns: bool = field(
+        default=True,
+        metadata=_meta(
+            "Look up the client's PTR name for the Received header. Off saves a DNS query per"
+            " connection; the header then records only the IP address."
+        ),
+    )
+    shutdown_grace: float = field(
+        default=30.0,
+        metadata=_meta(
+            "Seconds that sessions in the middle of DATA get to finish after SIGTERM before"
+            " they are closed with 421. 0 closes them at once.",
+            ge=0,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SmtpSettings:
+    """Limits the SMTP service enforces on every session."""
+
+    max_message_size: int = field(
+        default=67108864,
+        metadata=_meta(
+            "Largest message accepted, in bytes, advertised with the EHLO SIZE keyword. A"
+            " larger message is read to its end and then refused, so its tail is never taken"
+            " for commands.",
+            gt=0,
+        ),
+    )
+    max_command_line: int = field(
+        default=512,
+        metadata=_meta(
+            "Longest command line accepted, in octets including CRLF. RFC 5321 4.5.3.1.4 makes"
+            " 512 the least a server may accept.",
+            ge=512,
+        ),
+    )
+    max_text_line: int = field(
+        default=1000,
+        metadata=_meta(
+            "Longest line of message text accepted, in octets including CRLF. RFC 5322 2.1.1"
+            " allows 998 characters plus CRLF, so a server may not accept less than 1000.",
+            ge=1000,
+        ),
+    )
+    max_recipients: int = field(
+        default=100,
+        metadata=_meta(
+            "Most recipients of one message; a client offered more gets 452 and sends them in"
+            " another transaction. RFC 5321 4.5.3.1.8 asks for at least 100.",
+            ge=1,
+        ),
+    )
+    max_errors: int = field(
+        default=20,
+        metadata=_meta(
+            'Error replies one session may collect before it is closed with "421 4.7.0", so a'
+            " confused or hostile client cannot hold a connection forever.",
+            ge=1,
+        ),
+    )
+    idle_timeout: float = field(
+        default=300.0,
+        metadata=_meta(
+            "Seconds a client may take to send a complete command or the next piece of DATA"
+            ' before it is closed with "421 4.4.2".',
+            gt=0,
+        ),
+    )
+    bare_newline: BareNewline = field(
+        default=BareNewline.REJECT,
+        metadata=_meta(
+            '"reject": a CR or LF in DATA outside a CRLF pair refuses the message with'
+            ' 550 5.5.2, which closes the door to SMTP smuggling. "normalize": such a line'
+            " ending becomes CRLF inside the message; the end of DATA is still only CRLF.CRLF."
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpoolSettings:
+    """The durable store of accepted messages."""
+
+    sync: SyncMode = field(
+        default=SyncMode.AUTO,
+        metadata=_meta(
+            'How accepted messages are made durable before the 250 reply. "fsync": each file'
+            ' and its directory. "syncfs": one syncfs() of the spool file system per group'
+            ' commit (Linux). "auto": syncfs where the system has it, fsync elsewhere.'
+        ),
+    )
+    max_batch: int = field(
+        default=256,
+        metadata=_meta(
+            "Most messages one group commit covers; concurrent sessions share one sync"
+            " up to this many, and the rest wait for the next.",
+            ge=1,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogSettings:
+    """Where operational messages and events go."""
+
+    level: LogLevel = field(
+        default=LogLevel.INFO,
+        metadata=_meta(
+            'Least severe messages written to stderr: "debug", "info", "warning" or "error".'
+        ),
+    )
+    events_file: Path | None = field(
+        metadata=_meta(
+            'JSON-lines file that receives the event stream, relative to data_dir; "" disables'
+            " it. Loaded settings hold it as an absolute path, or None when disabled.",
+            file_default="log/events.jsonl",
+            kind="events_file",
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything read from the configuration file; a change needs a restart."""
+
+    server: ServerSettings = field(
+        metadata=_meta("Who this server is, where it listens and keeps its data.")
+    )
+    smtp: SmtpSettings = field(metadata=_meta("Limits the SMTP service enforces on every session."))
+    spool: SpoolSettings = field(metadata=_meta("The durable store of accepted messages."))
+    log: LogSettings = field(metadata=_meta("Where operational messages and events go."))

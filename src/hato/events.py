@@ -1,0 +1,269 @@
+"""The operational vocabulary: one small frozen event per thing that happens.
+
+Every component reports through an :class:`EventLog`; the JSON-lines file
+(``DATA/log/events.jsonl``) and the readable stderr lines are two views of the one
+stream, so what an administrator greps for is what the API will serve later.
+The log is not part of the durability promise: it is buffered and flushed often,
+not fsynced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TextIO
+
+__all__ = [
+    "LEVELS",
+    "Connected",
+    "Disconnected",
+    "EventLog",
+    "HeloReceived",
+    "InternalError",
+    "MailAccepted",
+    "OpsEvent",
+    "Queued",
+    "RcptAccepted",
+    "Rejected",
+    "ServerStarted",
+    "ServerStopped",
+    "ServerStopping",
+    "SpoolRecovered",
+]
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpsEvent:
+    """Base of all events: ``name`` is the JSON ``event`` field, ``level`` its stderr level."""
+
+    name: ClassVar[str] = "event"
+    level: ClassVar[str] = "info"
+
+    def describe(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in _fields(self).items())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerStarted(OpsEvent):
+    name: ClassVar[str] = "server_started"
+    hostname: str
+    version: str
+    listen: tuple[str, ...]
+    data_dir: str
+
+    def describe(self) -> str:
+        where = ", ".join(self.listen)
+        return (
+            f"Hato {self.version} on {self.hostname} listening on {where}, data in {self.data_dir}"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerStopping(OpsEvent):
+    name: ClassVar[str] = "server_stopping"
+    reason: str
+    sessions: int
+
+    def describe(self) -> str:
+        return f"stopping ({self.reason}); {self.sessions} sessions open"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerStopped(OpsEvent):
+    name: ClassVar[str] = "server_stopped"
+    interrupted_sessions: int
+
+    def describe(self) -> str:
+        return f"stopped; {self.interrupted_sessions} sessions told 421"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpoolRecovered(OpsEvent):
+    name: ClassVar[str] = "spool_recovered"
+    queued: int
+    orphans_removed: int
+    broken: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        text = f"spool: {self.queued} messages queued, {self.orphans_removed} unfinished removed"
+        return text + (f", missing data for {', '.join(self.broken)}" if self.broken else "")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Connected(OpsEvent):
+    name: ClassVar[str] = "connect"
+    level: ClassVar[str] = "debug"
+    session: str
+    client_ip: str
+    client_port: int
+    listener: str
+
+    def describe(self) -> str:
+        return f"session={self.session} connect from [{self.client_ip}]:{self.client_port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeloReceived(OpsEvent):
+    name: ClassVar[str] = "helo"
+    level: ClassVar[str] = "debug"
+    session: str
+    helo: str
+    extended: bool
+
+    def describe(self) -> str:
+        verb = "EHLO" if self.extended else "HELO"
+        return f"session={self.session} {verb} {self.helo}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailAccepted(OpsEvent):
+    name: ClassVar[str] = "mail"
+    level: ClassVar[str] = "debug"
+    session: str
+    reverse_path: str
+    params: dict[str, Any]
+
+    def describe(self) -> str:
+        return f"session={self.session} from=<{self.reverse_path}>"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RcptAccepted(OpsEvent):
+    name: ClassVar[str] = "rcpt"
+    level: ClassVar[str] = "debug"
+    session: str
+    recipient: str
+    params: dict[str, Any]
+
+    def describe(self) -> str:
+        return f"session={self.session} to=<{self.recipient}>"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rejected(OpsEvent):
+    """A refusal and its reason: what an administrator looks for when mail does not arrive."""
+
+    name: ClassVar[str] = "reject"
+    session: str
+    client_ip: str
+    command: str
+    reply: str
+    reason: str
+
+    def describe(self) -> str:
+        return (
+            f"session={self.session} reject {self.command or '-'} from [{self.client_ip}]: "
+            f"{self.reply} ({self.reason})"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Queued(OpsEvent):
+    name: ClassVar[str] = "queued"
+    session: str
+    queue_id: str
+    size: int
+    reverse_path: str
+    recipients: tuple[str, ...]
+    client_ip: str
+
+    def describe(self) -> str:
+        return (
+            f"session={self.session} queued {self.queue_id}: from=<{self.reverse_path}> "
+            f"size={self.size} nrcpt={len(self.recipients)} client=[{self.client_ip}]"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Disconnected(OpsEvent):
+    name: ClassVar[str] = "disconnect"
+    level: ClassVar[str] = "debug"
+    session: str
+    client_ip: str
+    messages: int
+    recipients: int
+    errors: int
+    seconds: float
+    reason: str
+
+    def describe(self) -> str:
+        return (
+            f"session={self.session} disconnect from [{self.client_ip}] ({self.reason}) "
+            f"messages={self.messages} rcpt={self.recipients} errors={self.errors} "
+            f"time={self.seconds:.3f}s"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InternalError(OpsEvent):
+    """Our own bug, caught at a boundary so the session ends cleanly instead of hanging."""
+
+    name: ClassVar[str] = "internal_error"
+    level: ClassVar[str] = "error"
+    where: str
+    error: str
+    session: str = ""
+
+
+def _fields(event: OpsEvent) -> dict[str, Any]:
+    return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+
+
+class EventLog:
+    """Writes each event as a JSON line and, at or above ``level``, a readable stderr line.
+
+    Thread-safe (the spool's committer thread may report too). JSON lines are buffered;
+    the owner calls :meth:`flush` periodically and :meth:`close` at the end.
+    """
+
+    def __init__(
+        self,
+        *,
+        json_path: Path | None = None,
+        stream: TextIO | None = None,
+        level: str = "info",
+    ) -> None:
+        self._threshold = LEVELS[level]
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._file: TextIO | None = None
+        if json_path is not None:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = json_path.open("a", encoding="utf-8", buffering=1 << 16)
+
+    @classmethod
+    def to_stderr(cls, level: str = "info", json_path: Path | None = None) -> EventLog:
+        return cls(json_path=json_path, stream=sys.stderr, level=level)
+
+    def emit(self, event: OpsEvent) -> None:
+        now = time.time()
+        show = self._stream is not None and LEVELS[event.level] >= self._threshold
+        if self._file is None and not show:
+            return
+        with self._lock:
+            if self._file is not None:
+                record = {"ts": round(now, 6), "event": event.name, **_fields(event)}
+                self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            if show and self._stream is not None:
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+                self._stream.write(f"{stamp}Z hato {event.level}: {event.describe()}\n")
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
+            if self._stream is not None:
+                self._stream.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None

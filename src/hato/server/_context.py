@@ -1,0 +1,65 @@
+"""What every session of one server shares: settings, spool, event log, counters."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..config import Settings
+from ..events import EventLog
+from ..smtp import Limits
+from ..spool import Spool
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+__all__ = ["ServerContext", "limits_from"]
+
+
+def limits_from(settings: Settings) -> Limits:
+    smtp = settings.smtp
+    return Limits(
+        max_message_size=smtp.max_message_size,
+        max_command_line=smtp.max_command_line,
+        max_text_line=smtp.max_text_line,
+        max_recipients=smtp.max_recipients,
+        max_errors=smtp.max_errors,
+        bare_newline=smtp.bare_newline,
+    )
+
+
+@dataclass(slots=True, kw_only=True)
+class ServerContext:
+    settings: Settings
+    spool: Spool
+    log: EventLog
+    version: str
+    limits: Limits = field(init=False)
+    local_domains: frozenset[str] = field(init=False)
+    sessions: set[Session] = field(default_factory=set)
+    stopping: bool = False
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
+    _prefix: str = field(default_factory=lambda: os.urandom(2).hex())
+
+    def __post_init__(self) -> None:
+        self.limits = limits_from(self.settings)
+        self.local_domains = frozenset(d.lower() for d in self.settings.server.local_domains)
+
+    @property
+    def hostname(self) -> str:
+        return self.settings.server.hostname
+
+    def new_session_id(self) -> str:
+        return f"{self._prefix}{next(self._ids):06x}"
+
+    def is_local_domain(self, domain: str) -> bool:
+        domain = domain.lower().rstrip(".")
+        if domain.startswith("["):
+            return False
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return False
+        return domain in self.local_domains

@@ -1,0 +1,432 @@
+"""One SMTP connection: feeds the engine, answers its events, streams DATA into the spool.
+
+The session is the only place where the engine, the socket and the spool meet. It
+answers each event with a typed :class:`~hato.smtp.Reply`; one loop
+(:meth:`Session._process`) writes everything the engine has to say in one write per
+batch, which is what makes pipelined clients cheap. A ``250`` after the data is sent
+only once :meth:`MessageWriter.commit` has returned, i.e. the message is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import TYPE_CHECKING, cast
+
+from .. import __version__, smtp
+from ..events import (
+    Connected,
+    Disconnected,
+    HeloReceived,
+    InternalError,
+    MailAccepted,
+    Queued,
+    RcptAccepted,
+    Rejected,
+)
+from ..smtp import Reply, reply
+from ..spool import Envelope, MessageWriter, Recipient, SpoolError
+from ._received import ClientFacts, protocol_name, received_header
+
+if TYPE_CHECKING:
+    from ._context import ServerContext
+
+__all__ = ["Session"]
+
+# Replies named once; texts follow what Postfix administrators already know.
+R_DATA_GO = reply(354, None, "End data with <CR><LF>.<CR><LF>")
+R_MAIL_OK = reply(250, "2.1.0", "Ok")
+R_RCPT_OK = reply(250, "2.1.5", "Ok")
+R_WRITE_ERROR = reply(451, "4.3.0", "Error: queue file write error, try again later")
+R_INTERNAL = reply(421, "4.3.0", "Error: internal server error, closing connection")
+# Input buffered while the session waits for the disk: past this, stop reading.
+MAX_BUFFERED = 1 << 20
+# Reverse DNS is a courtesy for the Received header; it must never hold a client long.
+RDNS_TIMEOUT = 5.0
+
+
+class Session(asyncio.Protocol):
+    def __init__(self, context: ServerContext, listener: str) -> None:
+        self.ctx = context
+        self.listener = listener
+        self.id = context.new_session_id()
+        self.conn = smtp.ServerConnection(context.hostname, context.limits)
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = ""
+        self.client_port = 0
+        self.client_name: str | None = None
+        self.started = time.monotonic()
+        self.last_activity = self.started
+        self.busy = True  # until the banner is out; then while waiting on DNS or the disk
+        self.writer: MessageWriter | None = None
+        self.write_error: OSError | None = None
+        self.messages = 0
+        self.recipients = 0
+        self.close_reason = "client closed"
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport but implement it.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = self.transport.get_extra_info("peername") or ("", 0)
+        self.client_ip, self.client_port = str(peer[0]), int(peer[1])
+        self.ctx.sessions.add(self)
+        self.ctx.log.emit(
+            Connected(
+                session=self.id,
+                client_ip=self.client_ip,
+                client_port=self.client_port,
+                listener=self.listener,
+            )
+        )
+        self._arm_timer()
+        if self.ctx.settings.server.reverse_dns:
+            self._task = asyncio.ensure_future(self._greet_after_lookup())
+        else:
+            self._greet()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        self.conn.receive_data(data)
+        if not self.busy:
+            self._process()
+        elif self.conn.buffered > MAX_BUFFERED and self.transport is not None:
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        self.close_reason = "client sent EOF"
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self.close_reason = f"connection lost: {exc}"
+        self._abort_message()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self.ctx.sessions.discard(self)
+        self.ctx.log.emit(
+            Disconnected(
+                session=self.id,
+                client_ip=self.client_ip,
+                messages=self.messages,
+                recipients=self.recipients,
+                errors=self.conn.errors,
+                seconds=round(time.monotonic() - self.started, 6),
+                reason=self.close_reason,
+            )
+        )
+
+    def pause_writing(self) -> None:
+        # A client that does not read its replies does not get to send more commands.
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    # -- the greeting ------------------------------------------------------------------
+
+    async def _greet_after_lookup(self) -> None:
+        try:
+            self.client_name = await asyncio.wait_for(_reverse_lookup(self.client_ip), RDNS_TIMEOUT)
+        except (TimeoutError, OSError):
+            self.client_name = None
+        self._greet()
+
+    def _greet(self) -> None:
+        if self.ctx.stopping:
+            self.conn.close_with(_shutdown_reply(self.ctx.hostname))
+        else:
+            self.conn.send_greeting(
+                reply(220, None, f"{self.ctx.hostname} ESMTP Hato {__version__} ready")
+            )
+        self.busy = False
+        self._process()
+
+    # -- the one loop that answers and writes --------------------------------------------
+
+    def _process(self) -> None:
+        conn = self.conn
+        try:
+            while not self.busy:
+                event = conn.next_event()
+                if event is smtp.NEED_DATA or event is smtp.PAUSED:
+                    break
+                if event is smtp.CLOSED:
+                    break
+                self._handle(event)
+            if self.ctx.stopping and not self.busy and not conn.in_message and not conn.closed:
+                conn.close_with(_shutdown_reply(self.ctx.hostname))
+        except Exception as error:  # our bug: end this session cleanly, keep the server
+            self.ctx.log.emit(InternalError(where="session", error=repr(error), session=self.id))
+            self._abort_message()
+            conn.close_with(R_INTERNAL)
+            self.close_reason = "internal error"
+        self._flush()
+
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        out = self.conn.data_to_send()
+        if out:
+            transport.write(out)
+        if self.conn.closed:
+            if self.close_reason == "client closed":
+                self.close_reason = "server closed"
+            transport.close()
+        elif not self.busy:
+            transport.resume_reading()
+
+    def _handle(self, event: smtp.Event) -> None:
+        conn = self.conn
+        match event:
+            case smtp.DataChunk(data=data):
+                self._write(data)
+            case smtp.Hello(name=name, extended=extended):
+                self._abort_message()
+                self.ctx.log.emit(HeloReceived(session=self.id, helo=name, extended=extended))
+                conn.send_reply(self._hello_reply(name, extended))
+            case smtp.MailFrom():
+                self._mail(event)
+            case smtp.RcptTo():
+                self._rcpt(event)
+            case smtp.DataCommand():
+                conn.send_reply(R_DATA_GO if self._open_message() else R_WRITE_ERROR)
+            case smtp.MessageEnd(problem=problem):
+                self._end_message(problem)
+            case smtp.Reset():
+                self._abort_message()
+            case smtp.CommandRejected(command=command, reply=refusal):
+                if conn.transaction is None:
+                    self._abort_message()
+                self._rejected(command, refusal, "protocol")
+            case smtp.StartTls() | smtp.AuthStart() | smtp.AuthResponse():
+                # The engine only offers these when configured; this server offers neither yet.
+                conn.send_reply(reply(502, "5.5.1", "Error: command not implemented"))
+
+    def _hello_reply(self, name: str, extended: bool) -> Reply:
+        greeting = f"{self.ctx.hostname} Hello {name} [{self.client_ip}]"
+        if extended:
+            return Reply(250, None, (greeting, *self.conn.ehlo_keywords()))
+        return reply(250, None, greeting)
+
+    def _rejected(self, command: str, refusal: Reply, reason: str) -> None:
+        self.ctx.log.emit(
+            Rejected(
+                session=self.id,
+                client_ip=self.client_ip,
+                command=command,
+                reply=str(refusal),
+                reason=reason,
+            )
+        )
+
+    def _mail(self, event: smtp.MailFrom) -> None:
+        params = event.params
+        self.ctx.log.emit(
+            MailAccepted(
+                session=self.id,
+                reverse_path=event.reverse_path,
+                params={
+                    k: v for k in params.__slots__ if (v := getattr(params, k)) not in (None, False)
+                },
+            )
+        )
+        self.conn.send_reply(R_MAIL_OK)
+
+    def _rcpt(self, event: smtp.RcptTo) -> None:
+        address = event.forward_path
+        domain = address.rpartition("@")[2]
+        if domain and not self.ctx.is_local_domain(domain):
+            refusal = reply(554, "5.7.1", f"<{address}>: Relay access denied")
+            self._rejected("RCPT", refusal, f"relay to {domain} is not allowed")
+            self.conn.send_reply(refusal)
+            return
+        params = event.params
+        self.ctx.log.emit(
+            RcptAccepted(
+                session=self.id,
+                recipient=address,
+                params={"notify": list(params.notify), "orcpt": params.orcpt},
+            )
+        )
+        self.conn.send_reply(R_RCPT_OK)
+
+    # -- the message -------------------------------------------------------------------
+
+    def _facts(self) -> ClientFacts:
+        return ClientFacts(
+            ip=self.client_ip,
+            name=self.client_name,
+            helo=self.conn.helo or "",
+            extended=self.conn.extended,
+            tls=None,
+            auth=None,
+        )
+
+    def _open_message(self) -> bool:
+        """Start the queue file with our Received header; False if the spool cannot."""
+        transaction = self.conn.transaction
+        assert transaction is not None
+        self._abort_message()
+        try:
+            writer = self.ctx.spool.new_message()
+            writer.write(
+                received_header(
+                    self._facts(),
+                    hostname=self.ctx.hostname,
+                    version=__version__,
+                    queue_id=writer.queue_id,
+                    recipients=[path for path, _ in transaction.recipients],
+                    smtputf8=transaction.params.smtputf8,
+                    when=time.time(),
+                )
+            )
+        except (OSError, SpoolError) as error:
+            self.ctx.log.emit(InternalError(where="spool", error=repr(error), session=self.id))
+            return False
+        self.writer, self.write_error = writer, None
+        return True
+
+    def _write(self, data: bytes) -> None:
+        # The first BDAT chunk opens the queue file (DATA opened it at 354).
+        if self.writer is None and (self.write_error is not None or not self._open_message()):
+            self.write_error = self.write_error or OSError("cannot open queue file")
+            return
+        assert self.writer is not None
+        try:
+            self.writer.write(data)
+        except (OSError, SpoolError) as error:
+            self.ctx.log.emit(InternalError(where="spool", error=repr(error), session=self.id))
+            self.write_error = OSError(str(error))
+            self._abort_message()
+
+    def _abort_message(self) -> None:
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            try:
+                writer.abort()
+            except (OSError, SpoolError) as error:
+                self.ctx.log.emit(InternalError(where="spool", error=repr(error), session=self.id))
+
+    def _end_message(self, problem: Reply | None) -> None:
+        if problem is None and self.writer is None and self.write_error is None:
+            self._write(b"")  # BDAT 0 LAST as the only chunk: an empty message
+        if problem is not None or self.write_error is not None or self.writer is None:
+            self._abort_message()
+            self.write_error = None
+            refusal = problem or R_WRITE_ERROR
+            self._rejected("DATA", refusal, "message refused" if problem else "spool error")
+            self.conn.send_reply(refusal)
+            return
+        transaction = self.conn.transaction
+        assert transaction is not None
+        writer, self.writer = self.writer, None
+        envelope = self._envelope(transaction)
+        self.busy = True
+        self._task = asyncio.ensure_future(self._commit(writer, envelope))
+
+    def _envelope(self, transaction: smtp.Transaction) -> Envelope:
+        params = transaction.params
+        facts = self._facts()
+        return Envelope(
+            reverse_path=transaction.reverse_path,
+            recipients=tuple(
+                Recipient(address=path, notify=rp.notify, orcpt=rp.orcpt)
+                for path, rp in transaction.recipients
+            ),
+            envid=params.envid,
+            ret=params.ret,
+            body=params.body,
+            smtputf8=params.smtputf8,
+            client_ip=self.client_ip,
+            client_name=self.client_name,
+            helo=self.conn.helo or "",
+            protocol=protocol_name(facts, smtputf8=params.smtputf8),
+            tls=None,
+            auth=None,
+            arrival=time.time(),
+            session_id=self.id,
+        )
+
+    async def _commit(self, writer: MessageWriter, envelope: Envelope) -> None:
+        try:
+            await writer.commit(envelope)
+        except SpoolError as error:
+            self.ctx.log.emit(InternalError(where="spool", error=repr(error), session=self.id))
+            answer = R_WRITE_ERROR
+        else:
+            answer = reply(250, "2.0.0", f"Ok: queued as {writer.queue_id}")
+            self.messages += 1
+            self.recipients += len(envelope.recipients)
+            self.ctx.log.emit(
+                Queued(
+                    session=self.id,
+                    queue_id=writer.queue_id,
+                    size=writer.size,
+                    reverse_path=envelope.reverse_path,
+                    recipients=tuple(r.address for r in envelope.recipients),
+                    client_ip=self.client_ip,
+                )
+            )
+        if self.transport is None or self.transport.is_closing():
+            return  # the client left; the message is queued all the same
+        self.conn.send_reply(answer)
+        self.busy = False
+        self._process()
+
+    # -- timeouts and shutdown ---------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        timeout = self.ctx.settings.smtp.idle_timeout
+        due = self.last_activity + timeout
+        self._timer = loop.call_at(loop.time() + max(0.0, due - time.monotonic()), self._tick)
+
+    def _tick(self) -> None:
+        idle = time.monotonic() - self.last_activity
+        if self.busy and self.writer is None and self._task is not None:
+            # Waiting on our own disk or DNS is not the client's idleness.
+            self.last_activity = time.monotonic()
+        elif idle >= self.ctx.settings.smtp.idle_timeout:
+            self._abort_message()
+            self.conn.close_with(
+                reply(421, "4.4.2", f"{self.ctx.hostname} Error: timeout exceeded")
+            )
+            self.close_reason = "idle timeout"
+            self._flush()
+            return
+        self._arm_timer()
+
+    def shutdown(self, *, force: bool) -> None:
+        """Server stopping: close now unless a message is mid-transfer (and not forced)."""
+        if self.conn.closed:
+            return
+        if not force and (self.busy or self.conn.in_message):
+            return  # _process closes it after the message is answered
+        if force and self._task is not None and not self._task.done() and self.writer is None:
+            return  # a commit is in flight: its 250 is owed; it closes after
+        self._abort_message()
+        self.conn.close_with(_shutdown_reply(self.ctx.hostname))
+        self.close_reason = "server shutdown"
+        self._flush()
+
+
+def _shutdown_reply(hostname: str) -> Reply:
+    return reply(421, "4.3.2", f"{hostname} Service shutting down, closing transmission channel")
+
+
+async def _reverse_lookup(ip: str) -> str | None:
+    """PTR name of ``ip``, kept only if it resolves back to ``ip`` (forward-confirmed)."""
+    loop = asyncio.get_running_loop()
+    name, _ = await loop.getnameinfo((ip, 0), socket.NI_NAMEREQD)
+    infos = await loop.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+    return name if any(info[4][0] == ip for info in infos) else None

@@ -1,0 +1,73 @@
+"""Sans-I/O SMTP (layer 0): bytes in, events out, replies in, bytes out.
+
+No sockets, clocks or asyncio here, and nothing outside the standard library.
+:class:`ServerConnection` enforces command order, PIPELINING order, SIZE, BDAT
+framing, CRLF-only line ends and dot handling, and answers syntax and sequence
+errors itself; its caller answers only the events that need a decision.
+"""
+
+from ._address import AddressError, Path, parse_path, split_path, xtext_decode, xtext_encode
+from ._events import (
+    AuthResponse,
+    AuthStart,
+    CommandRejected,
+    DataChunk,
+    DataCommand,
+    Event,
+    Hello,
+    MailFrom,
+    MessageEnd,
+    RcptTo,
+    Reset,
+    StartTls,
+)
+from ._help import help_reply
+from ._limits import Limits
+from ._params import MailParams, ParamError, RcptParams, parse_mail_params, parse_rcpt_params
+from ._reply import Reply, reply
+from ._server import (
+    CLOSED,
+    NEED_DATA,
+    PAUSED,
+    LocalProtocolError,
+    ServerConnection,
+    State,
+    Transaction,
+)
+
+__all__ = [
+    "CLOSED",
+    "NEED_DATA",
+    "PAUSED",
+    "AddressError",
+    "AuthResponse",
+    "AuthStart",
+    "CommandRejected",
+    "DataChunk",
+    "DataCommand",
+    "Event",
+    "Hello",
+    "Limits",
+    "LocalProtocolError",
+    "MailFrom",
+    "MailParams",
+    "MessageEnd",
+    "ParamError",
+    "Path",
+    "RcptParams",
+    "RcptTo",
+    "Reply",
+    "Reset",
+    "ServerConnection",
+    "StartTls",
+    "State",
+    "Transaction",
+    "help_reply",
+    "parse_mail_params",
+    "parse_path",
+    "parse_rcpt_params",
+    "reply",
+    "split_path",
+    "xtext_decode",
+    "xtext_encode",
+]

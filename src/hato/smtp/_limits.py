@@ -1,0 +1,23 @@
+"""The engine's limits, each named once with the rule behind it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Limits"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    # Advertised as SIZE (RFC 1870); declared or actual size over it gets 552 5.3.4.
+    max_message_size: int = 64 * 1024 * 1024
+    # RFC 5321 4.5.3.1.4: a command line is at most 512 octets, CRLF included.
+    max_command_line: int = 512
+    # RFC 5322 2.1.1 / RFC 5321 4.5.3.1.6: 998 octets of text plus CRLF.
+    max_text_line: int = 1000
+    # RFC 5321 4.5.3.1.8: at least 100 recipients must be buffered.
+    max_recipients: int = 100
+    # Error replies in one session before "421 4.7.0" (Postfix's smtpd_hard_error_limit).
+    max_errors: int = 20
+    # "reject" refuses a message with a bare CR or LF (550 5.5.2); "normalize" makes it CRLF.
+    bare_newline: str = "reject"

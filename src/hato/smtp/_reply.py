@@ -1,0 +1,65 @@
+"""SMTP replies and the reply codes Hato uses, each named once beside its RFC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Reply", "reply"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One SMTP reply: a code, an optional enhanced status code, and its text lines.
+
+    RFC 5321 4.2: every line of a multi-line reply carries the same code; RFC 2034
+    section 4: when enhanced codes are in use, each line carries the enhanced code too.
+    """
+
+    code: int
+    enhanced: str | None
+    lines: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not 200 <= self.code <= 599:
+            raise ValueError(f"reply code out of range: {self.code}")
+        # RFC 3463 section 2: class.subject.detail, and the class matches the code.
+        if self.enhanced is not None and (
+            self.enhanced[0] != str(self.code)[0] or self.enhanced.count(".") != 2
+        ):
+            raise ValueError(f"enhanced code {self.enhanced!r} does not fit {self.code}")
+        if not self.lines:
+            raise ValueError("a reply has at least one line")
+        for line in self.lines:
+            if "\r" in line or "\n" in line:
+                raise ValueError("reply text must not contain CR or LF")
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def is_positive(self) -> bool:
+        return self.code < 400
+
+    @property
+    def is_transient(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def is_permanent(self) -> bool:
+        return self.code >= 500
+
+    def to_bytes(self) -> bytes:
+        prefix = f"{self.code} {self.enhanced} " if self.enhanced else f"{self.code} "
+        dash = f"{self.code}-{self.enhanced} " if self.enhanced else f"{self.code}-"
+        last = len(self.lines) - 1
+        out = [(prefix if i == last else dash) + line for i, line in enumerate(self.lines)]
+        return ("\r\n".join(out) + "\r\n").encode("utf-8")
+
+    def __str__(self) -> str:
+        return self.to_bytes().decode("utf-8").rstrip("\r\n").replace("\r\n", " / ")
+
+
+def reply(code: int, enhanced: str | None, *lines: str) -> Reply:
+    """Build a reply: ``reply(250, "2.1.0", "Ok")``."""
+    return Reply(code, enhanced, lines)
