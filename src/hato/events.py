@@ -212,8 +212,16 @@ class InternalError(OpsEvent):
     session: str = ""
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _fields(event: OpsEvent) -> dict[str, Any]:
-    return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+    # dataclasses.fields() is slow for a per-event path; the names never change per class.
+    kind = type(event)
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(event))
+    return {name: getattr(event, name) for name in names}
 
 
 class EventLog:

@@ -15,6 +15,7 @@ __all__ = ["queue"]
 
 # How many header lines `queue show` prints before the body, unless --full.
 HEADER_PREVIEW_BYTES = 64 * 1024
+SPOOL_INDEX = "spool.sqlite3"
 
 
 @click.group()
@@ -22,8 +23,11 @@ def queue() -> None:
     """Inspect the mail queue."""
 
 
-def _open(config_path: Path | None, data_dir: Path | None) -> Spool:
+def _open(config_path: Path | None, data_dir: Path | None) -> Spool | None:
+    """The spool, read-only; None when no server has created one there yet."""
     settings = settings_from(config_path, data_dir=data_dir)
+    if not (settings.server.data_dir / SPOOL_INDEX).exists():
+        return None
     try:
         return Spool.open_readonly(settings.server.data_dir)
     except SpoolError as error:
@@ -45,8 +49,11 @@ def _as_dict(message: QueuedMessage) -> dict[str, object]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of messages.")
 def list_(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
     """List queued messages, oldest first (like mailq)."""
-    with _open(config_path, data_dir) as spool:
-        messages = spool.list()
+    spool = _open(config_path, data_dir)
+    messages = []
+    if spool is not None:
+        with spool:
+            messages = spool.list()
     if as_json:
         click.echo(json.dumps([_as_dict(m) for m in messages], indent=2))
         return
@@ -79,17 +86,22 @@ def show(
     """Show one message: its envelope, then its header (or all of it with --full)."""
     if not is_queue_id(queue_id):
         raise click.ClickException(f"not a queue ID: {queue_id!r}")
-    with _open(config_path, data_dir) as spool:
-        message = spool.get(queue_id)
-        if message is None:
-            raise click.ClickException(f"{queue_id}: no such message in the queue")
-        with spool.open_data(queue_id) as data:
+    spool = _open(config_path, data_dir)
+    message = None if spool is None else spool.get(queue_id)
+    if spool is None or message is None:
+        raise click.ClickException(f"{queue_id}: no such message in the queue")
+    try:
+        with spool, spool.open_data(queue_id) as data:
             content = data.read() if full else _header(data.read(HEADER_PREVIEW_BYTES))
+    except SpoolError as error:
+        raise click.ClickException(str(error)) from None
     if as_json:
         click.echo(json.dumps(_as_dict(message), indent=2))
         return
     click.echo(f"*** ENVELOPE RECORDS {queue_id} ***")
     for key, value in message.envelope.to_dict().items():
+        if key == "arrival":
+            value = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(float(value)))
         if key != "recipients":
             click.echo(f"{key}: {value}")
     for recipient, state in zip(message.envelope.recipients, message.states, strict=False):

@@ -65,6 +65,8 @@ class Session(asyncio.Protocol):
         self.recipients = 0
         self.close_reason = "client closed"
         self._timer: asyncio.TimerHandle | None = None
+        self._reading_paused = False
+        self._write_blocked = False
         self._task: asyncio.Task[None] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------
@@ -94,8 +96,8 @@ class Session(asyncio.Protocol):
         self.conn.receive_data(data)
         if not self.busy:
             self._process()
-        elif self.conn.buffered > MAX_BUFFERED and self.transport is not None:
-            self.transport.pause_reading()
+        elif self.conn.buffered > MAX_BUFFERED:
+            self._pause()
 
     def eof_received(self) -> bool | None:
         self.close_reason = "client sent EOF"
@@ -124,12 +126,17 @@ class Session(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # A client that does not read its replies does not get to send more commands.
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self._write_blocked = True
+        self._pause()
 
     def resume_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.resume_reading()
+        self._write_blocked = False
+        self._flush()
+
+    def _pause(self) -> None:
+        if self.transport is not None and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
 
     # -- the greeting ------------------------------------------------------------------
 
@@ -182,7 +189,8 @@ class Session(asyncio.Protocol):
             if self.close_reason == "client closed":
                 self.close_reason = "server closed"
             transport.close()
-        elif not self.busy:
+        elif self._reading_paused and not self.busy and not self._write_blocked:
+            self._reading_paused = False
             transport.resume_reading()
 
     def _handle(self, event: smtp.Event) -> None:

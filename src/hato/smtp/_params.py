@@ -82,7 +82,8 @@ def parse_mail_params(text: str, *, max_size: int) -> MailParams:
 
 
 def _size(value: str, max_size: int) -> tuple[str, object]:
-    if not value.isdigit() or len(value) > 20:
+    # isdigit() alone also takes digits int() cannot read, such as "²".
+    if not (value.isascii() and value.isdigit()) or len(value) > 20:
         raise _bad("Bad SIZE syntax: SIZE=<octets>")
     size = int(value)
     if size > max_size:

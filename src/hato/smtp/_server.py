@@ -181,7 +181,7 @@ class ServerConnection:
         """End the session with a last reply (421 for timeouts and shutdown)."""
         if self.state is not State.CLOSED:
             self._out += final.to_bytes()
-            self.state = State.CLOSED
+            self.state, self.transaction = State.CLOSED, None
             self._pending = None
 
     def tls_established(self) -> None:
@@ -191,6 +191,7 @@ class ServerConnection:
         self.tls_active = True
         self.state = State.CONNECTED
         self.helo, self.extended, self.transaction = None, False, None
+        self.authenticated = False
         self._in.clear()
 
     def ehlo_keywords(self) -> list[str]:
@@ -379,6 +380,7 @@ class ServerConnection:
         if rest[:5].upper() != "FROM:":
             self._reject("MAIL", reply(501, "5.5.4", "Syntax: MAIL FROM:<address>"))
             return
+        params = MailParams()
         try:
             path_text, params_text = split_path(rest[5:])
             params = parse_mail_params(params_text, max_size=self.limits.max_message_size)
@@ -387,7 +389,8 @@ class ServerConnection:
             self._reject("MAIL", error.reply)
             return
         except AddressError as error:
-            self._reject("MAIL", _address_reply(error, rest[5:], params_utf8=False, sender=True))
+            utf8 = params.smtputf8
+            self._reject("MAIL", _address_reply(error, rest[5:], params_utf8=utf8, sender=True))
             return
         self._ready.append(MailFrom(reverse_path=path.address, params=params))
 
@@ -437,9 +440,12 @@ class ServerConnection:
 
     def _cmd_bdat(self, argument: str) -> None:
         words = argument.split()
-        if not (1 <= len(words) <= 2 and words[0].isdigit() and len(words[0]) <= 20) or (
-            len(words) == 2 and words[1].upper() != "LAST"
-        ):
+        if not (
+            1 <= len(words) <= 2
+            and words[0].isascii()  # isdigit() alone also takes "²", which int() refuses
+            and words[0].isdigit()
+            and len(words[0]) <= 20
+        ) or (len(words) == 2 and words[1].upper() != "LAST"):
             self._reject("BDAT", reply(501, "5.5.4", "Syntax: BDAT size [LAST]"))
             return
         size, last = int(words[0]), len(words) == 2
@@ -558,8 +564,7 @@ class ServerConnection:
 
     def _take(self, segment: bytes, *, ends_line: bool) -> None:
         self._size += len(segment)
-        if self._problem is None:
-            segment = self._check_segment(segment, ends_line)
+        segment = self._check_segment(segment, ends_line)
         if self._problem is None and segment:
             self._ready.append(DataChunk(data=segment))
         self._line_start = ends_line
@@ -567,8 +572,7 @@ class ServerConnection:
     def _check_segment(self, segment: bytes, ends_line: bool) -> bytes:
         limits = self.limits
         if self._size > limits.max_message_size:
-            self._problem = reply(552, "5.3.4", "Error: message exceeds fixed maximum size")
-            return segment
+            self._refuse(reply(552, "5.3.4", "Error: message exceeds fixed maximum size"))
         # RFC 5321 4.5.2: a line's leading dot is removed.
         if self._line_start and segment[:1] == b".":
             segment = segment[1:]
@@ -577,17 +581,22 @@ class ServerConnection:
         if segment.count(b"\n") != crlf or segment.count(b"\r") != crlf:
             # RFC 5321 2.3.8: CR and LF only as a pair; a lone one is how smuggling starts.
             if limits.bare_newline == "reject":
-                self._problem = _R_BARE_NEWLINE
-                return segment
+                self._refuse(_R_BARE_NEWLINE)
             segment = _BARE_NEWLINE.sub(b"\r\n", segment)
         lines = segment.split(b"\r\n")
         lines[0] = b"x" * self._partial_line + lines[0]
         self._partial_line = 0 if ends_line else len(lines[-1])
-        if max(map(len, lines)) > limits.max_text_line - 2:
-            self._problem = reply(
-                550, "5.6.0", f"Error: message has a line over {limits.max_text_line - 2} octets"
-            )
+        longest = limits.max_text_line - 2
+        if max(map(len, lines)) > longest:
+            self._refuse(reply(550, "5.6.0", f"Error: message has a line over {longest} octets"))
         return segment
+
+    def _refuse(self, problem: Reply) -> None:
+        # Checking goes on past the first problem and the kind first in _PROBLEM_ORDER wins,
+        # so the reply never depends on how the peer's bytes were split into reads.
+        rank = _PROBLEM_ORDER.index
+        if self._problem is None or rank(problem.enhanced) < rank(self._problem.enhanced):
+            self._problem = problem
 
     def _read_chunk(self) -> bool:
         buf = self._in
@@ -665,6 +674,8 @@ _BARE_NEWLINE = re.compile(rb"\r\n|\r|\n")
 _R_BARE_NEWLINE = reply(
     550, "5.5.2", "Error: bare <CR> or <LF> in message data; lines must end with <CR><LF>"
 )
+# Message problems by precedence: size (552), bare CR/LF (550 5.5.2), long line (550 5.6.0).
+_PROBLEM_ORDER = ("5.3.4", "5.5.2", "5.6.0")
 _R_HTTP = reply(221, "2.7.0", "Error: this is an SMTP server, not a web server")
 
 _COMMANDS = {

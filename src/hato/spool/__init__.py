@@ -1,0 +1,47 @@
+"""The spool: where accepted messages become durable, and the one place the queue reads them.
+
+Promise: ``await writer.commit(envelope)`` returns only once the message file, its directory
+entry and its envelope row are on stable storage; only then may the caller answer
+``250 2.0.0 Ok: queued as <ID>``. A message is queued exactly when its row exists.
+
+- Concurrent commits share one sync (group commit): a committer thread makes a whole batch
+  durable with one ``syncfs(2)``, or, portably, with fsyncs of each file and directory and a
+  FULL SQLite commit.
+- ``SpoolError`` means nothing was queued (the file is removed): answer ``451 4.3.0``.
+- A crash before commit returns leaves at most a file without a row: ``Spool.open()`` deletes
+  it (its client never saw 250 and retries). A row whose file is missing or truncated is
+  reported by ``open()`` and kept: damage from outside, or, after a power loss during a
+  syncfs, a message whose commit never returned.
+- A commit whose waiter is cancelled still completes: a duplicate is possible, a loss is not.
+"""
+
+from hato.spool._envelope import (
+    QUEUED,
+    Envelope,
+    QueuedMessage,
+    QueueIdSource,
+    Recipient,
+    RecoveryReport,
+    SpoolError,
+    SpoolStats,
+    is_queue_id,
+)
+from hato.spool._spool import MessageWriter, Spool
+from hato.spool._store import SQLiteStore, Store, StoredMessage
+
+__all__ = [
+    "QUEUED",
+    "Envelope",
+    "MessageWriter",
+    "QueueIdSource",
+    "QueuedMessage",
+    "Recipient",
+    "RecoveryReport",
+    "SQLiteStore",
+    "Spool",
+    "SpoolError",
+    "SpoolStats",
+    "Store",
+    "StoredMessage",
+    "is_queue_id",
+]
