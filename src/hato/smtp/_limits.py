@@ -21,3 +21,12 @@ class Limits:
     max_errors: int = 20
     # "reject" refuses a message with a bare CR or LF (550 5.5.2); "normalize" makes it CRLF.
     bare_newline: str = "reject"
+
+    def __post_init__(self) -> None:
+        # Below these the engine could not make progress (a line must hold at least CRLF).
+        if self.max_command_line < 16 or self.max_text_line < 3:
+            raise ValueError("max_command_line must be >= 16 and max_text_line >= 3")
+        if min(self.max_message_size, self.max_recipients, self.max_errors) < 1:
+            raise ValueError("max_message_size, max_recipients and max_errors must be >= 1")
+        if self.bare_newline not in ("reject", "normalize"):
+            raise ValueError(f"bare_newline must be reject or normalize: {self.bare_newline!r}")

@@ -91,6 +91,8 @@ class Transaction:
 _EDIT_BYTES = re.compile(rb"[\x00\x08\x7f\xff]")
 _TELNET_OPTION_VERBS = frozenset({251, 252, 253, 254})  # WILL WONT DO DONT + option byte
 _TELNET_SB, _TELNET_SE, _TELNET_IAC = 250, 240, 255
+# RFC 3461 section 5 (ORCPT, ENVID: 500 each), RFC 4954 section 5 (AUTH=: 500).
+_PARAMETER_ALLOWANCE = 1000
 # RFC 4954 section 4: a SASL response line may be up to 12288 octets.
 _MAX_AUTH_LINE = 12288
 # Postfix's smtpd_forbidden_commands: a web client talking to port 25 is shown the door.
@@ -292,13 +294,17 @@ class ServerConnection:
         end = buf.find(b"\n")
         limit = _MAX_AUTH_LINE if self.state is State.AUTH else self.limits.max_command_line
         if end < 0:
-            if len(buf) > limit:
+            if len(buf) > limit + _PARAMETER_ALLOWANCE:
                 # Keep reading to the line end so the tail is never taken for a command.
                 self._skipping_long_line = True
                 buf.clear()
             return False
         line = bytes(buf[:end])
         del buf[: end + 1]
+        if line[:5].upper() in (b"MAIL ", b"RCPT "):
+            # RFC 1869 4.1.2: each parameter an extension adds lengthens MAIL and RCPT; SIZE,
+            # ENVID, RET, AUTH=, NOTIFY and ORCPT together stay within 1000 more octets.
+            limit += _PARAMETER_ALLOWANCE
         if self._skipping_long_line or len(line.rstrip(b"\r")) + 2 > limit:
             self._skipping_long_line = False
             self._reject("", reply(500, "5.5.6", f"Error: line too long (limit {limit} octets)"))

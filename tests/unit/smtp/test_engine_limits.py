@@ -1,0 +1,108 @@
+"""Named limits: command line length, recipients per message, errors per session."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from smtp_harness import HOST, AcceptAll
+
+from hato.smtp import CLOSED, CommandRejected, Limits, MailFrom, RcptTo, State, reply
+
+Session = Callable[..., AcceptAll]
+
+GREETED = b"EHLO client.example\r\n"
+TOO_LONG = "500 5.5.6 Error: line too long (limit 512 octets)"
+
+
+@pytest.mark.parametrize(("length", "ok"), [(510, True), (511, False), (2000, False)])
+def test_command_line_limit_counts_the_crlf(session: Session, length: int, ok: bool) -> None:
+    smtp = session()
+    line = b"NOOP " + b"x" * (length - 5)
+    assert len(line) == length
+    assert smtp.feed(line + b"\r\n") == ["250 2.0.0 Ok" if ok else TOO_LONG]
+
+
+def test_tail_of_a_long_line_is_never_a_command(session: Session) -> None:
+    smtp = session()
+    smtp.feed(GREETED)
+    long_line = b"X-Padding: " + b"A" * 600 + b"QUIT\r\n"
+    assert smtp.feed(long_line + b"NOOP\r\n") == [TOO_LONG, "250 2.0.0 Ok"]
+    assert not smtp.conn.closed
+    assert [e.command for e in smtp.of_type(CommandRejected)] == [""]
+
+
+def test_long_line_spread_over_reads_is_refused_once() -> None:
+    smtp = AcceptAll()
+    smtp.feed(GREETED)
+    out: list[str] = []
+    for _ in range(10):
+        out += smtp.feed(b"B" * 400)
+    out += smtp.feed(b"MAIL FROM:<evil@x.example>\r\nNOOP\r\n")
+    assert out == [TOO_LONG, "250 2.0.0 Ok"]
+    assert smtp.of_type(MailFrom) == []
+
+
+def test_smaller_command_line_limit(session: Session) -> None:
+    smtp = session(Limits(max_command_line=64))
+    assert smtp.feed(b"HELO " + b"h" * 57 + b"\r\n") == [f"250 {HOST}"]
+    assert smtp.feed(b"HELO " + b"h" * 58 + b"\r\n") == [
+        "500 5.5.6 Error: line too long (limit 64 octets)"
+    ]
+
+
+def test_hundred_and_first_recipient(session: Session) -> None:
+    smtp = session()
+    smtp.feed(GREETED + b"MAIL FROM:<alice@example.org>\r\n")
+    rcpts = b"".join(b"RCPT TO:<user%d@example.com>\r\n" % i for i in range(101))
+    out = smtp.feed(rcpts)
+    assert out == ["250 2.1.5 Ok"] * 100 + ["452 4.5.3 Error: too many recipients"]
+    assert len(smtp.of_type(RcptTo)) == 100
+    assert smtp.conn.transaction is not None
+    assert len(smtp.conn.transaction.recipients) == 100
+    # The accepted hundred still make a message.
+    assert smtp.feed(b"DATA\r\nhi\r\n.\r\n") == [
+        "354 End data with <CR><LF>.<CR><LF>",
+        "250 2.0.0 Ok: queued as Q1",
+    ]
+
+
+def test_refused_recipients_do_not_count(session: Session) -> None:
+    smtp = session(Limits(max_recipients=2))
+    smtp.feed(GREETED + b"MAIL FROM:<alice@example.org>\r\n")
+    out = smtp.feed(
+        b"RCPT TO:<>\r\nRCPT TO:<a@example.com>\r\nRCPT TO:<bad>\r\n"
+        b"RCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\n"
+    )
+    assert [line[:3] for line in out] == ["501", "250", "501", "250", "452"]
+
+
+def test_too_many_errors_closes_the_session(session: Session) -> None:
+    smtp = session(Limits(max_errors=3))
+    assert smtp.feed(b"FOO\r\nMAIL FROM:<a@b.example>\r\nBAR\r\nNOOP\r\nBAZ\r\n") == [
+        '500 5.5.2 Command unrecognized: "FOO" (type HELP for the list)',
+        "503 5.5.1 Error: send HELO/EHLO first",
+        '500 5.5.2 Command unrecognized: "BAR" (type HELP for the list)',
+        f"421 4.7.0 {HOST} Error: too many errors",
+    ]
+    assert smtp.conn.state is State.CLOSED
+    assert smtp.last is CLOSED
+    assert smtp.feed(b"NOOP\r\n") == []
+    assert smtp.conn.errors == 3
+
+
+def test_caller_refusals_count_as_errors(session: Session) -> None:
+    smtp = session(Limits(max_errors=2), answers={RcptTo: lambda _e: reply(550, "5.1.1", "No")})
+    smtp.feed(GREETED + b"MAIL FROM:<alice@example.org>\r\n")
+    assert smtp.feed(b"RCPT TO:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nNOOP\r\n") == [
+        "550 5.1.1 No",
+        "550 5.1.1 No",
+        f"421 4.7.0 {HOST} Error: too many errors",
+    ]
+    assert smtp.conn.transaction is None
+
+
+def test_errors_below_the_limit_keep_the_session(session: Session) -> None:
+    smtp = session()
+    assert smtp.feed(b"FOO\r\n" * 19 + b"NOOP\r\n")[-1] == "250 2.0.0 Ok"
+    assert smtp.feed(b"FOO\r\n")[-1] == f"421 4.7.0 {HOST} Error: too many errors"
