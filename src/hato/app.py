@@ -13,10 +13,14 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .accounts import ACCOUNTS_FILE, AccountStore
 from .config import Settings
+from .delivery import MaildirAgent
 from .events import EventLog, ServerStarted, ServerStopped, SpoolRecovered
+from .queue import QueueManager, RetryPolicy
+from .routing import LocalRouter
 from .server import ServerContext, SmtpServer
-from .spool import Spool
+from .spool import QueueState, Spool
 
 __all__ = ["Hato", "install_event_loop_policy", "run"]
 
@@ -37,8 +41,35 @@ class Hato:
             sync=str(settings.spool.sync),
             max_batch=settings.spool.max_batch,
         )
+        data_dir = settings.server.data_dir
+        accounts = settings.accounts
+        self.accounts = AccountStore(
+            data_dir / ACCOUNTS_FILE,
+            case_sensitive=accounts.case_sensitive_local_parts,
+            config_domains=settings.server.local_domains,
+        )
+        self.router = LocalRouter(
+            self.accounts,
+            config_domains=settings.server.local_domains,
+            hostname=settings.server.hostname,
+            delimiter=accounts.recipient_delimiter,
+            case_sensitive=accounts.case_sensitive_local_parts,
+            postmaster=accounts.postmaster,
+        )
+        self.maildir = MaildirAgent(
+            data_dir / "mailboxes",
+            hostname=settings.server.hostname,
+            sync=str(settings.spool.sync),
+            max_received=settings.queue.max_received,
+        )
+        self.queue: QueueManager | None = None
         self.context = ServerContext(
-            settings=settings, spool=self.spool, log=self.log, version=__version__
+            settings=settings,
+            spool=self.spool,
+            log=self.log,
+            version=__version__,
+            router=self.router,
+            maildir=self.maildir,
         )
         self.smtp = SmtpServer(self.context)
         self._flusher: asyncio.Task[None] | None = None
@@ -58,9 +89,23 @@ class Hato:
                 broken=tuple(report.broken),
             )
         )
+        queue = self.settings.queue
+        self.queue = QueueManager(
+            state=QueueState(self.settings.server.data_dir),
+            router=self.router,
+            maildir=self.maildir,
+            retry=RetryPolicy(
+                initial=queue.retry_initial, maximum=queue.retry_max, lifetime=queue.lifetime
+            ),
+            log=self.log,
+            concurrency=queue.concurrency,
+        )
+        await self.queue.start()
+        self.context.on_queued = self.queue.notify
         try:
             await self.smtp.start(self.settings.server.listen)
         except OSError:
+            await self.queue.stop()
             self.spool.close()
             raise
         self._flusher = asyncio.ensure_future(self._flush_log())
@@ -78,7 +123,11 @@ class Hato:
         if self._stopped.is_set():
             return
         cut = await self.smtp.stop(grace=self.settings.server.shutdown_grace, reason=reason)
+        if self.queue is not None:
+            await self.queue.stop()
+            self.queue.state.close()
         await asyncio.to_thread(self.spool.close)
+        self.accounts.close()
         if self._flusher is not None:
             self._flusher.cancel()
         self.log.emit(ServerStopped(interrupted_sessions=cut))

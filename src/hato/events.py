@@ -21,11 +21,15 @@ from typing import Any, ClassVar, TextIO
 __all__ = [
     "LEVELS",
     "Connected",
+    "Deferred",
+    "Delivered",
+    "DeliveryFailed",
     "Disconnected",
     "EventLog",
     "HeloReceived",
     "InternalError",
     "MailAccepted",
+    "MessageRemoved",
     "OpsEvent",
     "Queued",
     "RcptAccepted",
@@ -199,6 +203,69 @@ class Disconnected(OpsEvent):
             f"messages={self.messages} rcpt={self.recipients} errors={self.errors} "
             f"time={self.seconds:.3f}s"
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivered(OpsEvent):
+    name: ClassVar[str] = "delivered"
+    queue_id: str
+    recipient: str
+    mailbox: str
+    status: str
+    detail: str
+
+    def describe(self) -> str:
+        via = f" (mailbox {self.mailbox})" if self.mailbox != self.recipient else ""
+        return f"{self.queue_id}: to=<{self.recipient}>{via} status=sent ({self.detail})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deferred(OpsEvent):
+    name: ClassVar[str] = "deferred"
+    level: ClassVar[str] = "warning"
+    queue_id: str
+    recipient: str
+    status: str
+    detail: str
+    attempts: int
+    next_attempt: float
+
+    def describe(self) -> str:
+        when = time.strftime("%H:%M:%S", time.localtime(self.next_attempt))
+        return (
+            f"{self.queue_id}: to=<{self.recipient}> status=deferred {self.status} "
+            f"({self.detail}); attempt {self.attempts}, next at {when}"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryFailed(OpsEvent):
+    """A recipient that will not get the message: the data a delivery report needs."""
+
+    name: ClassVar[str] = "failed"
+    level: ClassVar[str] = "warning"
+    queue_id: str
+    recipient: str
+    status: str
+    detail: str
+    reverse_path: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.queue_id}: to=<{self.recipient}> status=bounced {self.status} "
+            f"({self.detail}); sender <{self.reverse_path}>"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageRemoved(OpsEvent):
+    name: ClassVar[str] = "removed"
+    queue_id: str
+    delivered: int
+    failed: int
+
+    def describe(self) -> str:
+        return f"{self.queue_id}: removed (delivered={self.delivered} failed={self.failed})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from ._accounts import alias, domain, user
 from ._config import config
+from ._mailbox import mailbox
 from ._queue import queue
 from ._serve import serve
 
@@ -21,3 +23,7 @@ def main() -> None:
 main.add_command(serve)
 main.add_command(config)
 main.add_command(queue)
+main.add_command(domain)
+main.add_command(user)
+main.add_command(alias)
+main.add_command(mailbox)

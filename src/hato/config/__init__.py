@@ -23,10 +23,13 @@ from hato.config._load import (
     settings_to_toml,
 )
 from hato.config._settings import (
+    AccountsSettings,
     BareNewline,
     ListenAddress,
     LogLevel,
     LogSettings,
+    QueueSettings,
+    QuotaAction,
     ServerSettings,
     Settings,
     SmtpSettings,
@@ -35,12 +38,15 @@ from hato.config._settings import (
 )
 
 __all__ = [
+    "AccountsSettings",
     "BareNewline",
     "ConfigError",
     "ConfigProblem",
     "ListenAddress",
     "LogLevel",
     "LogSettings",
+    "QueueSettings",
+    "QuotaAction",
     "ServerSettings",
     "Settings",
     "SmtpSettings",

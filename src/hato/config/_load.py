@@ -202,6 +202,8 @@ def _parser_for(f: dataclasses.Field[Any], hint: object) -> _Parser:
         return _SPECIAL_PARSERS[kind]
     if hint is bool:
         return _scalar(_to_bool)
+    if hint is str:
+        return _scalar(_to_str)
     if hint is int:
         return _scalar(lambda value: _in_range(_to_int(value), f.metadata))
     if hint is float:
@@ -365,7 +367,16 @@ def _to_listen(value: object, key: str) -> tuple[ListenAddress, ...]:
     return tuple(addresses)
 
 
+def _to_delimiter(value: object) -> str:
+    text = _to_str(value)
+    # One character that cannot be part of a domain or an ordinary local-part atom run.
+    if len(text) > 1 or (text and (text.isalnum() or text in '@."\\ ')):
+        raise ValueError(f"expected one separator character such as + or -, got {text!r}")
+    return text
+
+
 _SPECIAL_PARSERS: dict[str, _Parser] = {
+    "delimiter": _scalar(_to_delimiter),
     "hostname": _scalar(_to_hostname),
     "domains": _to_domains,
     "listen": _to_listen,

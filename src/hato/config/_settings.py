@@ -240,6 +240,86 @@ class SpoolSettings:
     )
 
 
+class QuotaAction(enum.StrEnum):
+    """How a recipient whose mailbox is over quota is answered."""
+
+    TEMPORARY = "temporary"
+    PERMANENT = "permanent"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountsSettings:
+    """How recipient addresses map onto the mailboxes and aliases kept in the store."""
+
+    recipient_delimiter: str = field(
+        default="+",
+        metadata=_meta(
+            'Separator of plus addressing: "user+tag@domain" is delivered to "user@domain".'
+            ' "" turns plus addressing off.',
+            kind="delimiter",
+        ),
+    )
+    case_sensitive_local_parts: bool = field(
+        default=False,
+        metadata=_meta(
+            "Match local parts case-sensitively. Off by default, as users expect"
+            " User@example.com and user@example.com to be one mailbox; domains are always"
+            " compared case-insensitively."
+        ),
+    )
+    postmaster: str = field(
+        default="",
+        metadata=_meta(
+            "Mailbox that receives mail for postmaster@ of every local domain (RFC 5321"
+            ' 4.5.1). "" means postmaster@<hostname>, a mailbox that always exists.'
+        ),
+    )
+    quota_exceeded: QuotaAction = field(
+        default=QuotaAction.TEMPORARY,
+        metadata=_meta(
+            'Answer to a recipient whose mailbox is over its quota: "temporary" gives'
+            ' 452 4.2.2 (the sender retries), "permanent" gives 552 5.2.2.'
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueSettings:
+    """When queued messages are delivered, retried and given up on."""
+
+    retry_initial: float = field(
+        default=300.0,
+        metadata=_meta(
+            "Seconds before the first retry of a delivery that failed temporarily; each"
+            " further retry waits twice as long, with up to 10% random jitter.",
+            gt=0,
+        ),
+    )
+    retry_max: float = field(
+        default=3600.0,
+        metadata=_meta("Longest wait between two retries, in seconds.", gt=0),
+    )
+    lifetime: float = field(
+        default=432000.0,
+        metadata=_meta(
+            "Seconds a message may stay queued (5 days by default); recipients still deferred"
+            " after that fail.",
+            gt=0,
+        ),
+    )
+    max_received: int = field(
+        default=50,
+        metadata=_meta(
+            "A message with more Received: headers than this is a mail loop and fails with 5.4.6.",
+            ge=1,
+        ),
+    )
+    concurrency: int = field(
+        default=8,
+        metadata=_meta("Most deliveries in progress at once.", ge=1),
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogSettings:
     """Where operational messages and events go."""
@@ -270,3 +350,11 @@ class Settings:
     smtp: SmtpSettings = field(metadata=_meta("Limits the SMTP service enforces on every session."))
     spool: SpoolSettings = field(metadata=_meta("The durable store of accepted messages."))
     log: LogSettings = field(metadata=_meta("Where operational messages and events go."))
+    accounts: AccountsSettings = field(
+        default_factory=AccountsSettings,
+        metadata=_meta("How recipient addresses map onto mailboxes and aliases."),
+    )
+    queue: QueueSettings = field(
+        default_factory=QueueSettings,
+        metadata=_meta("When queued messages are delivered, retried and given up on."),
+    )

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..config import Settings
+from ..delivery import MaildirAgent
 from ..events import EventLog
+from ..routing import LocalRouter
 from ..smtp import Limits
 from ..spool import Spool
 
@@ -36,8 +39,11 @@ class ServerContext:
     spool: Spool
     log: EventLog
     version: str
+    router: LocalRouter
+    maildir: MaildirAgent
+    # Called with the queue ID once a message is durable (the queue manager's notify).
+    on_queued: Callable[[str], None] = lambda _queue_id: None
     limits: Limits = field(init=False)
-    local_domains: frozenset[str] = field(init=False)
     sessions: set[Session] = field(default_factory=set)
     stopping: bool = False
     _ids: itertools.count[int] = field(default_factory=itertools.count)
@@ -45,7 +51,6 @@ class ServerContext:
 
     def __post_init__(self) -> None:
         self.limits = limits_from(self.settings)
-        self.local_domains = frozenset(d.lower() for d in self.settings.server.local_domains)
 
     @property
     def hostname(self) -> str:
@@ -53,13 +58,3 @@ class ServerContext:
 
     def new_session_id(self) -> str:
         return f"{self._prefix}{next(self._ids):06x}"
-
-    def is_local_domain(self, domain: str) -> bool:
-        domain = domain.lower().rstrip(".")
-        if domain.startswith("["):
-            return False
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            return False
-        return domain in self.local_domains

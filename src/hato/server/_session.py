@@ -14,7 +14,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, cast
 
-from .. import __version__, smtp
+from .. import __version__, routing, smtp
 from ..events import (
     Connected,
     Disconnected,
@@ -163,6 +163,8 @@ class Session(asyncio.Protocol):
         conn = self.conn
         try:
             while not self.busy:
+                if self.ctx.stopping and not conn.in_message:
+                    break  # only the message in transfer may finish; no new command is run
                 event = conn.next_event()
                 if event is smtp.NEED_DATA or event is smtp.PAUSED:
                     break
@@ -252,10 +254,9 @@ class Session(asyncio.Protocol):
 
     def _rcpt(self, event: smtp.RcptTo) -> None:
         address = event.forward_path
-        domain = address.rpartition("@")[2]
-        if domain and not self.ctx.is_local_domain(domain):
-            refusal = reply(554, "5.7.1", f"<{address}>: Relay access denied")
-            self._rejected("RCPT", refusal, f"relay to {domain} is not allowed")
+        refusal, reason = self._check_recipient(address)
+        if refusal is not None:
+            self._rejected("RCPT", refusal, reason)
             self.conn.send_reply(refusal)
             return
         params = event.params
@@ -267,6 +268,29 @@ class Session(asyncio.Protocol):
             )
         )
         self.conn.send_reply(R_RCPT_OK)
+
+    def _check_recipient(self, address: str) -> tuple[Reply | None, str]:
+        """Refuse at RCPT what would only bounce later: unknown users, relaying, full boxes."""
+        match self.ctx.router.lookup(address):
+            case routing.NotLocal(domain=domain):
+                return reply(554, "5.7.1", f"<{address}>: Relay access denied"), (
+                    f"relay to {domain} is not allowed"
+                )
+            case routing.Unknown():
+                return reply(
+                    550,
+                    "5.1.1",
+                    f"<{address}>: Recipient address rejected: User unknown in local recipient"
+                    " table",
+                ), "unknown user"
+            case routing.Mailbox(domain=domain, local_part=local, quota=quota) if quota:
+                if self.ctx.maildir.usage(domain, local) >= quota:
+                    if self.ctx.settings.accounts.quota_exceeded == "permanent":
+                        answer = reply(552, "5.2.2", f"<{address}>: Mailbox full")
+                    else:
+                        answer = reply(452, "4.2.2", f"<{address}>: Mailbox full, try later")
+                    return answer, f"mailbox over quota of {quota} bytes"
+        return None, ""
 
     # -- the message -------------------------------------------------------------------
 
@@ -375,6 +399,7 @@ class Session(asyncio.Protocol):
             answer = reply(250, "2.0.0", f"Ok: queued as {writer.queue_id}")
             self.messages += 1
             self.recipients += len(envelope.recipients)
+            self.ctx.on_queued(writer.queue_id)
             self.ctx.log.emit(
                 Queued(
                     session=self.id,

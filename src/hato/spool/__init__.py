@@ -15,6 +15,7 @@ entry and its envelope row are on stable storage; only then may the caller answe
 - A commit whose waiter is cancelled still completes: a duplicate is possible, a loss is not.
 """
 
+from hato.spool._durable import HAVE_SYNCFS, SYNC_MODES, fsync_dir, sync_mode, syncfs
 from hato.spool._envelope import (
     QUEUED,
     Envelope,
@@ -26,16 +27,36 @@ from hato.spool._envelope import (
     SpoolStats,
     is_queue_id,
 )
-from hato.spool._spool import MessageWriter, Spool
+from hato.spool._spool import MessageWriter, Spool, message_path
+from hato.spool._state import (
+    DEFERRED,
+    DELIVERED,
+    FAILED,
+    PENDING_STATES,
+    Outcome,
+    QueueEntry,
+    QueueState,
+    RecipientState,
+)
 from hato.spool._store import SQLiteStore, Store, StoredMessage
 
 __all__ = [
+    "DEFERRED",
+    "DELIVERED",
+    "FAILED",
+    "HAVE_SYNCFS",
+    "PENDING_STATES",
     "QUEUED",
+    "SYNC_MODES",
     "Envelope",
     "MessageWriter",
+    "Outcome",
+    "QueueEntry",
     "QueueIdSource",
+    "QueueState",
     "QueuedMessage",
     "Recipient",
+    "RecipientState",
     "RecoveryReport",
     "SQLiteStore",
     "Spool",
@@ -43,5 +64,9 @@ __all__ = [
     "SpoolStats",
     "Store",
     "StoredMessage",
+    "fsync_dir",
     "is_queue_id",
+    "message_path",
+    "sync_mode",
+    "syncfs",
 ]

@@ -3,18 +3,18 @@
 import asyncio
 import builtins
 import contextlib
-import ctypes
 import fcntl
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BufferedWriter, FileIO
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Literal
 
+from hato.spool._durable import fsync_dir, sync_mode, syncfs
 from hato.spool._envelope import (
     QUEUED,
     Envelope,
@@ -27,7 +27,7 @@ from hato.spool._envelope import (
 )
 from hato.spool._store import SQLiteStore, Store, StoredMessage
 
-__all__ = ["MessageWriter", "Spool"]
+__all__ = ["MessageWriter", "Spool", "message_path"]
 
 # Python-side buffer of a message file: DATA arrives a line or a chunk at a time, and this turns
 # small writes into few system calls while holding at most this much of a message in memory.
@@ -37,37 +37,11 @@ _DIR_MODE = 0o700
 # Fresh IDs collide only if two processes share a spool in one microsecond and draw the same
 # random digits; a handful of attempts turns that into never.
 _ID_ATTEMPTS = 8
-_SYNC_MODES = ("auto", "syncfs", "fsync")
 
 
-def _load_syncfs() -> Callable[[int], int] | None:
-    """libc's syncfs(2) (Linux), or None where the platform lacks it."""
-    try:
-        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError, TypeError):
-        return None
-    syncfs.argtypes = [ctypes.c_int]
-    syncfs.restype = ctypes.c_int
-    return syncfs
-
-
-_SYNCFS = _load_syncfs()
-
-
-def _syncfs(fd: int) -> None:
-    if _SYNCFS is None:  # pragma: no cover - Spool refuses sync="syncfs" without it
-        raise OSError("syncfs(2) is not available")
-    if _SYNCFS(fd) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"syncfs: {os.strerror(errno)}")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def message_path(data_dir: Path, queue_id: str) -> Path:
+    """Where a message's file lives; the last (random) character spreads them over 36 dirs."""
+    return data_dir / "spool" / "msg" / queue_id[-1] / queue_id
 
 
 def _make_dir(path: Path) -> None:
@@ -75,7 +49,7 @@ def _make_dir(path: Path) -> None:
         path.mkdir(mode=_DIR_MODE, parents=True)
     except FileExistsError:
         return
-    _fsync_dir(path.parent)  # the new entry must outlive a crash before the first commit
+    fsync_dir(path.parent)  # the new entry must outlive a crash before the first commit
 
 
 def _unlink(path: Path) -> None:
@@ -210,13 +184,13 @@ class _Committer:
         try:
             if self._syncfs_fds is None:
                 for directory in {item.path.parent for item in ready}:
-                    _fsync_dir(directory)
+                    fsync_dir(directory)
             self._store.insert([_stored(item) for item in ready])
         except (OSError, SpoolError) as exc:
             return self._fail(ready, exc)
         try:
             for fd in self._syncfs_fds or ():
-                _syncfs(fd)
+                syncfs(fd)
         except OSError as exc:
             return self._retract(ready, exc)
         counters = self._counters
@@ -364,16 +338,11 @@ class Spool:
     """
 
     def __init__(self, data_dir: Path, *, sync: str = "auto", max_batch: int = 256) -> None:
-        if sync not in _SYNC_MODES:
-            raise ValueError(f"sync must be one of {', '.join(_SYNC_MODES)}, not {sync!r}")
-        if sync == "syncfs" and _SYNCFS is None:
-            raise ValueError("sync='syncfs' needs syncfs(2), which this platform lacks")
+        resolved = sync_mode(sync)
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.data_dir = Path(data_dir)
-        self.sync: Literal["syncfs", "fsync"] = (
-            "syncfs" if sync != "fsync" and _SYNCFS is not None else "fsync"
-        )
+        self.sync: Literal["syncfs", "fsync"] = resolved
         self.max_batch = max_batch
         self.recovery: RecoveryReport | None = None  # set by open()
         self._msg_dir = self.data_dir / "spool" / "msg"
@@ -492,7 +461,7 @@ class Spool:
         return self._store
 
     def _message_path(self, queue_id: str) -> Path:
-        return self._msg_dir / queue_id[-1] / queue_id
+        return message_path(self.data_dir, queue_id)
 
     def _queued(self, stored: StoredMessage) -> QueuedMessage:
         return QueuedMessage(
@@ -510,7 +479,7 @@ class Spool:
         if self.sync == "fsync":
             # Its entry in msg/ must be durable before a message in it is acknowledged. The
             # prefix is time-based, so this happens about once a month (and once per start).
-            _fsync_dir(self._msg_dir)
+            fsync_dir(self._msg_dir)
         self._known_dirs.add(path.name)
 
     def _prepare(self) -> None:
@@ -524,7 +493,7 @@ class Spool:
         if not self._db_path.exists():
             # Created here rather than by SQLite, for its mode and its durable directory entry.
             os.close(os.open(self._db_path, os.O_WRONLY | os.O_CREAT, _FILE_MODE))
-            _fsync_dir(self.data_dir)
+            fsync_dir(self.data_dir)
 
     def _open_filesystems(self) -> tuple[int, ...]:
         """A descriptor per filesystem holding the index or messages, for syncfs."""

@@ -19,7 +19,7 @@ from hato.spool._envelope import Envelope, SpoolError
 
 __all__ = ["SQLiteStore", "Store", "StoredMessage"]
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 # One row per message and one per recipient, so that per-recipient delivery state can be
 # queried and updated on its own. The envelope's other fields are JSON: only the queue reads
 # them, and they grow with new ESMTP extensions.
@@ -38,6 +38,17 @@ CREATE TABLE recipient (
     state    TEXT NOT NULL,
     PRIMARY KEY (queue_id, position)
 ) WITHOUT ROWID;
+"""
+# Version 2: the queue's delivery state beside the envelope (see _state.py).
+_SCHEMA_V2 = """
+ALTER TABLE message ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE recipient ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE recipient ADD COLUMN next_attempt REAL NOT NULL DEFAULT 0;
+ALTER TABLE recipient ADD COLUMN last_attempt REAL;
+ALTER TABLE recipient ADD COLUMN status TEXT;
+ALTER TABLE recipient ADD COLUMN detail TEXT;
+CREATE TABLE control (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO control VALUES ('generation', 0);
 """
 _SELECT = """
 SELECT m.queue_id, m.size, m.envelope, r.address, r.notify, r.orcpt, r.state
@@ -130,11 +141,12 @@ class SQLiteStore:
         conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
         with _transaction(conn):
-            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                for statement in _SCHEMA.split(";"):
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for script in (_SCHEMA, _SCHEMA_V2)[version:]:
+                for statement in script.split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             SQLiteStore._check_version(conn)
 
     @staticmethod
@@ -157,8 +169,14 @@ class SQLiteStore:
             for i, (r, state) in enumerate(zip(m.envelope.recipients, m.states, strict=True))
         ]
         with _translated("insert"), _transaction(conn):
-            conn.executemany("INSERT INTO message VALUES (?, ?, ?)", rows)
-            conn.executemany("INSERT INTO recipient VALUES (?, ?, ?, ?, ?, ?)", recipients)
+            conn.executemany(
+                "INSERT INTO message (queue_id, size, envelope) VALUES (?, ?, ?)", rows
+            )
+            conn.executemany(
+                "INSERT INTO recipient (queue_id, position, address, notify, orcpt, state)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                recipients,
+            )
 
     def delete(self, queue_ids: Iterable[str]) -> None:
         conn = self._writer()
@@ -223,15 +241,23 @@ def _envelope_json(envelope: Envelope) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
-def _assemble(queue_id: str, rows: Sequence[_Row]) -> StoredMessage:
-    data: dict[str, Any] = json.loads(rows[0][2])
+def envelope_from_row(
+    queue_id: str, envelope_json: str, recipients: Iterable[tuple[str, str, str | None]]
+) -> Envelope:
+    """Rebuild an envelope from its JSON column and (address, notify, orcpt) rows."""
+    data: dict[str, Any] = json.loads(envelope_json)
     data["recipients"] = [
-        {"address": r[3], "notify": r[4].split(",") if r[4] else [], "orcpt": r[5]} for r in rows
+        {"address": address, "notify": notify.split(",") if notify else [], "orcpt": orcpt}
+        for address, notify, orcpt in recipients
     ]
     try:
-        envelope = Envelope.from_dict(data)
+        return Envelope.from_dict(data)
     except ValueError as exc:
         raise SpoolError(f"spool index: bad envelope for {queue_id}: {exc}") from exc
+
+
+def _assemble(queue_id: str, rows: Sequence[_Row]) -> StoredMessage:
+    envelope = envelope_from_row(queue_id, rows[0][2], ((r[3], r[4], r[5]) for r in rows))
     return StoredMessage(
         queue_id=queue_id, envelope=envelope, size=rows[0][1], states=tuple(r[6] for r in rows)
     )

@@ -1,0 +1,155 @@
+"""Normalization of domains and addresses, in one place for the store and the router.
+
+Domains are compared as lowercase A-labels without a final dot; local parts are kept as
+written for display and compared through a key: the local part with its quoting removed
+(RFC 5321 4.1.2: ``"abc"@d`` and ``abc@d`` are one mailbox), casefolded unless local parts
+are case-sensitive.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from hato.accounts._errors import InvalidInput
+from hato.smtp import AddressError, parse_path
+
+__all__ = [
+    "POSTMASTER",
+    "Address",
+    "display_domain",
+    "normalize_domain",
+    "parse_address",
+    "parse_alias_source",
+]
+
+# RFC 5321 4.5.1: the local part every domain must accept, compared case-insensitively.
+POSTMASTER = "postmaster"
+
+# Lowercase LDH labels (RFC 1035 2.3.1; RFC 1123 2.1 lets a label start with a digit).
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_MAX_DOMAIN = 253
+# RFC 6531 dot-string (atext plus UTF-8): a local part that needs no quotes.
+_ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u0080-\U0010ffff"
+_DOT_STRING = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
+def normalize_domain(text: str) -> str:
+    """``text`` as the store compares it: lowercase A-label, no final dot.
+
+    Raises InvalidInput for anything that is not a domain name, address literals included:
+    an ``[IP]`` literal names a host, never a domain mail can be kept for.
+    """
+    name = text.strip().removesuffix(".")
+    if not name:
+        raise InvalidInput("a domain name cannot be empty")
+    if name.startswith("["):
+        raise InvalidInput(f"{text}: an address literal is not a domain name")
+    try:
+        # Nameprep lowercases non-ASCII labels; ASCII labels keep their case, hence lower().
+        ascii_form = name.encode("idna").decode("ascii").lower()
+        # Decoding back checks that every xn-- label is real Punycode.
+        ascii_form.encode("ascii").decode("idna")
+    except UnicodeError:
+        raise InvalidInput(f"{text} is not a valid domain name") from None
+    labels = ascii_form.split(".")
+    bad = [label for label in labels if not _LABEL.fullmatch(label)]
+    if bad:
+        raise InvalidInput(
+            f"{text} is not a valid domain name: label {bad[0]!r} may hold only letters,"
+            " digits and inner hyphens, at most 63"
+        )
+    if len(ascii_form) > _MAX_DOMAIN:
+        raise InvalidInput(f"{text} is longer than {_MAX_DOMAIN} characters")
+    if labels[-1].isdigit():
+        raise InvalidInput(f"{text} looks like an IP address, not a domain name")
+    return ascii_form
+
+
+def display_domain(domain: str) -> str:
+    """The Unicode form of a normalized domain, for people; the domain itself if plain ASCII."""
+    try:
+        return domain.encode("ascii").decode("idna")
+    except UnicodeError:
+        return domain
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A normalized address: ``local_part`` as written, ``domain`` as a lowercase A-label.
+
+    A catch-all alias source has the empty local part and reads ``@domain``. An address
+    parsed with ``allow_literal`` may have an ``[IP]`` literal as its domain, kept as written.
+    """
+
+    local_part: str
+    domain: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.local_part}@{self.domain}"
+
+    @property
+    def is_catch_all(self) -> bool:
+        return self.local_part == ""
+
+    @property
+    def content(self) -> str:
+        """The local part without its quoting: what it means rather than how it was written."""
+        if len(self.local_part) >= 2 and self.local_part.startswith('"'):
+            return _QUOTED_PAIR.sub(r"\1", self.local_part[1:-1])
+        return self.local_part
+
+    @property
+    def is_postmaster(self) -> bool:
+        return self.content.casefold() == POSTMASTER
+
+    def key(self, case_sensitive: bool) -> str:
+        """What two local parts must share to name one mailbox.
+
+        "postmaster" is compared case-insensitively even when other local parts are not
+        (RFC 5321 4.5.1 and 2.4).
+        """
+        if case_sensitive and not self.is_postmaster:
+            return self.content
+        return self.content.casefold()
+
+    def with_content(self, content: str) -> Address:
+        """The address with another (unquoted) local part, quoted again if it needs it."""
+        if _DOT_STRING.fullmatch(content):
+            return Address(content, self.domain)
+        escaped = content.replace("\\", "\\\\").replace('"', '\\"')
+        return Address(f'"{escaped}"', self.domain)
+
+
+def parse_address(text: str, *, allow_literal: bool = False) -> Address:
+    """Parse ``local@domain`` (angle brackets and a final dot allowed) into an Address.
+
+    The grammar is RFC 5321's with RFC 6531's UTF-8. Raises InvalidInput saying what is
+    wrong. ``allow_literal`` lets ``user@[192.0.2.1]`` through, with its literal as written.
+    """
+    raw = text.strip()
+    if raw.startswith("<") and raw.endswith(">"):
+        raw = raw[1:-1]
+    raw = raw.removesuffix(".")
+    if raw.startswith("@"):
+        # parse_path would take "@a:b@c" as a source route; nobody means that here.
+        raise InvalidInput(f"{text}: an address needs a local part before the @")
+    try:
+        path = parse_path(raw, utf8=True, allow_null=False)
+    except AddressError as exc:
+        raise InvalidInput(f"{text} is not a valid address: {exc}") from None
+    if path.domain.startswith("["):
+        if not allow_literal:
+            raise InvalidInput(f"{text}: use a domain name, not an address literal")
+        return Address(path.local_part, path.domain)
+    return Address(path.local_part, normalize_domain(path.domain))
+
+
+def parse_alias_source(text: str) -> Address:
+    """An alias source: ``local@domain``, or ``@domain`` for the domain's catch-all."""
+    raw = text.strip()
+    if raw.startswith("@") and "@" not in raw[1:] and ":" not in raw:
+        return Address("", normalize_domain(raw[1:]))
+    return parse_address(raw)

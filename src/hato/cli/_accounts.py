@@ -1,0 +1,403 @@
+"""``hato domain|user|alias``: manage the account store, in the spirit of Postfix's admin tools.
+
+Changes are committed before the command exits, and a running ``hato serve`` sees them on
+its next lookup. Malformed input exits with 2, a refused change (a user that does not
+exist, a domain that still has users) with 1; both explain themselves on stderr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from ..accounts import (
+    ACCOUNTS_FILE,
+    AccountError,
+    AccountStore,
+    Alias,
+    InvalidInput,
+    User,
+    display_domain,
+    normalize_domain,
+    parse_address,
+)
+from ..config import Settings
+from ..routing import LocalRouter, Unknown
+from ._common import config_options, settings_from
+
+__all__ = ["alias", "domain", "user"]
+
+_SIZE = re.compile(r"([0-9]+)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
+# Sizes use binary multiples, as Dovecot's quota settings do: 1K is 1024 bytes.
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as ``100M`` (binary multiples K, M, G, T); ValueError if bad."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a size; write bytes, or a number with K, M, G or T")
+    size = int(match[1]) * _UNITS[match[2].upper()]
+    if size <= 0:
+        raise ValueError("a quota must be more than 0 bytes")
+    return size
+
+
+def _size_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    try:
+        return None if value is None else parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def format_size(size: int | None) -> str:
+    """``100M`` for 104857600: the largest unit that divides the size exactly."""
+    if size is None:
+        return "-"
+    for unit in "TGMK":
+        if size % _UNITS[unit] == 0:
+            return f"{size // _UNITS[unit]}{unit}"
+    return str(size)
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    """Turn the store's refusals into exit codes: 2 for bad input, 1 for the rest."""
+    try:
+        yield
+    except InvalidInput as exc:
+        raise click.UsageError(str(exc), click.get_current_context(silent=True)) from None
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _open(settings: Settings) -> AccountStore:
+    """The store in the data directory, created if missing."""
+    with _reported():
+        return AccountStore(
+            settings.server.data_dir / ACCOUNTS_FILE,
+            case_sensitive=settings.accounts.case_sensitive_local_parts,
+            config_domains=settings.server.local_domains,
+        )
+
+
+@contextmanager
+def _existing(settings: Settings) -> Iterator[AccountStore | None]:
+    """The store, or None if there is none yet: listing never creates a data directory."""
+    if not (settings.server.data_dir / ACCOUNTS_FILE).exists():
+        yield None
+        return
+    with _open(settings) as store, _reported():
+        yield store
+
+
+def _router(settings: Settings, store: AccountStore) -> LocalRouter:
+    accounts = settings.accounts
+    with _reported():
+        return LocalRouter(
+            store,
+            config_domains=settings.server.local_domains,
+            hostname=settings.server.hostname,
+            delimiter=accounts.recipient_delimiter,
+            case_sensitive=accounts.case_sensitive_local_parts,
+            postmaster=accounts.postmaster,
+        )
+
+
+def _echo_json(value: object) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _named(domain: str) -> str:
+    shown = display_domain(domain)
+    return domain if shown == domain else f"{domain} ({shown})"
+
+
+# --- domain ----------------------------------------------------------------------------------
+
+
+@click.group()
+def domain() -> None:
+    """Manage local domains (beside those in server.local_domains)."""
+
+
+@domain.command("add")
+@config_options
+@click.argument("name")
+def domain_add(config_path: Path | None, data_dir: Path | None, name: str) -> None:
+    """Make NAME a local domain, so that users and aliases can be added to it."""
+    settings = settings_from(config_path, data_dir=data_dir)
+    store = _open(settings)
+    with store, _reported():
+        added = store.add_domain(name)
+    note = " (it is also in server.local_domains)" if added in settings.server.local_domains else ""
+    click.echo(f"added domain {_named(added)}{note}")
+
+
+@domain.command("list")
+@config_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of domains.")
+def domain_list(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
+    """List local domains: those of the configuration (marked) and of the store."""
+    settings = settings_from(config_path, data_dir=data_dir)
+    configured = settings.server.local_domains
+    rows = []
+    with _existing(settings) as store:
+        stored = () if store is None else store.domains()
+        for name in sorted({*configured, *stored}):
+            users, aliases = (0, 0) if store is None else store.counts(name)
+            rows.append(
+                {
+                    "domain": name,
+                    "unicode": display_domain(name),
+                    "config": name in configured,
+                    "store": name in stored,
+                    "users": users,
+                    "aliases": aliases,
+                }
+            )
+    if as_json:
+        _echo_json(rows)
+        return
+    width = max([len(_named(str(r["domain"]))) for r in rows] + [6])
+    click.echo(f"{'DOMAIN':<{width}}  {'USERS':>5}  {'ALIASES':>7}  SOURCE")
+    for row in rows:
+        source = ", ".join(s for s in ("config", "store") if row[s])
+        name = _named(str(row["domain"]))
+        click.echo(f"{name:<{width}}  {row['users']:>5}  {row['aliases']:>7}  {source}")
+
+
+@domain.command("remove")
+@config_options
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Remove the domain's users and aliases with it.")
+def domain_remove(config_path: Path | None, data_dir: Path | None, name: str, force: bool) -> None:
+    """Remove the local domain NAME; refused while it has users or aliases, unless --force."""
+    settings = settings_from(config_path, data_dir=data_dir)
+    with _reported():
+        wanted = normalize_domain(name)
+    store = _open(settings)
+    configured = wanted in settings.server.local_domains
+    with store, _reported():
+        if configured and not store.has_domain(wanted):
+            where = config_path or "the built-in defaults"
+            raise AccountError(
+                f"domain {wanted} comes from server.local_domains ({where}), not the store;"
+                " change the configuration to remove it"
+            )
+        users, aliases = store.counts(wanted)
+        store.remove_domain(wanted, force=force)
+    if configured:
+        detail = " from the store; it stays local through server.local_domains"
+    elif users or aliases:
+        detail = f" with {users} user(s) and {aliases} alias(es)"
+    else:
+        detail = ""
+    click.echo(f"removed domain {_named(wanted)}{detail}")
+
+
+# --- user ------------------------------------------------------------------------------------
+
+
+@click.group()
+def user() -> None:
+    """Manage users (mailboxes) and their passwords."""
+
+
+def _read_password_line() -> str:
+    line = sys.stdin.readline()
+    if not line:
+        raise click.UsageError("--password-stdin: standard input is empty")
+    # Only the line end goes: spaces may be part of the password.
+    return line.removesuffix("\n").removesuffix("\r")
+
+
+@user.command("add")
+@config_options
+@click.argument("address")
+@click.option(
+    "--password", "password", metavar="PW", help="Password (visible to ps; prefer stdin)."
+)
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
+)
+@click.option(
+    "--quota",
+    metavar="SIZE",
+    callback=_size_option,
+    help="Mailbox quota, e.g. 500M or 2G (default: none).",
+)
+def user_add(
+    config_path: Path | None,
+    data_dir: Path | None,
+    address: str,
+    password: str | None,
+    password_stdin: bool,
+    quota: int | None,
+) -> None:
+    """Add the mailbox ADDRESS. Without a password it receives mail but cannot log in."""
+    if password is not None and password_stdin:
+        raise click.UsageError("give either --password or --password-stdin, not both")
+    settings = settings_from(config_path, data_dir=data_dir)
+    with _reported():
+        parse_address(address)
+    if password_stdin:
+        password = _read_password_line()
+    store = _open(settings)
+    with store, _reported():
+        added = store.add_user(address, password, quota)
+    details = [f"quota {format_size(quota)}"] if quota else []
+    details.append("password set" if added.has_password else "no password: it cannot log in")
+    click.echo(f"added user {added.address} ({', '.join(details)})")
+
+
+def _user_dict(found: User) -> dict[str, object]:
+    return dataclasses.asdict(found)
+
+
+@user.command("list")
+@config_options
+@click.argument("domain_name", metavar="[DOMAIN]", required=False)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of users.")
+def user_list(
+    config_path: Path | None, data_dir: Path | None, domain_name: str | None, as_json: bool
+) -> None:
+    """List users, all or those of DOMAIN."""
+    settings = settings_from(config_path, data_dir=data_dir)
+    with _reported():
+        wanted = None if domain_name is None else normalize_domain(domain_name)
+    found: tuple[User, ...] = ()
+    with _existing(settings) as store:
+        local = store.is_local_domain if store else settings.server.local_domains.__contains__
+        if wanted is not None and not local(wanted):
+            raise AccountError(f"domain {wanted} is not local")
+        if store is not None:
+            found = store.users(wanted)
+    if as_json:
+        _echo_json([_user_dict(u) for u in found])
+        return
+    width = max([len(u.address) for u in found] + [7])
+    click.echo(f"{'ADDRESS':<{width}}  {'QUOTA':>6}  PASSWORD  CREATED")
+    for found_user in found:
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(found_user.created))
+        password = "yes" if found_user.has_password else "no"
+        quota = format_size(found_user.quota)
+        click.echo(f"{found_user.address:<{width}}  {quota:>6}  {password:<8}  {created}")
+
+
+@user.command("remove")
+@config_options
+@click.argument("address")
+def user_remove(config_path: Path | None, data_dir: Path | None, address: str) -> None:
+    """Remove the user ADDRESS (the mail already delivered to it stays on disk)."""
+    settings = settings_from(config_path, data_dir=data_dir)
+    store = _open(settings)
+    with store, _reported():
+        found = store.get_user(address)
+        if found is None:
+            raise AccountError(f"no such user: {parse_address(address).text}")
+        store.remove_user(found.address)
+    click.echo(f"removed user {found.address}")
+
+
+@user.command("passwd")
+@config_options
+@click.argument("address")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
+)
+@click.option("--clear", is_flag=True, help="Remove the password: the user can no longer log in.")
+def user_passwd(
+    config_path: Path | None, data_dir: Path | None, address: str, password_stdin: bool, clear: bool
+) -> None:
+    """Set the password of ADDRESS, asked for twice when stdin is a terminal."""
+    if clear and password_stdin:
+        raise click.UsageError("give either --clear or --password-stdin, not both")
+    settings = settings_from(config_path, data_dir=data_dir)
+    store = _open(settings)
+    with store, _reported():
+        found = store.get_user(address)
+        if found is None:
+            raise AccountError(f"no such user: {parse_address(address).text}")
+        password = None if clear else _new_password(password_stdin)
+        store.set_password(found.address, password)
+    done = "removed the password of" if clear else "changed the password of"
+    click.echo(f"{done} {found.address}")
+
+
+def _new_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return _read_password_line()
+    if not sys.stdin.isatty():
+        raise click.UsageError(
+            "standard input is not a terminal; pass the password with --password-stdin"
+        )
+    value = click.prompt("New password", hide_input=True, confirmation_prompt="Retype new password")
+    return str(value)
+
+
+# --- alias -----------------------------------------------------------------------------------
+
+
+@click.group()
+def alias() -> None:
+    """Manage aliases (SOURCE is local@domain, or @domain for a domain's catch-all)."""
+
+
+@alias.command("add")
+@config_options
+@click.argument("source")
+@click.argument("targets", metavar="TARGET...", nargs=-1, required=True)
+def alias_add(
+    config_path: Path | None, data_dir: Path | None, source: str, targets: tuple[str, ...]
+) -> None:
+    """Send mail for SOURCE to each TARGET (local or remote); adds to an existing alias."""
+    settings = settings_from(config_path, data_dir=data_dir)
+    store = _open(settings)
+    with store, _reported():
+        added = store.add_alias(source, targets)
+        router = _router(settings, store)
+        missing = [t for t in added.targets if isinstance(router.lookup(t), Unknown)]
+    click.echo(f"{added.source} -> {', '.join(added.targets)}")
+    for target in missing:
+        click.echo(f"warning: {target} does not exist (yet); mail for it will bounce", err=True)
+
+
+@alias.command("list")
+@config_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of aliases.")
+def alias_list(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
+    """List aliases and their targets."""
+    settings = settings_from(config_path, data_dir=data_dir)
+    found: tuple[Alias, ...] = ()
+    with _existing(settings) as store:
+        if store is not None:
+            found = store.aliases()
+    if as_json:
+        _echo_json([dataclasses.asdict(a) for a in found])
+        return
+    for entry in found:
+        click.echo(f"{entry.source} -> {', '.join(entry.targets)}")
+
+
+@alias.command("remove")
+@config_options
+@click.argument("source")
+@click.argument("target", required=False)
+def alias_remove(
+    config_path: Path | None, data_dir: Path | None, source: str, target: str | None
+) -> None:
+    """Remove the alias SOURCE, or only its TARGET (the alias goes with its last target)."""
+    settings = settings_from(config_path, data_dir=data_dir)
+    store = _open(settings)
+    with store, _reported():
+        store.remove_alias(source, target)
+    click.echo(f"removed {target} from {source}" if target else f"removed alias {source}")

@@ -1,0 +1,35 @@
+"""Delivery agents (layer 3): how a queued message reaches its recipients.
+
+An agent takes jobs, one per recipient, and answers each with a ``Result`` classified
+where the failure happened: DELIVERED, DEFERRED (transient: the queue retries) or FAILED
+(permanent: the queue reports to the sender; agents never send bounces themselves).
+
+``MaildirAgent`` promises:
+
+- ``deliver(jobs)`` returns only when every DELIVERED copy is durable in its mailbox's new/:
+  each copy is written into tmp/, linked into new/, and the batch is synced once (one
+  syncfs(2) per file system, or portably an fsync of each file and of each new/ directory).
+- Each copy is ``Return-Path: <reverse-path>``, ``Delivered-To: <address>`` and then the
+  spooled message byte for byte, CRLF line ends included (Dovecot reads CRLF and LF alike).
+- Delivery is idempotent per (queue ID, recipient index): the file name is derived from
+  them, so a repeated job finds its copy in new/ and stores no second one; with
+  ``recheck=True`` (after a crash) it also finds a copy an IMAP client moved to cur/.
+- Disk trouble (no space, quota, permissions, I/O errors, a missing queue file) is
+  DEFERRED with a 4.x.x code; a mail loop (too many Received headers, or our own
+  Delivered-To already present) is FAILED with 5.4.6.
+- Memory stays small whatever the message size: the header is scanned line by line and
+  the body copied in 256 KiB chunks.
+"""
+
+from hato.delivery._maildir import MaildirAgent, MaildirJob
+from hato.delivery._reading import MaildirMessage
+from hato.delivery._result import Result, Status, os_error_result
+
+__all__ = [
+    "MaildirAgent",
+    "MaildirJob",
+    "MaildirMessage",
+    "Result",
+    "Status",
+    "os_error_result",
+]
