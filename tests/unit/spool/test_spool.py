@@ -300,7 +300,9 @@ def test_failed_commit_raises_and_removes_file(spool: Spool) -> None:
     writer.write(b"doomed")
     # A real index failure: another connection takes the queue ID first.
     with sqlite3.connect(spool.data_dir / "spool.sqlite3") as conn:
-        conn.execute("INSERT INTO message (queue_id, size, envelope) VALUES (?, 0, '{}')", (writer.queue_id,))
+        conn.execute(
+            "INSERT INTO message (queue_id, size, envelope) VALUES (?, 0, '{}')", (writer.queue_id,)
+        )
     conn.close()
     with pytest.raises(SpoolError, match=writer.queue_id):
         asyncio.run(writer.commit(envelope()))
