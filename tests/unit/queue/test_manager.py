@@ -1,0 +1,183 @@
+"""The queue manager with a real spool, store and Maildir, and an injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from hato.accounts import AccountStore
+from hato.delivery import MaildirAgent
+from hato.events import EventLog
+from hato.queue import QueueManager, RetryPolicy
+from hato.routing import LocalRouter
+from hato.spool import Envelope, QueueState, Recipient, Spool
+
+HOST = "mx.test.example"
+LIFETIME = 86400.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Rig:
+    data: Path
+    spool: Spool
+    manager: QueueManager
+    clock: Clock
+    maildir: MaildirAgent
+    events_path: Path
+    log: EventLog
+
+    async def queue(self, *recipients: str, body: bytes = b"Subject: t\r\n\r\nbody\r\n") -> str:
+        writer = self.spool.new_message()
+        writer.write(body)
+        envelope = Envelope(
+            reverse_path="a@example.org",
+            recipients=tuple(Recipient(address=r) for r in recipients),
+            arrival=self.clock.now,
+        )
+        await writer.commit(envelope)
+        self.manager.notify(writer.queue_id)
+        return writer.queue_id
+
+    async def settle(self) -> None:
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if self.manager.idle:
+                self.log.flush()
+                return
+        raise AssertionError("queue manager did not settle")
+
+    def events(self, name: str) -> list[dict[str, object]]:
+        self.log.flush()
+        lines = self.events_path.read_text().splitlines()
+        return [r for r in map(json.loads, lines) if r["event"] == name]
+
+    def park(self, local: str) -> Path:
+        path = self.maildir.mailbox_dir("localhost", local)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("a file where the maildir belongs")
+        return path
+
+
+@contextlib.asynccontextmanager
+async def open_rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    spool = Spool(tmp_path)
+    spool.open()
+    accounts = AccountStore(tmp_path / "accounts.sqlite3", config_domains=("localhost",))
+    for user in ("carol", "dave"):
+        accounts.add_user(f"{user}@localhost")
+    router = LocalRouter(accounts, config_domains=("localhost",), hostname=HOST)
+    maildir = MaildirAgent(tmp_path / "mailboxes", hostname=HOST)
+    clock = Clock()
+    events_path = tmp_path / "events.jsonl"
+    log = EventLog(json_path=events_path)
+    manager = QueueManager(
+        state=QueueState(tmp_path),
+        router=router,
+        maildir=maildir,
+        retry=RetryPolicy(initial=300.0, maximum=3600.0, lifetime=LIFETIME),
+        log=log,
+        clock=clock,
+        rng=lambda: 0.0,
+    )
+    await manager.start()
+    try:
+        yield Rig(tmp_path, spool, manager, clock, maildir, events_path, log)
+    finally:
+        await manager.stop()
+        manager.state.close()
+        spool.close()
+        accounts.close()
+        log.close()
+
+
+def test_rig_runs_under_asyncio(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with open_rig(tmp_path) as rig:
+            queue_id = await rig.queue("carol@localhost")
+            await rig.settle()
+            (message,) = rig.maildir.messages("localhost", "carol")
+            assert message.path.read_bytes().endswith(b"body\r\n")
+            assert rig.manager.state.entry(queue_id) is None
+            assert [e["queue_id"] for e in rig.events("removed")] == [queue_id]
+
+    asyncio.run(scenario())
+
+
+def test_transient_failure_backs_off_then_delivers(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with open_rig(tmp_path) as rig:
+            blocker = rig.park("carol")
+            queue_id = await rig.queue("carol@localhost", "dave@localhost")
+            await rig.settle()
+            entry = rig.manager.state.entry(queue_id)
+            assert entry is not None
+            carol, dave = entry.recipients
+            assert (carol.state, carol.attempts) == ("deferred", 1)
+            assert carol.next_attempt == rig.clock.now + 300.0
+            assert carol.status is not None and carol.status.startswith("4.")
+            assert dave.state == "delivered"
+            # Not yet due: nothing happens when the clock has not moved.
+            await rig.settle()
+            assert rig.manager.state.entry(queue_id) == entry
+            blocker.unlink()
+            rig.clock.now += 301.0
+            rig.manager.notify(queue_id)
+            await rig.settle()
+            assert rig.manager.state.entry(queue_id) is None
+            assert len(rig.maildir.messages("localhost", "carol")) == 1
+            assert len(rig.maildir.messages("localhost", "dave")) == 1  # not twice
+
+    asyncio.run(scenario())
+
+
+def test_second_failure_waits_twice_as_long_and_expiry_fails(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with open_rig(tmp_path) as rig:
+            rig.park("carol")
+            queue_id = await rig.queue("carol@localhost")
+            await rig.settle()
+            rig.clock.now += 300.0
+            rig.manager.notify(queue_id)
+            await rig.settle()
+            entry = rig.manager.state.entry(queue_id)
+            assert entry is not None
+            assert entry.recipients[0].attempts == 2
+            assert entry.recipients[0].next_attempt == rig.clock.now + 600.0
+            rig.clock.now += LIFETIME
+            rig.manager.notify(queue_id)
+            await rig.settle()
+            assert rig.manager.state.entry(queue_id) is None
+            (failed,) = rig.events("failed")
+            assert failed["status"] == "4.4.7"
+            assert "expired" in str(failed["detail"])
+            assert failed["reverse_path"] == "a@example.org"
+
+    asyncio.run(scenario())
+
+
+def test_unknown_and_loop_fail_permanently(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with open_rig(tmp_path) as rig:
+            looped = b"Delivered-To: dave@localhost\r\nSubject: loop\r\n\r\nx\r\n"
+            loop_id = await rig.queue("dave@localhost", body=looped)
+            gone_id = await rig.queue("nobody@localhost")
+            await rig.settle()
+            failed = {e["queue_id"]: e for e in rig.events("failed")}
+            assert failed[loop_id]["status"] == "5.4.6"
+            assert failed[gone_id]["status"] == "5.1.1"
+            assert rig.manager.state.entries() == []
+            assert rig.maildir.messages("localhost", "dave") == []
+
+    asyncio.run(scenario())
