@@ -316,7 +316,11 @@ class QueueSettings:
     )
     concurrency: int = field(
         default=8,
-        metadata=_meta("Most deliveries in progress at once.", ge=1),
+        metadata=_meta(
+            "Most deliveries to other servers in progress at once. Local deliveries go in"
+            " batches through one worker, since each batch shares one sync of the disk.",
+            ge=1,
+        ),
     )
 
 

@@ -50,6 +50,8 @@ __all__ = ["QueueManager"]
 
 # Most messages handed to one worker batch: their mailbox files share one sync.
 BATCH = 64
+# Batches of local (Maildir) deliveries in progress at once.
+LOCAL_WORKERS = 1
 # How often another process's hold/release/flush/delete is looked for.
 ADMIN_POLL = 1.0
 # Status when a recipient routes to a remote domain and no relay transport exists yet.
@@ -92,7 +94,10 @@ class QueueManager:
         self._inflight: set[str] = set()
         self._recheck: set[str] = set()
         self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(concurrency)
+        # Mailbox files are made durable per batch with one sync of their file system, so
+        # parallel local batches only compete for that sync: one worker, growing batches
+        # (group commit again). ``concurrency`` bounds deliveries that wait on the network.
+        self._slots = asyncio.Semaphore(LOCAL_WORKERS)
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
