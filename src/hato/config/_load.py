@@ -7,6 +7,7 @@ import datetime
 import difflib
 import enum
 import functools
+import ipaddress
 import math
 import os
 import re
@@ -375,7 +376,101 @@ def _to_delimiter(value: object) -> str:
     return text
 
 
+def _to_network(value: object) -> str:
+    text = _to_str(value)
+    try:
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        raise ValueError(f"{_toml_string(text)} is not a network such as 10.0.0.0/8") from None
+
+
+def _to_networks(value: object, key: str) -> tuple[str, ...]:
+    return _unique(_array(_to_network)(value, key))
+
+
+def _split_host_port(text: str, default_port: int | None) -> tuple[str, int]:
+    """ "host", "host:port", "ip", "[ipv6]:port" -> (host, port); ValueError saying why."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f'{_toml_string(text)} needs the form "[ADDRESS]:PORT"')
+        ipaddress.ip_address(host)
+    else:
+        host, _, port_text = text.rpartition(":") if ":" in text else (text, "", "")
+        if ":" in host:
+            raise ValueError(f"{_toml_string(text)}: an IPv6 address needs brackets")
+        if not _is_ip(host):
+            _to_domain(host)
+    if not port_text:
+        if default_port is None:
+            raise ValueError(f"{_toml_string(text)} needs a port")
+        return host.lower(), default_port
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{_toml_string(text)}: port must be 1-65535")
+    return host.lower(), int(port_text)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _to_nexthop(value: object) -> str:
+    text = _to_str(value)
+    if text:
+        _split_host_port(text, 25)
+    return text
+
+
+def _to_port(value: object) -> int:
+    port = _to_int(value)
+    if not 0 < port < 65536:
+        raise ValueError(f"a port is 1-65535, got {port}")
+    return port
+
+
+def _pair(value: object, check: Callable[[str], object]) -> str:
+    domain, _, target = _to_str(value).strip().partition(" ")
+    target = target.strip()
+    if not domain or not target:
+        raise ValueError('expected "domain value", e.g. "example.com 192.0.2.1:25"')
+    check(target)
+    return f"{_to_domain(domain)} {target}"
+
+
+def _to_transport(value: object) -> str:
+    return _pair(value, lambda target: target == "local" or _split_host_port(target, 25))
+
+
+def _to_tls_policy_entry(value: object) -> str:
+    allowed = ("none", "may", "encrypt", "verify")
+
+    def check(policy: str) -> None:
+        if policy not in allowed:
+            raise ValueError(f"policy must be one of {', '.join(allowed)}; got {policy!r}")
+
+    return _pair(value, check)
+
+
+def _to_nameserver(value: object) -> str:
+    text = _to_str(value)
+    host, port = _split_host_port(text, 53)
+    if not _is_ip(host):
+        raise ValueError(f"{_toml_string(text)}: a name server is an IP address")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 _SPECIAL_PARSERS: dict[str, _Parser] = {
+    "networks": _to_networks,
+    "nexthop": _scalar(_to_nexthop),
+    "port": _scalar(_to_port),
+    "transports": lambda value, key: _unique(_array(_to_transport)(value, key)),
+    "tls_policies": lambda value, key: _unique(_array(_to_tls_policy_entry)(value, key)),
+    "nameservers": lambda value, key: _unique(_array(_to_nameserver)(value, key)),
     "delimiter": _scalar(_to_delimiter),
     "hostname": _scalar(_to_hostname),
     "domains": _to_domains,

@@ -324,6 +324,133 @@ class QueueSettings:
     )
 
 
+class TlsPolicy(enum.StrEnum):
+    """What Hato insists on when it connects to another server (RFC 3207 STARTTLS)."""
+
+    NONE = "none"  # never STARTTLS
+    MAY = "may"  # STARTTLS when offered, any certificate; plaintext otherwise
+    ENCRYPT = "encrypt"  # STARTTLS required, any certificate
+    VERIFY = "verify"  # STARTTLS required, certificate verified for the host name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelaySettings:
+    """Who may relay through Hato, and how mail for other domains leaves it."""
+
+    trusted_networks: tuple[str, ...] = field(
+        default=("127.0.0.0/8", "::1/128"),
+        metadata=_meta(
+            "Clients in these networks (CIDR) may send mail to any domain; everyone else may"
+            ' only send to local domains and gets "554 5.7.1 Relay access denied" otherwise.',
+            kind="networks",
+        ),
+    )
+    smarthost: str = field(
+        default="",
+        metadata=_meta(
+            'Send all mail for other domains to this "host:port" (or "host", port 25) instead'
+            ' of looking up MX records; "" looks up MX records.',
+            kind="nexthop",
+        ),
+    )
+    smarthost_tls: TlsPolicy = field(
+        default=TlsPolicy.MAY,
+        metadata=_meta(
+            'TLS towards the smarthost: "none", "may" (opportunistic), "encrypt" (required) or'
+            ' "verify" (required, with a verified certificate).'
+        ),
+    )
+    smarthost_username: str = field(
+        default="",
+        metadata=_meta('User name for AUTH at the smarthost; "" sends no AUTH.'),
+    )
+    smarthost_password: str = field(
+        default="",
+        metadata=_meta("Password for AUTH at the smarthost (sent only over TLS)."),
+    )
+    transports: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            'Per-domain next hops, as "domain next-hop" where next-hop is "host:port",'
+            ' "[ip]:port" or "local" (deliver here), like Postfix\'s transport table.',
+            kind="transports",
+        ),
+    )
+    tls_policy: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            'Per-domain TLS policy, as "domain policy" with policy none, may, encrypt or'
+            " verify; domains not listed use may.",
+            kind="tls_policies",
+        ),
+    )
+    port: int = field(
+        default=25,
+        metadata=_meta(
+            "TCP port of the mail exchangers found by MX lookup (25 on the internet).",
+            ge=1,
+            kind="port",
+        ),
+    )
+    connect_timeout: float = field(
+        default=30.0,
+        metadata=_meta("Seconds to wait for a TCP connection to a next hop.", gt=0),
+    )
+    per_destination: int = field(
+        default=4,
+        metadata=_meta("Most connections to one destination domain at once.", ge=1),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsSettings:
+    """Where Hato looks up MX, A and AAAA records."""
+
+    nameservers: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            'Name servers as "ip" or "ip:port" ("[ipv6]:port"); [] uses the system resolver'
+            " (/etc/resolv.conf).",
+            kind="nameservers",
+        ),
+    )
+    timeout: float = field(
+        default=5.0,
+        metadata=_meta(
+            "Seconds a DNS lookup may take before it counts as a transient failure.", gt=0
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DsnSettings:
+    """Delivery status notifications (RFC 3461/3464): when they are sent and what they hold."""
+
+    delay_warning: float = field(
+        default=14400.0,
+        metadata=_meta(
+            'Seconds a recipient may stay deferred before its sender gets one "delayed"'
+            " report (when NOTIFY includes DELAY); 0 never sends one.",
+            ge=0,
+        ),
+    )
+    delay_warning_without_notify: bool = field(
+        default=False,
+        metadata=_meta(
+            "Also warn about delays when the sender gave no NOTIFY (RFC 3461 leaves it to the"
+            " server; off, as in Postfix)."
+        ),
+    )
+    full_message_limit: int = field(
+        default=1048576,
+        metadata=_meta(
+            "Without RET=FULL or RET=HDRS, a report returns the whole message up to this many"
+            " bytes, only its header when it is larger.",
+            ge=0,
+        ),
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogSettings:
     """Where operational messages and events go."""
@@ -361,4 +488,16 @@ class Settings:
     queue: QueueSettings = field(
         default_factory=QueueSettings,
         metadata=_meta("When queued messages are delivered, retried and given up on."),
+    )
+    relay: RelaySettings = field(
+        default_factory=RelaySettings,
+        metadata=_meta("Who may relay, and how mail for other domains leaves."),
+    )
+    dns: DnsSettings = field(
+        default_factory=DnsSettings,
+        metadata=_meta("Where MX, A and AAAA records are looked up."),
+    )
+    dsn: DsnSettings = field(
+        default_factory=DsnSettings,
+        metadata=_meta("Delivery status notifications: when and what."),
     )
