@@ -389,7 +389,9 @@ def _to_networks(value: object, key: str) -> tuple[str, ...]:
 
 
 def _split_host_port(text: str, default_port: int | None) -> tuple[str, int]:
-    """ "host", "host:port", "ip", "[ipv6]:port" -> (host, port); ValueError saying why."""
+    """Split host, host:port, ip or [ipv6]:port into (host, port); ValueError saying why."""
+    if default_port is not None and _is_ip(text):
+        return text.lower(), default_port
     if text.startswith("["):
         host, bracket, rest = text[1:].partition("]")
         port_text = rest[1:] if rest.startswith(":") else ""
