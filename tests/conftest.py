@@ -34,10 +34,19 @@ HATO = Path(sys.executable).with_name("hato")
 HOSTNAME = "mx.test.example"
 # Every address in a local domain is accepted, as the tests expect of a server that knows no
 # users: a catch-all alias of each local domain leads off this server, to HOLD_TARGET. Mail to
-# a remote address is deferred (4.3.5: remote delivery is not configured), so an accepted
-# message stays in the spool for the tests to read, rather than being delivered to a mailbox
-# and removed. Revisit this when relaying exists.
+# HOLD_TARGET's domain is routed to a closed loopback port (BASE_OPTIONS), so delivery there
+# is deferred and an accepted message stays in the spool for the tests to read, rather than
+# being delivered to a mailbox and removed.
 HOLD_TARGET = "hold@relay.test.example"
+# Every test server: loopback clients count as outside hosts (relay them only where a test
+# says so), nothing ever asks a real DNS server, and HOLD_TARGET's domain goes to a closed
+# loopback port, so what is addressed there stays queued (deferred) for the test to read.
+# A test's own extra_args come later and win.
+BASE_OPTIONS = (
+    "relay.trusted_networks=[]",
+    'dns.nameservers=["127.0.0.1:9"]',
+    'relay.transports=["relay.test.example 127.0.0.1:9"]',
+)
 # The server flushes its event log every 0.25 s; a start takes well under a second.
 START_TIMEOUT = 20.0
 # Past server.shutdown_grace (30 s by default), so a clean stop is never mistaken for a hang.
@@ -108,6 +117,7 @@ class HatoProcess:
     def command(self) -> list[str]:
         args = [str(HATO), "serve", "--data-dir", str(self.data_dir)]
         args += ["--listen", "127.0.0.1:0", "--hostname", self.hostname]
+        args += [arg for option in BASE_OPTIONS for arg in ("-o", option)]
         if self.config is not None:
             args += ["--config", str(self.config)]
         return args + list(self.extra_args)

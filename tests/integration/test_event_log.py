@@ -62,7 +62,7 @@ def test_one_session_in_the_event_log(
 
     relay, protocol = hato.events("reject", session=session)
     assert (relay["command"], relay["reply"]) == ("RCPT", denied)
-    assert relay["reason"] == "relay to remote.example is not allowed"
+    assert relay["reason"] == "relay to remote.example from an untrusted client"
     assert (protocol["command"], protocol["reply"]) == ("FOO", unknown)
     assert protocol["reason"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -10,9 +11,21 @@ import click
 
 from ..config import ConfigError, Settings, load_settings
 
-__all__ = ["config_options", "settings_from"]
+__all__ = ["config_options", "override_option", "parse_overrides", "settings_from"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def override_option(function: F) -> F:
+    """``-o section.key=VALUE``: any setting from the command line, as Postfix's ``-o``."""
+    return click.option(
+        "-o",
+        "--set",
+        "settings_overrides",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override one setting, e.g. -o relay.trusted_networks=[] (a TOML value; repeatable).",
+    )(function)
 
 
 def config_options(function: F) -> F:
@@ -32,7 +45,23 @@ def config_options(function: F) -> F:
     return function
 
 
-def settings_from(config_path: Path | None, **overrides: object) -> Settings:
+def parse_overrides(items: tuple[str, ...]) -> dict[str, object]:
+    """``-o section.key=value`` pairs; the value is TOML (``25``, ``true``, ``["a"]``) or text."""
+    parsed: dict[str, object] = {}
+    for item in items:
+        key, equals, text = item.partition("=")
+        if not equals or "." not in key:
+            raise click.BadParameter(f"{item!r}: expected section.key=value", param_hint="-o")
+        try:
+            parsed[key.strip()] = tomllib.loads(f"value = {text}")["value"]
+        except tomllib.TOMLDecodeError:
+            parsed[key.strip()] = text  # a bare word: take it as a string
+    return parsed
+
+
+def settings_from(
+    config_path: Path | None, settings_overrides: tuple[str, ...] = (), **overrides: object
+) -> Settings:
     """Load settings or exit with every problem listed by its key."""
     keys = {
         "data_dir": "server.data_dir",
@@ -40,7 +69,10 @@ def settings_from(config_path: Path | None, **overrides: object) -> Settings:
         "hostname": "server.hostname",
         "log_level": "log.level",
     }
-    given = {keys[name]: value for name, value in overrides.items() if value not in (None, (), [])}
+    given = parse_overrides(settings_overrides)
+    given |= {
+        k: v for name, v in overrides.items() if v not in (None, (), []) for k in [keys[name]]
+    }
     try:
         return load_settings(config_path, overrides=given)
     except ConfigError as error:

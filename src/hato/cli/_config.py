@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..config import check_file, settings_to_dict, settings_to_toml
-from ._common import config_options, settings_from
+from ._common import config_options, override_option, settings_from
 
 __all__ = ["config"]
 
@@ -32,10 +32,16 @@ def check(file: Path) -> None:
 
 @config.command()
 @config_options
+@override_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML.")
-def show(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
+def show(
+    config_path: Path | None,
+    data_dir: Path | None,
+    settings_overrides: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Print the effective configuration (file, defaults and overrides together)."""
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = settings_from(config_path, settings_overrides, data_dir=data_dir)
     if as_json:
         click.echo(json.dumps(settings_to_dict(settings), indent=2))
     else:

@@ -7,13 +7,14 @@ from pathlib import Path
 import click
 
 from .. import app
-from ._common import config_options, settings_from
+from ._common import config_options, override_option, settings_from
 
 __all__ = ["serve"]
 
 
 @click.command()
 @config_options
+@override_option
 @click.option(
     "--listen",
     multiple=True,
@@ -32,9 +33,15 @@ def serve(
     listen: tuple[str, ...],
     hostname: str | None,
     log_level: str | None,
+    settings_overrides: tuple[str, ...],
 ) -> None:
     """Run Hato until SIGTERM or Ctrl-C."""
     settings = settings_from(
-        config_path, data_dir=data_dir, listen=list(listen), hostname=hostname, log_level=log_level
+        config_path,
+        settings_overrides,
+        data_dir=data_dir,
+        listen=list(listen),
+        hostname=hostname,
+        log_level=log_level,
     )
     raise SystemExit(app.run(settings))

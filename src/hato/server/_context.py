@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ..config import Settings
 from ..delivery import MaildirAgent
 from ..events import EventLog
+from ..policy import RelayPolicy
 from ..routing import LocalRouter
 from ..smtp import Limits
 from ..spool import Spool
@@ -44,6 +45,7 @@ class ServerContext:
     # Called with the queue ID once a message is durable (the queue manager's notify).
     on_queued: Callable[[str], None] = lambda _queue_id: None
     limits: Limits = field(init=False)
+    relay: RelayPolicy = field(init=False)
     sessions: set[Session] = field(default_factory=set)
     stopping: bool = False
     _ids: itertools.count[int] = field(default_factory=itertools.count)
@@ -51,6 +53,7 @@ class ServerContext:
 
     def __post_init__(self) -> None:
         self.limits = limits_from(self.settings)
+        self.relay = RelayPolicy(self.settings.relay.trusted_networks)
 
     @property
     def hostname(self) -> str:

@@ -271,11 +271,16 @@ class Session(asyncio.Protocol):
 
     def _check_recipient(self, address: str) -> tuple[Reply | None, str]:
         """Refuse at RCPT what would only bounce later: unknown users, relaying, full boxes."""
-        match self.ctx.router.lookup(address):
-            case routing.NotLocal(domain=domain):
-                return reply(554, "5.7.1", f"<{address}>: Relay access denied"), (
-                    f"relay to {domain} is not allowed"
-                )
+        lookup = self.ctx.router.lookup(address)
+        decision = self.ctx.relay.check(
+            address,
+            local=not isinstance(lookup, routing.NotLocal),
+            client_ip=self.client_ip,
+            authenticated=self.conn.authenticated,
+        )
+        if decision is not None:
+            return decision.reply, decision.reason
+        match lookup:
             case routing.Unknown():
                 return reply(
                     550,

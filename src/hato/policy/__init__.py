@@ -1,0 +1,9 @@
+"""Policy (layer 2): pure decisions about who may do what, each with its reason.
+
+Checks return ``None`` (go on) or a :class:`Decision` carrying the reply to send and the
+reason the event log records, so every refusal says which rule made it.
+"""
+
+from ._relay import Decision, RelayPolicy
+
+__all__ = ["Decision", "RelayPolicy"]
