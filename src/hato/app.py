@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import signal
 import sys
 from pathlib import Path
@@ -15,12 +16,12 @@ from pathlib import Path
 from . import __version__
 from .accounts import ACCOUNTS_FILE, AccountStore
 from .config import Settings
-from .delivery import MaildirAgent
-from .events import EventLog, ServerStarted, ServerStopped, SpoolRecovered
+from .delivery import MaildirAgent, SmtpAgent
+from .events import EventLog, Queued, ServerStarted, ServerStopped, SpoolRecovered
 from .queue import QueueManager, RetryPolicy
-from .routing import LocalRouter
+from .routing import DnspythonResolver, LocalRouter, NextHopRouter, local_host_matcher
 from .server import ServerContext, SmtpServer
-from .spool import QueueState, Spool
+from .spool import Envelope, QueueState, Spool, SpoolError
 
 __all__ = ["Hato", "install_event_loop_policy", "run"]
 
@@ -89,17 +90,7 @@ class Hato:
                 broken=tuple(report.broken),
             )
         )
-        queue = self.settings.queue
-        self.queue = QueueManager(
-            state=QueueState(self.settings.server.data_dir),
-            router=self.router,
-            maildir=self.maildir,
-            retry=RetryPolicy(
-                initial=queue.retry_initial, maximum=queue.retry_max, lifetime=queue.lifetime
-            ),
-            log=self.log,
-            concurrency=queue.concurrency,
-        )
+        self.queue = self._queue_manager()
         await self.queue.start()
         self.context.on_queued = self.queue.notify
         try:
@@ -118,6 +109,68 @@ class Hato:
             )
         )
         self.log.flush()
+
+    def _queue_manager(self) -> QueueManager:
+        settings = self.settings
+        queue, relay = settings.queue, settings.relay
+        resolver = DnspythonResolver(settings.dns.nameservers, timeout=settings.dns.timeout)
+        # An MX that is this very server (its name, or an address it listens on at the port
+        # mail exchangers are reached on) must not be used: RFC 5321 5.1.
+        own_addresses = [
+            address.host
+            for address in settings.server.listen
+            if address.port == relay.port and not ipaddress.ip_address(address.host).is_unspecified
+        ]
+        next_hops = NextHopRouter.from_settings(
+            relay,
+            resolver,
+            is_local_host=local_host_matcher([settings.server.hostname], own_addresses),
+        )
+        auth = (relay.smarthost_username, relay.smarthost_password)
+        remote = SmtpAgent(
+            next_hops,
+            local_hostname=settings.server.hostname,
+            connect_timeout=relay.connect_timeout,
+            smarthost_auth=auth if relay.smarthost_username else None,
+        )
+        return QueueManager(
+            state=QueueState(settings.server.data_dir),
+            router=self.router,
+            maildir=self.maildir,
+            remote=remote,
+            submit=self.submit,
+            retry=RetryPolicy(
+                initial=queue.retry_initial, maximum=queue.retry_max, lifetime=queue.lifetime
+            ),
+            log=self.log,
+            hostname=settings.server.hostname,
+            dsn=settings.dsn,
+            concurrency=queue.concurrency,
+            per_destination=relay.per_destination,
+        )
+
+    async def submit(self, envelope: Envelope, data: bytes) -> str:
+        """The intake for messages Hato writes itself (delivery reports): durable, then queued."""
+        writer = self.spool.new_message()
+        try:
+            writer.write(data)
+        except SpoolError:
+            writer.abort()
+            raise
+        await writer.commit(envelope)
+        self.log.emit(
+            Queued(
+                session="",
+                queue_id=writer.queue_id,
+                size=writer.size,
+                reverse_path=envelope.reverse_path,
+                recipients=tuple(r.address for r in envelope.recipients),
+                client_ip="",
+            )
+        )
+        if self.queue is not None:
+            self.queue.notify(writer.queue_id)
+        return writer.queue_id
 
     async def stop(self, reason: str = "stop requested") -> None:
         if self._stopped.is_set():

@@ -34,6 +34,7 @@ __all__ = [
     "Queued",
     "RcptAccepted",
     "Rejected",
+    "ReportQueued",
     "ServerStarted",
     "ServerStopped",
     "ServerStopping",
@@ -254,6 +255,25 @@ class DeliveryFailed(OpsEvent):
         return (
             f"{self.queue_id}: to=<{self.recipient}> status=bounced {self.status} "
             f"({self.detail}); sender <{self.reverse_path}>"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportQueued(OpsEvent):
+    """A delivery status notification (RFC 3464) was queued for a message's sender."""
+
+    name: ClassVar[str] = "report"
+    queue_id: str
+    report_id: str
+    action: str
+    recipients: tuple[str, ...]
+    sender: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.queue_id}: sender non-delivery notification: {self.report_id}"
+            if self.action == "failed"
+            else f"{self.queue_id}: {self.action} report {self.report_id} to <{self.sender}>"
         )
 
 

@@ -23,13 +23,34 @@ where the failure happened: DELIVERED, DEFERRED (transient: the queue retries) o
 
 from hato.delivery._maildir import MaildirAgent, MaildirJob
 from hato.delivery._reading import MaildirMessage
+from hato.delivery._remote_types import RemoteAgent, RemoteJob, RemoteResult, RemoteTarget
 from hato.delivery._result import Result, Status, os_error_result
+from hato.delivery._smtp import SmtpAgent
+from hato.delivery._smtp_client import (
+    RecipientReply,
+    SendResult,
+    SmtpClient,
+    SmtpError,
+    TimedLine,
+    Timeouts,
+)
 
 __all__ = [
     "MaildirAgent",
     "MaildirJob",
     "MaildirMessage",
+    "RecipientReply",
+    "RemoteAgent",
+    "RemoteJob",
+    "RemoteResult",
+    "RemoteTarget",
     "Result",
+    "SendResult",
+    "SmtpAgent",
+    "SmtpClient",
+    "SmtpError",
     "Status",
+    "TimedLine",
+    "Timeouts",
     "os_error_result",
 ]

@@ -36,6 +36,15 @@ class Action(enum.StrEnum):
         return {"failed": "45", "delayed": "4"}.get(self.value, "2")
 
 
+# Dates are written as RFC 5322 date-time, which has four-digit years: 1970 to 9999.
+_LAST_TIMESTAMP = 253402300799.0
+
+
+def _check_time(name: str, value: float | None) -> None:
+    if value is not None and not 0 <= value <= _LAST_TIMESTAMP:
+        raise ValueError(f"{name} must be a unix time between 1970 and 9999, not {value!r}")
+
+
 def _check_text(name: str, value: str | None) -> None:
     if value is not None and not value.strip():
         raise ValueError(f"{name} must not be empty; use None when there is nothing to say")
@@ -79,6 +88,8 @@ class RecipientReport:
             raise ValueError("will_retry_until belongs to delayed reports only")
         for name in ("remote_mta", "remote_reply", "detail"):
             _check_text(name, getattr(self, name))
+        _check_time("last_attempt", self.last_attempt)
+        _check_time("will_retry_until", self.will_retry_until)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,6 +125,7 @@ class Report:
             choice = self.return_content
             raise ValueError(f"return_content must be full, headers or none, not {choice!r}")
         _check_text("envid", self.envid)
+        _check_time("arrival", self.arrival)
 
     @property
     def action(self) -> Action:

@@ -3,11 +3,16 @@
 Promises:
 - Every message in the spool is eventually delivered, failed or expired: the schedule is
   rebuilt from the spool at start, so nothing queued before a restart is forgotten.
-- An outcome is recorded durably (``QueueState.record``) only after the delivery agent
-  returned, i.e. after the mailbox file is durable; a crash in between is healed by the
-  agent's idempotent file names (messages recovered at start are delivered with
-  ``recheck``), so no mailbox gets a message twice.
-- A message leaves the queue in the same transaction that records its last outcome.
+- An outcome is recorded durably (``QueueState.record``) only after the agent returned,
+  i.e. after the mailbox file is durable or the next hop said 250; a crash in between is
+  healed by the Maildir agent's idempotent file names (messages recovered at start are
+  delivered with ``recheck``). Remotely, a crash there may send a message twice (as
+  every MTA may: RFC 5321 6.1), never lose it.
+- Reports a sender is owed are queued through the intake before the outcomes are
+  recorded, and a message leaves the queue in the transaction that records its last one.
+- Local deliveries go in batches through one worker; remote ones run concurrently, at most
+  ``concurrency`` at once and ``per_destination`` per domain, so a slow or dead
+  destination never holds up the rest of the queue.
 - Held messages are never attempted; ``hato queue`` changes made by another process are
   noticed within ``ADMIN_POLL`` seconds.
 """
@@ -19,53 +24,45 @@ import contextlib
 import heapq
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
-from ..delivery import MaildirAgent, MaildirJob, Result, Status
-from ..events import (
-    Deferred,
-    Delivered,
-    DeliveryFailed,
-    EventLog,
-    InternalError,
-    MessageRemoved,
-    OpsEvent,
+from ..config import DsnSettings
+from ..delivery import (
+    MaildirAgent,
+    MaildirJob,
+    RemoteAgent,
+    RemoteJob,
+    RemoteTarget,
+    Result,
 )
+from ..events import EventLog, InternalError, ReportQueued
 from ..routing import LocalRouter
-from ..spool import (
-    DEFERRED,
-    DELIVERED,
-    FAILED,
-    Outcome,
-    QueueEntry,
-    QueueState,
-    RecipientState,
-    SpoolError,
-    message_path,
-)
+from ..spool import Envelope, QueueEntry, QueueState, RecipientState, SpoolError, message_path
+from ._outcomes import Notice, Plan, Verdict, conclude, removed_event
+from ._reports import render_notice
 from ._retry import RetryPolicy
 
-__all__ = ["QueueManager"]
+__all__ = ["ADMIN_POLL", "BATCH", "LOCAL_WORKERS", "QueueManager", "Submit"]
 
-# Most messages handed to one worker batch: their mailbox files share one sync.
+# Most messages handed to one local batch: their mailbox files share one sync.
 BATCH = 64
 # Batches of local (Maildir) deliveries in progress at once.
 LOCAL_WORKERS = 1
 # How often another process's hold/release/flush/delete is looked for.
 ADMIN_POLL = 1.0
-# Status when a recipient routes to a remote domain and no relay transport exists yet.
-NO_RELAY = ("4.3.5", "remote delivery is not configured on this server")
+
+# How a report enters the queue: the same intake as SMTP (durable, then queued).
+Submit = Callable[[Envelope, bytes], Awaitable[str]]
 
 
-@dataclass(slots=True)
-class _Plan:
-    """One recipient's attempt: the mailbox jobs its address expanded to, or a verdict."""
-
-    entry: QueueEntry
-    recipient: RecipientState
-    jobs: list[MaildirJob] = field(default_factory=list)
-    verdicts: list[tuple[str, Result]] = field(default_factory=list)  # (target, result)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Setup:
+    hostname: str
+    dsn: DsnSettings
+    concurrency: int
+    per_destination: int
 
 
 class QueueManager:
@@ -75,29 +72,45 @@ class QueueManager:
         state: QueueState,
         router: LocalRouter,
         maildir: MaildirAgent,
+        remote: RemoteAgent,
+        submit: Submit,
         retry: RetryPolicy,
         log: EventLog,
+        hostname: str,
+        dsn: DsnSettings | None = None,
         concurrency: int = 8,
+        per_destination: int = 4,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.state = state
         self.router = router
         self.maildir = maildir
+        self.remote = remote
+        self.submit = submit
         self.retry = retry
         self.log = log
-        self.concurrency = concurrency
         self.clock = clock
         self.rng = rng
+        self.setup = _Setup(
+            hostname=hostname,
+            dsn=dsn or DsnSettings(),
+            concurrency=concurrency,
+            per_destination=per_destination,
+        )
         self._heap: list[tuple[float, str]] = []
         self._due: dict[str, float] = {}
         self._inflight: set[str] = set()
         self._recheck: set[str] = set()
         self._wakeup = asyncio.Event()
         # Mailbox files are made durable per batch with one sync of their file system, so
-        # parallel local batches only compete for that sync: one worker, growing batches
-        # (group commit again). ``concurrency`` bounds deliveries that wait on the network.
-        self._slots = asyncio.Semaphore(LOCAL_WORKERS)
+        # parallel local batches would only compete for that sync: one worker, growing
+        # batches (group commit again).
+        self._local = asyncio.Semaphore(LOCAL_WORKERS)
+        self._remote = asyncio.Semaphore(concurrency)
+        self._destinations: defaultdict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(per_destination)
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -116,17 +129,14 @@ class QueueManager:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        for task in list(self._tasks):
+            task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def notify(self, queue_id: str) -> None:
         """A message was just queued: deliver it now."""
         self._schedule(queue_id, 0.0)
-
-    async def flush(self) -> None:
-        """Make everything pending due now (tests and ``hato queue flush``)."""
-        await asyncio.to_thread(self.state.reschedule, None, 0.0)
-        await self._reload(recovering=False)
 
     @property
     def idle(self) -> bool:
@@ -153,7 +163,7 @@ class QueueManager:
             due = entry.due
             if due is None:
                 finished.append(entry.queue_id)  # all outcomes recorded; removal was cut short
-            elif not entry.held:
+            elif not entry.held and entry.queue_id not in self._inflight:
                 if recovering:
                     self._recheck.add(entry.queue_id)
                 self._schedule(entry.queue_id, due)
@@ -191,32 +201,50 @@ class QueueManager:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout)
                 continue
-            await self._slots.acquire()
+            await self._local.acquire()
             self._inflight.update(batch)
-            task = asyncio.ensure_future(self._attempt(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._attempt(batch))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _release(self, queue_ids: Sequence[str]) -> None:
+        """Work on these messages is over (their next attempts are already scheduled)."""
+        self._inflight.difference_update(queue_ids)
+        self._recheck.difference_update(queue_ids)
+        self._wakeup.set()
+
+    # -- one batch ---------------------------------------------------------------------
 
     async def _attempt(self, batch: list[str]) -> None:
+        remote_later: set[str] = set()
         try:
-            events, reschedule = await asyncio.to_thread(self._deliver, batch)
+            plans = await asyncio.to_thread(self._plan_batch, batch)
+            jobs = [job for plan in plans for job in plan.jobs]
+            if jobs:
+                results = await asyncio.to_thread(self.maildir.deliver, jobs)
+                _attach_local(plans, results)
+            by_message: dict[str, list[Plan]] = defaultdict(list)
+            for plan in plans:
+                by_message[plan.entry.queue_id].append(plan)
+            local = [p for p in plans if not any(q.remote for q in by_message[p.entry.queue_id])]
+            await self._finish(local)
+            for queue_id, message_plans in by_message.items():
+                if any(plan.remote for plan in message_plans):
+                    remote_later.add(queue_id)
+                    self._spawn(self._attempt_remote(message_plans))
         except Exception as error:  # keep the queue running; try the batch again later
             self.log.emit(InternalError(where="queue", error=repr(error)))
-            retry_at = self.clock() + self.retry.initial
-            events, reschedule = [], [(queue_id, retry_at) for queue_id in batch]
+            for queue_id in batch:
+                self._schedule(queue_id, self.clock() + self.retry.initial)
         finally:
-            self._inflight.difference_update(batch)
-            self._slots.release()
-        for event in events:
-            self.log.emit(event)
-        for queue_id, due in reschedule:
-            self._schedule(queue_id, due)
+            self._local.release()
+            self._release([q for q in batch if q not in remote_later])
 
-    # -- one batch, in a worker thread ---------------------------------------------------
-
-    def _deliver(self, batch: list[str]) -> tuple[list[OpsEvent], list[tuple[str, float]]]:
-        now = self.clock()
-        plans: list[_Plan] = []
+    def _plan_batch(self, batch: list[str]) -> list[Plan]:
+        plans: list[Plan] = []
         for queue_id in batch:
             entry = self.state.entry(queue_id)
             if entry is None or entry.held:
@@ -224,30 +252,15 @@ class QueueManager:
             recheck = queue_id in self._recheck
             for recipient in entry.pending:
                 plans.append(self._plan(entry, recipient, recheck or recipient.attempts > 0))
-        jobs = [job for plan in plans for job in plan.jobs]
-        results = iter(self.maildir.deliver(jobs)) if jobs else iter(())
-        for plan in plans:
-            plan.verdicts += [(f"{j.local_part}@{j.domain}", next(results)) for j in plan.jobs]
-        events, outcomes = self._outcomes(plans, now)
-        entries = {p.entry.queue_id: p.entry for p in plans}
-        deferred = {o.queue_id for o in outcomes if o.state == DEFERRED}
-        finished = [queue_id for queue_id in entries if queue_id not in deferred]
-        self.state.record(outcomes, finished)
-        self._recheck.difference_update(batch)
-        events += [_removed(entries[queue_id], outcomes) for queue_id in finished]
-        reschedule = [(o.queue_id, o.next_attempt) for o in outcomes if o.state == DEFERRED]
-        return events, reschedule
+        return plans
 
-    def _plan(self, entry: QueueEntry, recipient: RecipientState, recheck: bool) -> _Plan:
-        plan = _Plan(entry=entry, recipient=recipient)
+    def _plan(self, entry: QueueEntry, recipient: RecipientState, recheck: bool) -> Plan:
+        plan = Plan(entry, recipient)
         expansion = self.router.expand(recipient.address)
         for failure in expansion.failures:
-            result = Result(status=Status.FAILED, enhanced=failure.status, detail=failure.reason)
-            plan.verdicts.append((failure.address, result))
-        for address in expansion.remote:
-            status, detail = NO_RELAY
-            result = Result(status=Status.DEFERRED, enhanced=status, detail=detail)
-            plan.verdicts.append((address, result))
+            result = Result.failed(failure.status, failure.reason)
+            plan.verdicts.append(Verdict(target=failure.address, result=result))
+        plan.remote.extend(expansion.remote)
         envelope = entry.envelope
         for mailbox in expansion.mailboxes:
             plan.jobs.append(
@@ -265,93 +278,103 @@ class QueueManager:
             )
         return plan
 
-    def _outcomes(self, plans: Sequence[_Plan], now: float) -> tuple[list[OpsEvent], list[Outcome]]:
-        events: list[OpsEvent] = []
-        outcomes: list[Outcome] = []
-        for plan in plans:
-            state, result = _combine([r for _, r in plan.verdicts])
-            recipient, entry = plan.recipient, plan.entry
-            attempts = recipient.attempts + 1
-            next_attempt = 0.0
-            detail = result.detail
-            if state == DEFERRED:
-                if self.retry.expired(entry.envelope.arrival, now):
-                    state, detail = FAILED, f"message expired in the queue; last: {detail}"
-                    result = Result(status=Status.FAILED, enhanced="4.4.7", detail=detail)
-                else:
-                    next_attempt = now + self.retry.delay(attempts, self.rng)
-            outcomes.append(
-                Outcome(
-                    queue_id=entry.queue_id,
-                    position=recipient.position,
-                    state=state,
-                    attempts=attempts,
-                    next_attempt=next_attempt,
-                    last_attempt=now,
-                    status=result.enhanced,
-                    detail=detail,
+    async def _attempt_remote(self, plans: list[Plan]) -> None:
+        entry = plans[0].entry
+        try:
+            async with self._remote:
+                groups: dict[str, list[tuple[Plan, RemoteTarget]]] = defaultdict(list)
+                for plan in plans:
+                    for address in plan.remote:
+                        target = RemoteTarget(
+                            position=plan.recipient.position,
+                            address=address,
+                            notify=plan.recipient.notify,
+                            orcpt=plan.recipient.orcpt,
+                        )
+                        groups[address.rpartition("@")[2].lower()].append((plan, target))
+                await asyncio.gather(
+                    *(
+                        self._deliver_domain(entry, domain, pairs)
+                        for domain, pairs in groups.items()
+                    )
+                )
+            await self._finish(plans)
+        except Exception as error:
+            self.log.emit(InternalError(where="queue", error=repr(error)))
+            self._schedule(entry.queue_id, self.clock() + self.retry.initial)
+        finally:
+            self._release([entry.queue_id])
+
+    async def _deliver_domain(
+        self, entry: QueueEntry, domain: str, pairs: list[tuple[Plan, RemoteTarget]]
+    ) -> None:
+        job = RemoteJob(
+            queue_id=entry.queue_id,
+            domain=domain,
+            envelope=entry.envelope,
+            targets=tuple(target for _, target in pairs),
+            message_path=message_path(self.state.data_dir, entry.queue_id),
+            size=entry.size,
+        )
+        async with self._destinations[domain]:
+            results = await self.remote.deliver(job)
+        for (plan, _), outcome in zip(pairs, results, strict=True):
+            plan.verdicts.append(
+                Verdict(
+                    target=outcome.target.address,
+                    result=outcome.result,
+                    remote=True,
+                    remote_mta=outcome.remote_mta,
+                    diagnostic=outcome.diagnostic,
+                    dsn_forwarded=outcome.dsn_forwarded,
                 )
             )
-            events += _events(plan, state, result, attempts, next_attempt, detail)
-        return events, outcomes
 
+    # -- concluding: reports, records, events, the next attempt ------------------------
 
-def _combine(results: Sequence[Result]) -> tuple[str, Result]:
-    """One recipient may expand to several targets: any transient failure means retry."""
-    if not results:
-        return FAILED, Result(status=Status.FAILED, enhanced="5.1.1", detail="no destination")
-    for status, state in ((Status.DEFERRED, DEFERRED), (Status.DELIVERED, DELIVERED)):
-        for result in results:
-            if result.status is status:
-                return state, result
-    return FAILED, results[0]
+    async def _finish(self, plans: Sequence[Plan]) -> None:
+        if not plans:
+            return
+        now = self.clock()
+        setup = self.setup
+        outcomes, events, notices = conclude(
+            plans, now=now, retry=self.retry, dsn=setup.dsn, rng=self.rng
+        )
+        for notice in notices:
+            await self._send_report(notice, now)
+        removed = await asyncio.to_thread(self.state.record, outcomes)
+        entries = {plan.entry.queue_id: plan.entry for plan in plans}
+        events += [removed_event(entries[queue_id], outcomes) for queue_id in removed]
+        for event in events:
+            self.log.emit(event)
+        for outcome in outcomes:
+            if outcome.queue_id not in removed and outcome.next_attempt:
+                self._schedule(outcome.queue_id, outcome.next_attempt)
 
-
-def _events(
-    plan: _Plan, state: str, result: Result, attempts: int, next_attempt: float, detail: str
-) -> list[OpsEvent]:
-    entry, address = plan.entry, plan.recipient.address
-    events: list[OpsEvent] = []
-    for target, verdict in plan.verdicts:
-        if verdict.status is Status.DELIVERED:
-            events.append(
-                Delivered(
-                    queue_id=entry.queue_id,
-                    recipient=address,
-                    mailbox=target,
-                    status=verdict.enhanced,
-                    detail=verdict.detail,
-                )
-            )
-    if state == DEFERRED:
-        events.append(
-            Deferred(
-                queue_id=entry.queue_id,
-                recipient=address,
-                status=result.enhanced,
-                detail=detail,
-                attempts=attempts,
-                next_attempt=next_attempt,
+    async def _send_report(self, notice: Notice, now: float) -> None:
+        envelope, data = await asyncio.to_thread(
+            render_notice,
+            notice,
+            hostname=self.setup.hostname,
+            data_dir=self.state.data_dir,
+            dsn=self.setup.dsn,
+            retry=self.retry,
+            now=now,
+        )
+        report_id = await self.submit(envelope, data)
+        self.log.emit(
+            ReportQueued(
+                queue_id=notice.entry.queue_id,
+                report_id=report_id,
+                action=str(notice.action),
+                recipients=tuple(recipient.address for recipient, _, _ in notice.recipients),
+                sender=notice.entry.envelope.reverse_path,
             )
         )
-    elif state == FAILED:
-        events.append(
-            DeliveryFailed(
-                queue_id=entry.queue_id,
-                recipient=address,
-                status=result.enhanced,
-                detail=detail,
-                reverse_path=entry.envelope.reverse_path,
-            )
-        )
-    return events
 
 
-def _removed(entry: QueueEntry, outcomes: Sequence[Outcome]) -> MessageRemoved:
-    final = {r.position: r.state for r in entry.recipients}
-    final.update({o.position: o.state for o in outcomes if o.queue_id == entry.queue_id})
-    return MessageRemoved(
-        queue_id=entry.queue_id,
-        delivered=sum(state == DELIVERED for state in final.values()),
-        failed=sum(state == FAILED for state in final.values()),
-    )
+def _attach_local(plans: Sequence[Plan], results: Sequence[Result]) -> None:
+    found = iter(results)
+    for plan in plans:
+        for job in plan.jobs:
+            plan.verdicts.append(Verdict(target=job.delivered_to, result=next(found)))

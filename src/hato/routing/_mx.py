@@ -52,6 +52,7 @@ __all__ = [
     "Exchanger",
     "IsLocalHost",
     "local_host_matcher",
+    "loop_error",
     "mail_exchangers",
 ]
 
@@ -112,7 +113,7 @@ async def mail_exchangers(
         raise RouteError(NULL_MX, False, f"{domain} does not accept mail (null MX)")
     ordered = _before_self(_by_preference(hosts, rng), lambda record: is_local(record.exchange))
     if not ordered:
-        raise _loop(domain)
+        raise loop_error(domain)
     ordered = ordered[:MAX_EXCHANGERS]
     lookups = await asyncio.gather(*(_addresses(resolver, r.exchange) for r in ordered))
     return _usable(domain, list(zip(ordered, lookups, strict=True)), is_local)
@@ -130,7 +131,7 @@ def _usable(
     if own:
         lookups = [(record, result) for record, result in lookups if record.preference < min(own)]
     if not lookups:
-        raise _loop(domain)
+        raise loop_error(domain)
     exchangers = [
         Exchanger(record.exchange, record.preference, result)
         for record, result in lookups
@@ -147,7 +148,7 @@ async def _implicit_mx(domain: str, resolver: Resolver, is_local: IsLocalHost) -
     except NoRecords:
         raise RouteError(NO_ROUTE, False, f"{domain} has no MX, A or AAAA records") from None
     if is_local(domain) or any(map(is_local, addresses)):
-        raise _loop(domain)
+        raise loop_error(domain)
     return [Exchanger(domain, 0, addresses)]
 
 
@@ -190,7 +191,8 @@ def _no_address(domain: str, errors: list[DnsError]) -> RouteError:
     return RouteError(NO_ROUTE, False, f"no MX host of {domain} has an address: {details}")
 
 
-def _loop(domain: str) -> RouteError:
+def loop_error(domain: str) -> RouteError:
+    """Permanent 5.4.6: delivering mail for ``domain`` would hand it back to this host."""
     return RouteError(MAIL_LOOP, False, f"mail for {domain} loops back to myself")
 
 

@@ -40,7 +40,7 @@ from hato.routing._dns import (
     Resolver,
     RouteError,
 )
-from hato.routing._mx import IsLocalHost, _loop, mail_exchangers
+from hato.routing._mx import IsLocalHost, loop_error, mail_exchangers
 
 __all__ = [
     "SMTP_PORT",
@@ -185,7 +185,7 @@ class NextHopRouter:
 
     def _literal_route(self, domain: str, address: str) -> Hops:
         if self._is_local_host is not None and self._is_local_host(address):
-            raise _loop(domain)
+            raise loop_error(domain)
         policy = TlsPolicy.MAY  # no domain name, so no tls_policy entry can name it
         return Hops([Hop(address, self._port, [address], policy, address)], "literal")
 
@@ -227,13 +227,14 @@ def _literal_address(domain: str) -> str:
     """The IP of an address literal (RFC 5321 4.1.3); permanent 5.1.2 when it is none."""
     inner = domain.strip().removeprefix("[").removesuffix("]")
     tag, colon, rest = inner.partition(":")
-    text = rest if colon and tag.lower() == "ipv6" else inner
+    tagged = bool(colon) and tag.lower() == "ipv6"
     try:
-        address = ipaddress.ip_address(text)
+        address = ipaddress.ip_address(rest if tagged else inner)
     except ValueError:
-        raise RouteError(NO_SUCH_DOMAIN, False, f"{domain} is not an address literal") from None
-    if isinstance(address, ipaddress.IPv6Address) and text is inner:
-        raise RouteError(NO_SUCH_DOMAIN, False, f"{domain}: an IPv6 literal needs IPv6:")
+        address = None
+    # An IPv6 literal is tagged "IPv6:", an IPv4 one is not (RFC 5321 4.1.3).
+    if address is None or tagged != isinstance(address, ipaddress.IPv6Address):
+        raise RouteError(NO_SUCH_DOMAIN, False, f"{domain} is not a valid address literal")
     return str(address)
 
 

@@ -4,9 +4,19 @@ No sockets, clocks or asyncio here, and nothing outside the standard library.
 :class:`ServerConnection` enforces command order, PIPELINING order, SIZE, BDAT
 framing, CRLF-only line ends and dot handling, and answers syntax and sequence
 errors itself; its caller answers only the events that need a decision.
+:class:`ClientConnection` is its mirror: commands out, replies in, each reply matched to
+the command it answers, pipelined groups included.
 """
 
 from ._address import AddressError, Path, parse_path, split_path, xtext_decode, xtext_encode
+from ._client import (
+    ClientConnection,
+    ClientState,
+    Command,
+    ProtocolError,
+    Response,
+    TranscriptLine,
+)
 from ._events import (
     AuthResponse,
     AuthStart,
@@ -42,6 +52,9 @@ __all__ = [
     "AddressError",
     "AuthResponse",
     "AuthStart",
+    "ClientConnection",
+    "ClientState",
+    "Command",
     "CommandRejected",
     "DataChunk",
     "DataCommand",
@@ -54,14 +67,17 @@ __all__ = [
     "MessageEnd",
     "ParamError",
     "Path",
+    "ProtocolError",
     "RcptParams",
     "RcptTo",
     "Reply",
     "Reset",
+    "Response",
     "ServerConnection",
     "StartTls",
     "State",
     "Transaction",
+    "TranscriptLine",
     "help_reply",
     "parse_mail_params",
     "parse_path",

@@ -41,7 +41,8 @@ PENDING_STATES = frozenset({"queued", DEFERRED})
 
 _SELECT = """
 SELECT m.queue_id, m.size, m.envelope, m.held, r.position, r.address, r.notify, r.orcpt,
-       r.state, r.attempts, r.next_attempt, r.last_attempt, r.status, r.detail
+       r.state, r.attempts, r.next_attempt, r.last_attempt, r.status, r.detail, r.warned,
+       r.remote_mta, r.notify, r.orcpt
 FROM message AS m JOIN recipient AS r USING (queue_id)
 """
 
@@ -56,6 +57,10 @@ class RecipientState:
     last_attempt: float | None = None
     status: str | None = None  # RFC 3463 code of the last outcome
     detail: str | None = None  # what happened, in words (the remote reply, the OS error)
+    warned: bool = False  # a "delayed" report went out for it already
+    remote_mta: str | None = None  # the server that gave the last answer, if one did
+    notify: tuple[str, ...] = ()  # RFC 3461 NOTIFY as the sender gave it
+    orcpt: str | None = None
 
     @property
     def pending(self) -> bool:
@@ -113,6 +118,8 @@ class Outcome:
     last_attempt: float
     status: str
     detail: str
+    warned: bool = False
+    remote_mta: str | None = None
 
 
 class QueueState:
@@ -164,21 +171,32 @@ class QueueState:
 
     # -- the queue manager's writes ----------------------------------------------------
 
-    def record(self, outcomes: Sequence[Outcome], finished: Sequence[str] = ()) -> None:
-        """Store outcomes and remove finished messages in one durable transaction."""
-        rows = [
-            (o.state, o.attempts, o.next_attempt, o.last_attempt, o.status, o.detail)
-            for o in outcomes
-        ]
-        keys = [(o.queue_id, o.position) for o in outcomes]
+    def record(self, outcomes: Sequence[Outcome], finished: Sequence[str] = ()) -> list[str]:
+        """Store outcomes durably; remove the messages left with nothing to do.
+
+        Returns the queue IDs removed: those in ``finished`` and those whose every recipient
+        is now delivered or failed, all in the same transaction as the outcomes.
+        """
+        rows = [_outcome_row(o) for o in outcomes]
+        touched = dict.fromkeys(o.queue_id for o in outcomes)
         with self._lock, _translated("record outcomes"), _transaction(self._conn):
             self._conn.executemany(
                 "UPDATE recipient SET state = ?, attempts = ?, next_attempt = ?,"
-                " last_attempt = ?, status = ?, detail = ? WHERE queue_id = ? AND position = ?",
-                [row + key for row, key in zip(rows, keys, strict=True)],
+                " last_attempt = ?, status = ?, detail = ?, warned = ?, remote_mta = ?"
+                " WHERE queue_id = ? AND position = ?",
+                rows,
             )
-            self._delete_rows(finished)
-        self._unlink(finished)
+            done = list(finished) + [q for q in touched if q not in finished and self._done(q)]
+            self._delete_rows(done)
+        self._unlink(done)
+        return done
+
+    def _done(self, queue_id: str) -> bool:
+        row = self._conn.execute(
+            "SELECT count(*) FROM recipient WHERE queue_id = ? AND state IN ('queued', 'deferred')",
+            (queue_id,),
+        ).fetchone()
+        return int(row[0]) == 0
 
     # -- administration (any process) --------------------------------------------------
 
@@ -236,6 +254,21 @@ class QueueState:
                 raise SpoolError(f"cannot remove {queue_id}: {exc}") from exc
 
 
+def _outcome_row(o: Outcome) -> tuple[object, ...]:
+    return (
+        o.state,
+        o.attempts,
+        o.next_attempt,
+        o.last_attempt,
+        o.status,
+        o.detail,
+        int(o.warned),
+        o.remote_mta,
+        o.queue_id,
+        o.position,
+    )
+
+
 def _assemble(rows: Sequence[tuple[Any, ...]]) -> builtins.list[QueueEntry]:
     entries: builtins.list[QueueEntry] = []
     current: builtins.list[tuple[Any, ...]] = []
@@ -262,6 +295,10 @@ def _entry(rows: Sequence[tuple[Any, ...]]) -> QueueEntry:
             last_attempt=r[11],
             status=r[12],
             detail=r[13],
+            warned=bool(r[14]),
+            remote_mta=r[15],
+            notify=tuple(r[16].split(",")) if r[16] else (),
+            orcpt=r[17],
         )
         for r in rows
     )

@@ -19,7 +19,7 @@ from hato.spool._envelope import Envelope, SpoolError
 
 __all__ = ["SQLiteStore", "Store", "StoredMessage"]
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 # One row per message and one per recipient, so that per-recipient delivery state can be
 # queried and updated on its own. The envelope's other fields are JSON: only the queue reads
 # them, and they grow with new ESMTP extensions.
@@ -49,6 +49,12 @@ ALTER TABLE recipient ADD COLUMN status TEXT;
 ALTER TABLE recipient ADD COLUMN detail TEXT;
 CREATE TABLE control (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO control VALUES ('generation', 0);
+"""
+# Version 3: what delivery reports need to remember (a delay already reported, the server
+# that answered).
+_SCHEMA_V3 = """
+ALTER TABLE recipient ADD COLUMN warned INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE recipient ADD COLUMN remote_mta TEXT;
 """
 _SELECT = """
 SELECT m.queue_id, m.size, m.envelope, r.address, r.notify, r.orcpt, r.state
@@ -142,7 +148,7 @@ class SQLiteStore:
         conn.execute("PRAGMA foreign_keys = ON")
         with _transaction(conn):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            for script in (_SCHEMA, _SCHEMA_V2)[version:]:
+            for script in (_SCHEMA, _SCHEMA_V2, _SCHEMA_V3)[version:]:
                 for statement in script.split(";"):
                     if statement.strip():
                         conn.execute(statement)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email
+import email.message
+import email.policy
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from hato.accounts import AccountStore
-from hato.delivery import MaildirAgent
+from hato.delivery import MaildirAgent, SmtpAgent
 from hato.events import EventLog
 from hato.queue import QueueManager, RetryPolicy
-from hato.routing import LocalRouter
+from hato.routing import DnspythonResolver, LocalRouter, NextHopRouter
 from hato.spool import Envelope, QueueState, Recipient, Spool
 
 HOST = "mx.test.example"
@@ -37,14 +40,23 @@ class Rig:
     maildir: MaildirAgent
     events_path: Path
     log: EventLog
+    reports: list[tuple[Envelope, bytes]]
 
-    async def queue(self, *recipients: str, body: bytes = b"Subject: t\r\n\r\nbody\r\n") -> str:
+    async def queue(
+        self,
+        *recipients: str,
+        body: bytes = b"Subject: t\r\n\r\nbody\r\n",
+        notify: tuple[str, ...] = (),
+        sender: str = "sender@localhost",
+        envid: str | None = None,
+    ) -> str:
         writer = self.spool.new_message()
         writer.write(body)
         envelope = Envelope(
-            reverse_path="a@example.org",
-            recipients=tuple(Recipient(address=r) for r in recipients),
+            reverse_path=sender,
+            recipients=tuple(Recipient(address=r, notify=notify) for r in recipients),
             arrival=self.clock.now,
+            envid=envid,
         )
         await writer.commit(envelope)
         self.manager.notify(writer.queue_id)
@@ -75,17 +87,35 @@ async def open_rig(tmp_path: Path) -> AsyncIterator[Rig]:
     spool = Spool(tmp_path)
     spool.open()
     accounts = AccountStore(tmp_path / "accounts.sqlite3", config_domains=("localhost",))
-    for user in ("carol", "dave"):
+    for user in ("carol", "dave", "sender"):
         accounts.add_user(f"{user}@localhost")
     router = LocalRouter(accounts, config_domains=("localhost",), hostname=HOST)
     maildir = MaildirAgent(tmp_path / "mailboxes", hostname=HOST)
     clock = Clock()
     events_path = tmp_path / "events.jsonl"
     log = EventLog(json_path=events_path)
+    reports: list[tuple[Envelope, bytes]] = []
+
+    async def submit(envelope: Envelope, data: bytes) -> str:
+        # Reports go through the same spool intake as any message.
+        writer = spool.new_message()
+        writer.write(data)
+        await writer.commit(envelope)
+        reports.append((envelope, data))
+        manager.notify(writer.queue_id)
+        return writer.queue_id
+
+    # Remote domains route to a closed loopback port; no test here relays.
+    next_hops = NextHopRouter(
+        DnspythonResolver(["127.0.0.1:9"], timeout=1.0), transports=["remote.example 127.0.0.1:9"]
+    )
     manager = QueueManager(
         state=QueueState(tmp_path),
         router=router,
         maildir=maildir,
+        remote=SmtpAgent(next_hops, local_hostname=HOST, connect_timeout=2.0),
+        submit=submit,
+        hostname=HOST,
         retry=RetryPolicy(initial=300.0, maximum=3600.0, lifetime=LIFETIME),
         log=log,
         clock=clock,
@@ -93,7 +123,7 @@ async def open_rig(tmp_path: Path) -> AsyncIterator[Rig]:
     )
     await manager.start()
     try:
-        yield Rig(tmp_path, spool, manager, clock, maildir, events_path, log)
+        yield Rig(tmp_path, spool, manager, clock, maildir, events_path, log, reports)
     finally:
         await manager.stop()
         manager.state.close()
@@ -162,7 +192,7 @@ def test_second_failure_waits_twice_as_long_and_expiry_fails(tmp_path: Path) -> 
             (failed,) = rig.events("failed")
             assert failed["status"] == "4.4.7"
             assert "expired" in str(failed["detail"])
-            assert failed["reverse_path"] == "a@example.org"
+            assert failed["reverse_path"] == "sender@localhost"
 
     asyncio.run(scenario())
 
@@ -179,5 +209,70 @@ def test_unknown_and_loop_fail_permanently(tmp_path: Path) -> None:
             assert failed[gone_id]["status"] == "5.1.1"
             assert rig.manager.state.entries() == []
             assert rig.maildir.messages("localhost", "dave") == []
+
+    asyncio.run(scenario())
+
+
+def report_parts(data: bytes) -> tuple[email.message.EmailMessage, list[email.message.Message]]:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(message, email.message.EmailMessage)
+    assert message.get_content_type() == "multipart/report"
+    assert message.get_param("report-type") == "delivery-status"
+    status = next(p for p in message.walk() if p.get_content_type() == "message/delivery-status")
+    blocks = [b for b in status.get_payload()]  # the per-message block, then per recipient
+    return message, blocks
+
+
+def test_failure_report_reaches_the_sender(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with open_rig(tmp_path) as rig:
+            await rig.queue("nobody@localhost", envid="ENV-42")
+            await rig.settle()
+            await rig.settle()
+            (envelope, data) = rig.reports[0]
+            assert (
+                envelope.reverse_path == "" and envelope.recipients[0].address == "sender@localhost"
+            )
+            _, blocks = report_parts(data)
+            assert blocks[0]["Original-Envelope-Id"] == "ENV-42"
+            assert blocks[1]["Action"] == "failed" and blocks[1]["Status"] == "5.1.1"
+            assert "nobody@localhost" in blocks[1]["Final-Recipient"]
+            inbox = rig.maildir.messages("localhost", "sender")
+            assert len(inbox) == 1 and inbox[0].path.read_bytes().endswith(data)
+            assert rig.manager.state.entries() == []
+
+    asyncio.run(scenario())
+
+
+def test_success_report_only_when_asked(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with open_rig(tmp_path) as rig:
+            await rig.queue("carol@localhost", notify=("SUCCESS", "FAILURE"))
+            await rig.queue("dave@localhost", notify=("NEVER",))
+            await rig.queue("nobody@localhost", notify=("NEVER",))
+            await rig.queue("nobody@localhost", sender="")  # a bounce never bounces
+            await rig.settle()
+            assert len(rig.reports) == 1
+            _, blocks = report_parts(rig.reports[0][1])
+            assert blocks[1]["Action"] == "delivered" and blocks[1]["Status"].startswith("2.")
+
+    asyncio.run(scenario())
+
+
+def test_delay_report_once_after_the_warning_time(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with open_rig(tmp_path) as rig:
+            rig.park("carol")
+            queue_id = await rig.queue("carol@localhost", notify=("DELAY", "FAILURE"))
+            await rig.settle()
+            assert rig.reports == []  # deferred, but not for long yet
+            for _ in range(2):
+                rig.clock.now += 5 * 3600.0  # past the 4 h warning
+                rig.manager.notify(queue_id)
+                await rig.settle()
+            delays = [r for r in rig.reports if b"delayed" in r[1]]
+            assert len(delays) == 1
+            _, blocks = report_parts(delays[0][1])
+            assert blocks[1]["Action"] == "delayed" and blocks[1]["Will-Retry-Until"]
 
     asyncio.run(scenario())

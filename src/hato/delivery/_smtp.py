@@ -1,0 +1,180 @@
+"""Remote delivery over SMTP: one transaction per message and destination domain.
+
+Promises:
+- Each target gets a result classified where it happened: the next hop's 2xx is
+  DELIVERED, 4xx DEFERRED, 5xx FAILED, per recipient (a refused RCPT fails only that
+  recipient); the reply text goes with it, for the event log and the report.
+- Hosts are tried in the route's order (MX preference, then the next address of the same
+  host): a connection that cannot be made, a greeting that is not 220, a TLS failure or a
+  transient failure before any recipient was accepted moves on to the next; when every host
+  failed, the targets are DEFERRED with the last reason (RFC 5321 5.1).
+- A routing failure is classified by the router: NXDOMAIN and null MX fail at once, a DNS
+  timeout defers.
+- Local refusals come before any byte is sent: a message over the next hop's SIZE
+  (5.3.4), one needing SMTPUTF8 where it is not offered (5.6.7).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hato.delivery._remote_types import RemoteJob, RemoteResult, RemoteTarget
+from hato.delivery._result import Result
+from hato.delivery._smtp_client import SmtpClient, SmtpError, Timeouts
+from hato.routing import Hop, Hops, NextHopRouter, RouteError
+from hato.smtp import Reply
+
+__all__ = ["SmtpAgent"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Failure:
+    result: Result
+    remote_mta: str | None = None
+    diagnostic: str | None = None
+
+
+class SmtpAgent:
+    def __init__(
+        self,
+        router: NextHopRouter,
+        *,
+        local_hostname: str,
+        connect_timeout: float = 30.0,
+        timeouts: Timeouts | None = None,
+        smarthost_auth: tuple[str, str] | None = None,
+    ) -> None:
+        self.router = router
+        self.local_hostname = local_hostname
+        self.connect_timeout = connect_timeout
+        self.timeouts = timeouts or Timeouts()
+        self.smarthost_auth = smarthost_auth
+
+    async def deliver(self, job: RemoteJob) -> list[RemoteResult]:
+        try:
+            route = await self.router.route(job.domain)
+        except RouteError as error:
+            result = _classified(error.status, error.transient, error.detail)
+            return _all(job.targets, _Failure(result=result))
+        if not isinstance(route, Hops) or not route.hosts:
+            result = Result.deferred("4.3.5", f"no next hop for {job.domain}: check the transports")
+            return _all(job.targets, _Failure(result=result))
+        last = _Failure(result=Result.deferred("4.4.1", f"no host of {job.domain} answered"))
+        for hop in route.hosts:
+            for address in hop.addresses or [hop.host]:
+                outcome = await self._try(job, hop, address, smarthost=route.via == "smarthost")
+                if isinstance(outcome, list):
+                    return outcome
+                last = outcome
+        return _all(job.targets, last)
+
+    async def _try(
+        self, job: RemoteJob, hop: Hop, address: str, *, smarthost: bool
+    ) -> list[RemoteResult] | _Failure:
+        """Deliver through one host; a _Failure means: try the next one."""
+        try:
+            client = await SmtpClient.connect(
+                address,
+                hop.port,
+                local_hostname=self.local_hostname,
+                timeout=self.connect_timeout,
+                timeouts=self.timeouts,
+                tls=str(hop.tls_policy),
+                tls_server_name=hop.server_name,
+            )
+        except SmtpError as error:
+            return _connect_failure(hop, address, error)
+        try:
+            if smarthost and self.smarthost_auth is not None:
+                await client.login(*self.smarthost_auth)
+            return await self._send(job, client, hop)
+        except SmtpError as error:
+            return _connect_failure(hop, address, error)
+        finally:
+            await client.close()
+
+    async def _send(self, job: RemoteJob, client: SmtpClient, hop: Hop) -> list[RemoteResult]:
+        envelope = job.envelope
+        refusal = client.check_transaction(
+            size=job.size, needs_smtputf8=envelope.smtputf8, eight_bit=envelope.body == "8BITMIME"
+        )
+        mta = hop.host
+        if refusal is not None:
+            return _all(job.targets, _replied(refusal, mta))
+        sent = await client.send(
+            reverse_path=envelope.reverse_path,
+            recipients=[(t.address, t.notify, t.orcpt) for t in job.targets],
+            message=job.message_path,
+            size=job.size,
+            body=envelope.body,
+            smtputf8=envelope.smtputf8,
+            ret=envelope.ret,
+            envid=envelope.envid,
+        )
+        with_dsn = client.dsn
+        await client.quit()
+        if sent.mail is not None and sent.mail.code >= 400:
+            return _all(job.targets, _replied(sent.mail, mta))
+        results = []
+        for target, rcpt in zip(job.targets, sent.recipients, strict=True):
+            final = rcpt.reply if rcpt.reply.code >= 400 or sent.data is None else sent.data
+            failure = _replied(final, mta)
+            results.append(
+                RemoteResult(
+                    target=target,
+                    result=failure.result,
+                    remote_mta=mta,
+                    diagnostic=failure.diagnostic,
+                    dsn_forwarded=with_dsn,
+                )
+            )
+        return results
+
+
+def _classified(status: str, transient: bool, detail: str) -> Result:
+    if transient:
+        return Result.deferred(status if status.startswith("4") else "4.4.0", detail)
+    return Result.failed(status, detail)
+
+
+def _replied(reply: Reply, mta: str) -> _Failure:
+    text = " ".join(reply.lines)
+    code = reply.enhanced or f"{str(reply.code)[0]}.0.0"
+    diagnostic = f"{reply.code} {reply.enhanced + ' ' if reply.enhanced else ''}{text}"
+    if reply.code < 400:
+        result = Result.delivered(f"{mta} said: {reply.code} {text}"[:400])
+    elif reply.code < 500:
+        result = Result.deferred(code, f"{mta} said: {diagnostic}"[:400])
+    else:
+        result = Result.failed(code, f"{mta} said: {diagnostic}"[:400])
+    return _Failure(result=result, remote_mta=mta, diagnostic=diagnostic[:900])
+
+
+def _connect_failure(hop: Hop, address: str, error: SmtpError) -> _Failure:
+    if error.reply is not None and error.reply.code >= 500 and not error.transient:
+        # A 5xx greeting or refusal before the transaction: this host will not take it,
+        # another may (RFC 5321 5.1); record it as the reason if none does.
+        failure = _replied(error.reply, hop.host)
+        return _Failure(
+            result=Result.deferred("4.4.1", failure.result.detail),
+            remote_mta=hop.host,
+            diagnostic=failure.diagnostic,
+        )
+    where = f"{hop.host}[{address}]:{hop.port}"
+    return _Failure(result=Result.deferred("4.4.1", f"{where}: {error}"[:400]), remote_mta=None)
+
+
+def _all(targets: Sequence[RemoteTarget], failure: _Failure) -> list[RemoteResult]:
+    return [
+        RemoteResult(
+            target=target,
+            result=failure.result,
+            remote_mta=failure.remote_mta,
+            diagnostic=failure.diagnostic,
+        )
+        for target in targets
+    ]

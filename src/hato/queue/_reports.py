@@ -1,0 +1,70 @@
+"""Delivery reports owed by the queue: built with :mod:`hato.dsn`, queued like any message.
+
+A report is queued (durably, through the same intake as mail from SMTP) before the
+outcomes that caused it are recorded: a crash in between repeats a report, never loses one.
+Reports go out with the null reverse-path, so they never cause reports themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import DsnSettings
+from ..dsn import Action, RecipientReport, Report, build_report, return_content
+from ..spool import Envelope, Recipient, message_path
+from ._outcomes import Notice
+from ._retry import RetryPolicy
+
+__all__ = ["render_notice"]
+
+
+def render_notice(
+    notice: Notice,
+    *,
+    hostname: str,
+    data_dir: Path,
+    dsn: DsnSettings,
+    retry: RetryPolicy,
+    now: float,
+) -> tuple[Envelope, bytes]:
+    """The report's envelope (from <>, to the original sender) and its bytes."""
+    entry = notice.entry
+    envelope = entry.envelope
+    recipients = tuple(
+        RecipientReport(
+            final_recipient=recipient.address,
+            original_recipient=recipient.orcpt,
+            action=notice.action,
+            status=outcome.status,
+            remote_mta=verdict.remote_mta,
+            remote_reply=verdict.diagnostic,
+            detail=None if verdict.diagnostic else outcome.detail,
+            last_attempt=outcome.last_attempt,
+            will_retry_until=(
+                envelope.arrival + retry.lifetime if notice.action is Action.DELAYED else None
+            ),
+        )
+        for recipient, outcome, verdict in notice.recipients
+    )
+    report = Report(
+        reporting_mta=hostname,
+        queue_id=entry.queue_id,
+        original_sender=envelope.reverse_path,
+        envid=envelope.envid,
+        arrival=envelope.arrival,
+        recipients=recipients,
+        return_content=return_content(
+            envelope.ret, entry.size, full_limit=dsn.full_message_limit, action=notice.action
+        ),
+    )
+    path = message_path(data_dir, entry.queue_id)
+    with path.open("rb") as original:
+        data = build_report(report, original, now=now, message_id_domain=hostname)
+    report_envelope = Envelope(
+        reverse_path="",
+        recipients=(Recipient(address=envelope.reverse_path),),
+        arrival=now,
+        helo=hostname,
+        protocol="local",
+    )
+    return report_envelope, data
