@@ -98,7 +98,10 @@ class HatoProcess:
         hostname: str = HOSTNAME,
         extra_args: tuple[str, ...] = (),
         accept_all: bool = True,
+        listen: str = "127.0.0.1:0",
     ) -> None:
+        self.listen = listen
+        self.host = listen.rpartition(":")[0]
         self.data_dir = data_dir
         self.accept_all = accept_all
         self._seeded = False
@@ -116,7 +119,7 @@ class HatoProcess:
 
     def command(self) -> list[str]:
         args = [str(HATO), "serve", "--data-dir", str(self.data_dir)]
-        args += ["--listen", "127.0.0.1:0", "--hostname", self.hostname]
+        args += ["--listen", self.listen, "--hostname", self.hostname]
         args += [arg for option in BASE_OPTIONS for arg in ("-o", option)]
         if self.config is not None:
             args += ["--config", str(self.config)]
@@ -157,7 +160,8 @@ class HatoProcess:
 
         event = poll(listening, timeout=timeout, what="server_started")
         host, _, port = event["listen"][0].rpartition(":")
-        assert host == "127.0.0.1", event
+        assert host == self.listen.rpartition(":")[0], event
+        self.host = host
         self._port = int(port)
         return self._port
 
@@ -195,7 +199,7 @@ class HatoProcess:
 
     @property
     def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
+        return (self.host, self.port)
 
     def signal(self, signum: int) -> None:
         """Send a signal without waiting (to watch what the server does meanwhile)."""
@@ -427,13 +431,18 @@ def hato_factory(tmp_path: Path) -> Iterator[Callable[..., HatoProcess]]:
         name: str = "data",
         extra_args: tuple[str, ...] = (),
         accept_all: bool = True,
+        listen: str = "127.0.0.1:0",
     ) -> HatoProcess:
         config_path = None
         if config is not None:
             config_path = tmp_path / f"{name}.toml"
             config_path.write_text(config)
         process = HatoProcess(
-            tmp_path / name, config=config_path, extra_args=extra_args, accept_all=accept_all
+            tmp_path / name,
+            config=config_path,
+            extra_args=extra_args,
+            accept_all=accept_all,
+            listen=listen,
         )
         made.append(process)
         return process

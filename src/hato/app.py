@@ -19,7 +19,13 @@ from .config import Settings
 from .delivery import MaildirAgent, SmtpAgent
 from .events import EventLog, Queued, ServerStarted, ServerStopped, SpoolRecovered
 from .queue import QueueManager, RetryPolicy
-from .routing import DnspythonResolver, LocalRouter, NextHopRouter, local_host_matcher
+from .routing import (
+    DnspythonResolver,
+    LocalRouter,
+    NextHopRouter,
+    confirmed_name,
+    local_host_matcher,
+)
 from .server import ServerContext, SmtpServer
 from .spool import Envelope, QueueState, Spool, SpoolError
 
@@ -64,6 +70,7 @@ class Hato:
             max_received=settings.queue.max_received,
         )
         self.queue: QueueManager | None = None
+        self.resolver = DnspythonResolver(settings.dns.nameservers, timeout=settings.dns.timeout)
         self.context = ServerContext(
             settings=settings,
             spool=self.spool,
@@ -72,6 +79,9 @@ class Hato:
             router=self.router,
             maildir=self.maildir,
         )
+        if settings.server.reverse_dns:
+            resolver = self.resolver
+            self.context.reverse_lookup = lambda ip: confirmed_name(resolver, ip)
         self.smtp = SmtpServer(self.context)
         self._flusher: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -113,7 +123,7 @@ class Hato:
     def _queue_manager(self) -> QueueManager:
         settings = self.settings
         queue, relay = settings.queue, settings.relay
-        resolver = DnspythonResolver(settings.dns.nameservers, timeout=settings.dns.timeout)
+        resolver = self.resolver
         # An MX that is this very server (its name, or an address it listens on at the port
         # mail exchangers are reached on) must not be used: RFC 5321 5.1.
         own_addresses = [

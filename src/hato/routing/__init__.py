@@ -33,6 +33,7 @@ from hato.routing._dns import (
     NoSuchDomain,
     Resolver,
     RouteError,
+    confirmed_name,
     parse_nameserver,
 )
 from hato.routing._local import (
@@ -96,6 +97,7 @@ __all__ = [
     "RouteError",
     "Unknown",
     "Via",
+    "confirmed_name",
     "local_host_matcher",
     "mail_exchangers",
     "parse_nameserver",

@@ -25,6 +25,7 @@ import dns.name
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
+import dns.reversename
 
 __all__ = [
     "DNS_TEMPORARY",
@@ -105,6 +106,27 @@ class Resolver(Protocol):
         """The IPv4 then IPv6 addresses (A, then AAAA records) of ``host``, each once."""
         ...
 
+    async def names(self, ip: str) -> list[str]:
+        """The PTR names of ``ip``."""
+        ...
+
+
+async def confirmed_name(resolver: Resolver, ip: str) -> str | None:
+    """``ip``'s PTR name, kept only if that name resolves back to ``ip`` (forward-confirmed
+    reverse DNS, as Postfix records it); None when there is none or a lookup fails."""
+    try:
+        names = await resolver.names(ip)
+    except (DnsError, ValueError):
+        return None
+    wanted = ipaddress.ip_address(ip)
+    for name in names[:4]:
+        try:
+            if any(ipaddress.ip_address(a) == wanted for a in await resolver.addresses(name)):
+                return name
+        except DnsError:
+            continue
+    return None
+
 
 def parse_nameserver(text: str) -> tuple[str, int]:
     """``"ip"``, ``"ip:port"`` or ``"[ipv6]:port"`` (a bare IPv6 address too) into
@@ -167,6 +189,12 @@ class DnspythonResolver:
         if errors and all(isinstance(error, NoSuchDomain) for error in errors):
             raise errors[0]
         raise NoRecords(f"{host} has no A or AAAA records")
+
+    async def names(self, ip: str) -> list[str]:
+        """The PTR names of ``ip`` (lowercase, no final dot)."""
+        reverse = dns.reversename.from_address(ip).to_text()
+        answer = await self._query(reverse, dns.rdatatype.PTR)
+        return [str(rdata.target).rstrip(".").lower() for rdata in answer]
 
     async def _addresses_of_type(
         self, host: str, rdtype: dns.rdatatype.RdataType

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -44,6 +44,8 @@ class ServerContext:
     maildir: MaildirAgent
     # Called with the queue ID once a message is durable (the queue manager's notify).
     on_queued: Callable[[str], None] = lambda _queue_id: None
+    # The client's forward-confirmed PTR name, for the Received header (None: unknown).
+    reverse_lookup: Callable[[str], Awaitable[str | None]] | None = None
     limits: Limits = field(init=False)
     relay: RelayPolicy = field(init=False)
     sessions: set[Session] = field(default_factory=set)

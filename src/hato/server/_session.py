@@ -10,8 +10,8 @@ only once :meth:`MessageWriter.commit` has returned, i.e. the message is durable
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, cast
 
 from .. import __version__, routing, smtp
@@ -86,8 +86,8 @@ class Session(asyncio.Protocol):
             )
         )
         self._arm_timer()
-        if self.ctx.settings.server.reverse_dns:
-            self._task = asyncio.ensure_future(self._greet_after_lookup())
+        if self.ctx.reverse_lookup is not None:
+            self._task = asyncio.ensure_future(self._greet_after_lookup(self.ctx.reverse_lookup))
         else:
             self._greet()
 
@@ -140,9 +140,9 @@ class Session(asyncio.Protocol):
 
     # -- the greeting ------------------------------------------------------------------
 
-    async def _greet_after_lookup(self) -> None:
+    async def _greet_after_lookup(self, lookup: Callable[[str], Awaitable[str | None]]) -> None:
         try:
-            self.client_name = await asyncio.wait_for(_reverse_lookup(self.client_ip), RDNS_TIMEOUT)
+            self.client_name = await asyncio.wait_for(lookup(self.client_ip), RDNS_TIMEOUT)
         except (TimeoutError, OSError):
             self.client_name = None
         self._greet()
@@ -460,11 +460,3 @@ class Session(asyncio.Protocol):
 
 def _shutdown_reply(hostname: str) -> Reply:
     return reply(421, "4.3.2", f"{hostname} Service shutting down, closing transmission channel")
-
-
-async def _reverse_lookup(ip: str) -> str | None:
-    """PTR name of ``ip``, kept only if it resolves back to ``ip`` (forward-confirmed)."""
-    loop = asyncio.get_running_loop()
-    name, _ = await loop.getnameinfo((ip, 0), socket.NI_NAMEREQD)
-    infos = await loop.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
-    return name if any(info[4][0] == ip for info in infos) else None
