@@ -44,6 +44,8 @@ HOLD_TARGET = "hold@relay.test.example"
 # A test's own extra_args come later and win.
 BASE_OPTIONS = (
     "relay.trusted_networks=[]",
+    # No name server answers in tests unless a test starts one (tests/dns_server.py).
+    "server.reverse_dns=false",
     'dns.nameservers=["127.0.0.1:9"]',
     'relay.transports=["relay.test.example 127.0.0.1:9"]',
 )
