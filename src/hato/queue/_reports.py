@@ -10,7 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import DsnSettings
-from ..dsn import Action, RecipientReport, Report, build_report, return_content
+from ..dsn import (
+    REPORT_REVERSE_PATH,
+    Action,
+    RecipientReport,
+    Report,
+    return_content,
+    write_report,
+)
 from ..spool import Envelope, Recipient, message_path
 from ._outcomes import Notice
 from ._retry import RetryPolicy
@@ -58,13 +65,18 @@ def render_notice(
         ),
     )
     path = message_path(data_dir, entry.queue_id)
+    pieces: list[bytes] = []
     with path.open("rb") as original:
-        data = build_report(report, original, now=now, message_id_domain=hostname)
+        encoding = write_report(
+            report, original, pieces.append, now=now, message_id_domain=hostname
+        )
     report_envelope = Envelope(
-        reverse_path="",
+        reverse_path=REPORT_REVERSE_PATH,
         recipients=(Recipient(address=envelope.reverse_path),),
         arrival=now,
         helo=hostname,
         protocol="local",
+        body=str(encoding.body) if encoding.body else None,
+        smtputf8=encoding.smtputf8,
     )
-    return report_envelope, data
+    return report_envelope, b"".join(pieces)

@@ -1,0 +1,32 @@
+"""Forward-confirmed reverse DNS for the Received header, against a real DNS server."""
+
+from __future__ import annotations
+
+import asyncio
+
+from dns_server import DnsServer, dns_server_fixture  # noqa: F401 - provides `dns_server`
+from hato.routing import DnspythonResolver, confirmed_name
+
+
+def lookup(dns_server: DnsServer, ip: str) -> str | None:
+    resolver = DnspythonResolver([dns_server.address], timeout=2.0)
+    return asyncio.run(confirmed_name(resolver, ip))
+
+
+def test_confirmed_name(dns_server: DnsServer) -> None:
+    dns_server.add("5.0.0.127.in-addr.arpa", "PTR", "client.example.test.")
+    dns_server.add("client.example.test", "A", "127.0.0.5")
+    assert lookup(dns_server, "127.0.0.5") == "client.example.test"
+
+
+def test_unconfirmed_name_is_not_trusted(dns_server: DnsServer) -> None:
+    # The PTR claims a name that does not lead back to the address: anyone can write a PTR.
+    dns_server.add("6.0.0.127.in-addr.arpa", "PTR", "bank.example.test.")
+    dns_server.add("bank.example.test", "A", "127.0.0.99")
+    assert lookup(dns_server, "127.0.0.6") is None
+
+
+def test_no_ptr_and_server_failure_are_unknown(dns_server: DnsServer) -> None:
+    assert lookup(dns_server, "127.0.0.7") is None
+    dns_server.servfail("8.0.0.127.in-addr.arpa")
+    assert lookup(dns_server, "127.0.0.8") is None
