@@ -180,9 +180,11 @@ class Queued(OpsEvent):
     client_ip: str
 
     def describe(self) -> str:
+        origin = f"session={self.session} " if self.session else ""
+        client = f" client=[{self.client_ip}]" if self.client_ip else " (written by Hato)"
         return (
-            f"session={self.session} queued {self.queue_id}: from=<{self.reverse_path}> "
-            f"size={self.size} nrcpt={len(self.recipients)} client=[{self.client_ip}]"
+            f"{origin}queued {self.queue_id}: from=<{self.reverse_path}> "
+            f"size={self.size} nrcpt={len(self.recipients)}{client}"
         )
 
 

@@ -146,7 +146,7 @@ def _replied(reply: Reply, mta: str) -> _Failure:
     code = reply.enhanced or f"{str(reply.code)[0]}.0.0"
     diagnostic = f"{reply.code} {reply.enhanced + ' ' if reply.enhanced else ''}{text}"
     if reply.code < 400:
-        result = Result.delivered(f"{mta} said: {reply.code} {text}"[:400])
+        result = Result.delivered(f"{mta} said: {diagnostic}"[:400])
     elif reply.code < 500:
         result = Result.deferred(code, f"{mta} said: {diagnostic}"[:400])
     else:

@@ -164,7 +164,7 @@ def _events(plan: Plan, outcome: Outcome, verdict: Verdict) -> list[OpsEvent]:
             recipient=address,
             mailbox=v.target,
             status=v.result.enhanced,
-            detail=v.result.detail if not v.remote_mta else f"{v.remote_mta}: {v.result.detail}",
+            detail=v.result.detail,
         )
         for v in plan.verdicts
         if v.result.status is Status.DELIVERED
