@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hato.delivery._remote_types import RemoteJob, RemoteResult, RemoteTarget
-from hato.delivery._result import Result
+from hato.delivery._result import Result, Status
 from hato.delivery._smtp_client import SmtpClient, SmtpError, Timeouts
 from hato.routing import Hop, Hops, NextHopRouter, RouteError
 from hato.smtp import Reply
@@ -36,6 +36,9 @@ class _Failure:
     result: Result
     remote_mta: str | None = None
     diagnostic: str | None = None
+    # A host that answered every recipient with 4xx before accepting any: its replies,
+    # which the targets keep if no later host takes the message.
+    results: list[RemoteResult] | None = None
 
 
 class SmtpAgent:
@@ -70,7 +73,7 @@ class SmtpAgent:
                 if isinstance(outcome, list):
                     return outcome
                 last = outcome
-        return _all(job.targets, last)
+        return last.results if last.results is not None else _all(job.targets, last)
 
     async def _try(
         self, job: RemoteJob, hop: Hop, address: str, *, smarthost: bool
@@ -97,7 +100,9 @@ class SmtpAgent:
         finally:
             await client.close()
 
-    async def _send(self, job: RemoteJob, client: SmtpClient, hop: Hop) -> list[RemoteResult]:
+    async def _send(
+        self, job: RemoteJob, client: SmtpClient, hop: Hop
+    ) -> list[RemoteResult] | _Failure:
         envelope = job.envelope
         refusal = client.check_transaction(
             size=job.size, needs_smtputf8=envelope.smtputf8, eight_bit=envelope.body == "8BITMIME"
@@ -118,6 +123,8 @@ class SmtpAgent:
         with_dsn = client.dsn
         await client.quit()
         if sent.mail is not None and sent.mail.code >= 400:
+            if sent.mail.code < 500:
+                return _replied(sent.mail, mta)  # transient, nothing accepted: next host
             return _all(job.targets, _replied(sent.mail, mta))
         results = []
         for target, rcpt in zip(job.targets, sent.recipients, strict=True):
@@ -131,6 +138,16 @@ class SmtpAgent:
                     diagnostic=failure.diagnostic,
                     dsn_forwarded=with_dsn,
                 )
+            )
+        accepted = any(rcpt.reply.is_positive for rcpt in sent.recipients)
+        if not accepted and all(r.result.status is Status.DEFERRED for r in results):
+            # Every recipient refused for now, none taken: the next host may take them now.
+            first = results[0]
+            return _Failure(
+                result=first.result,
+                remote_mta=mta,
+                diagnostic=first.diagnostic,
+                results=results,
             )
         return results
 
