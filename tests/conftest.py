@@ -48,6 +48,9 @@ BASE_OPTIONS = (
     "server.reverse_dns=false",
     'dns.nameservers=["127.0.0.1:9"]',
     'relay.transports=["relay.test.example 127.0.0.1:9"]',
+    # The built-in 127.0.0.1:2465 would clash between test servers: a free port instead,
+    # found as HatoProcess.tls_port.
+    'server.implicit_tls_listen=["127.0.0.1:0"]',
 )
 # The server flushes its event log every 0.25 s; a start takes well under a second.
 START_TIMEOUT = 20.0
@@ -115,6 +118,7 @@ class HatoProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
         self._port: int | None = None
+        self._tls_port: int | None = None
         self._stderr: BinaryIO | None = None
 
     # -- the process ------------------------------------------------------------------
@@ -165,6 +169,8 @@ class HatoProcess:
         assert host == self.listen.rpartition(":")[0], event
         self.host = host
         self._port = int(port)
+        implicit = event.get("implicit_tls") or []
+        self._tls_port = int(implicit[0].rpartition(":")[2]) if implicit else None
         return self._port
 
     def _seed(self) -> None:
@@ -198,6 +204,13 @@ class HatoProcess:
         if self._port is None:
             raise RuntimeError("hato is not listening")
         return self._port
+
+    @property
+    def tls_port(self) -> int:
+        """The first implicit TLS listener's port (RFC 8314, port 465 style)."""
+        if self._tls_port is None:
+            raise RuntimeError("hato has no implicit TLS listener")
+        return self._tls_port
 
     @property
     def address(self) -> tuple[str, int]:

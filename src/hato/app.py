@@ -17,7 +17,15 @@ from . import __version__
 from .accounts import ACCOUNTS_FILE, AccountStore
 from .config import Settings
 from .delivery import MaildirAgent, SmtpAgent
-from .events import EventLog, Queued, ServerStarted, ServerStopped, SpoolRecovered
+from .events import (
+    EventLog,
+    Queued,
+    ServerStarted,
+    ServerStopped,
+    SpoolRecovered,
+    TlsReloaded,
+    TlsReloadFailed,
+)
 from .queue import QueueManager, RetryPolicy
 from .routing import (
     DnspythonResolver,
@@ -26,7 +34,7 @@ from .routing import (
     confirmed_name,
     local_host_matcher,
 )
-from .server import ServerContext, SmtpServer
+from .server import ServerContext, ServerTls, SmtpServer, TlsError
 from .spool import Envelope, QueueState, Spool, SpoolError
 
 __all__ = ["Hato", "install_event_loop_policy", "run"]
@@ -82,6 +90,7 @@ class Hato:
         if settings.server.reverse_dns:
             resolver = self.resolver
             self.context.reverse_lookup = lambda ip: confirmed_name(resolver, ip)
+        self.tls: ServerTls | None = None
         self.smtp = SmtpServer(self.context)
         self._flusher: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -91,7 +100,42 @@ class Hato:
         """The (host, port) pairs actually listened on (port 0 resolved)."""
         return self.smtp.bound
 
+    def _load_tls(self) -> None:
+        """The certificate, when anything offers TLS; TlsError names the setting at fault."""
+        settings = self.settings
+        if not (settings.tls.starttls or settings.server.implicit_tls_listen):
+            return
+        self.tls = ServerTls(
+            settings.tls, hostname=settings.server.hostname, data_dir=settings.server.data_dir
+        )
+        self.context.tls = self.tls
+        self._tls_loaded()
+
+    def _tls_loaded(self) -> None:
+        assert self.tls is not None
+        info = self.tls.info
+        self.log.emit(
+            TlsReloaded(
+                certificate=str(info.path),
+                self_signed=info.self_signed,
+                not_after=info.not_after.isoformat(),
+            )
+        )
+
+    def reload_tls(self) -> None:
+        """SIGHUP: load the certificate again for new handshakes; keep the old one on error."""
+        if self.tls is None:
+            return
+        try:
+            self.tls.reload()
+        except TlsError as error:
+            self.log.emit(TlsReloadFailed(error=str(error)))
+        else:
+            self._tls_loaded()
+        self.log.flush()
+
     async def start(self) -> None:
+        self._load_tls()
         report = self.spool.open()
         self.log.emit(
             SpoolRecovered(
@@ -104,7 +148,9 @@ class Hato:
         await self.queue.start()
         self.context.on_queued = self.queue.notify
         try:
-            await self.smtp.start(self.settings.server.listen)
+            await self.smtp.start(
+                self.settings.server.listen, self.settings.server.implicit_tls_listen
+            )
         except OSError:
             await self.queue.stop()
             self.spool.close()
@@ -114,7 +160,8 @@ class Hato:
             ServerStarted(
                 hostname=self.settings.server.hostname,
                 version=__version__,
-                listen=tuple(f"{h}:{p}" if ":" not in h else f"[{h}]:{p}" for h, p in self.bound),
+                listen=tuple(_address(h, p) for h, p in self.bound),
+                implicit_tls=tuple(_address(h, p) for h, p in self.smtp.bound_tls),
                 data_dir=str(self.settings.server.data_dir),
             )
         )
@@ -142,6 +189,7 @@ class Hato:
             local_hostname=settings.server.hostname,
             connect_timeout=relay.connect_timeout,
             smarthost_auth=auth if relay.smarthost_username else None,
+            session_reuse=relay.session_reuse,
         )
         return QueueManager(
             state=QueueState(settings.server.data_dir),
@@ -207,6 +255,10 @@ class Hato:
             self.log.flush()
 
 
+def _address(host: str, port: int) -> str:
+    return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+
+
 def install_event_loop_policy() -> str:
     """Use uvloop when it is installed (the hot path is asyncio.Protocol based)."""
     try:
@@ -230,6 +282,8 @@ async def _serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, on_signal, sig.name)
+    with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP on Windows
+        loop.add_signal_handler(signal.SIGHUP, hato.reload_tls)
     await hato.wait_stopped()
 
 
@@ -238,7 +292,7 @@ def run(settings: Settings) -> int:
     install_event_loop_policy()
     try:
         asyncio.run(_serve(settings))
-    except OSError as error:
+    except (OSError, TlsError) as error:
         print(f"hato: cannot start: {error}", file=sys.stderr)
         return 1
     return 0

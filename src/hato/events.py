@@ -39,6 +39,10 @@ __all__ = [
     "ServerStopped",
     "ServerStopping",
     "SpoolRecovered",
+    "TlsFailed",
+    "TlsReloadFailed",
+    "TlsReloaded",
+    "TlsStarted",
 ]
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -62,9 +66,10 @@ class ServerStarted(OpsEvent):
     version: str
     listen: tuple[str, ...]
     data_dir: str
+    implicit_tls: tuple[str, ...] = ()  # listeners that speak TLS from the first byte
 
     def describe(self) -> str:
-        where = ", ".join(self.listen)
+        where = ", ".join([*self.listen, *(f"{a} (TLS)" for a in self.implicit_tls)])
         return (
             f"Hato {self.version} on {self.hostname} listening on {where}, data in {self.data_dir}"
         )
@@ -206,6 +211,62 @@ class Disconnected(OpsEvent):
             f"messages={self.messages} rcpt={self.recipients} errors={self.errors} "
             f"time={self.seconds:.3f}s"
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsStarted(OpsEvent):
+    """A client's TLS handshake finished (after STARTTLS, or on an implicit TLS listener)."""
+
+    name: ClassVar[str] = "tls_started"
+    level: ClassVar[str] = "debug"
+    session: str
+    version: str
+    cipher: str
+    implicit: bool
+
+    def describe(self) -> str:
+        how = "implicit TLS" if self.implicit else "STARTTLS"
+        return f"session={self.session} {how}: {self.version} {self.cipher}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsFailed(OpsEvent):
+    """A TLS handshake after STARTTLS failed; that connection is closed, the others go on."""
+
+    name: ClassVar[str] = "tls_failed"
+    level: ClassVar[str] = "warning"
+    session: str
+    client_ip: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"session={self.session} TLS handshake with [{self.client_ip}] failed: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsReloaded(OpsEvent):
+    """The certificate was (re)loaded; new handshakes use it, sessions in TLS keep theirs."""
+
+    name: ClassVar[str] = "tls_reloaded"
+    certificate: str
+    self_signed: bool
+    not_after: str
+
+    def describe(self) -> str:
+        kind = " (self-signed)" if self.self_signed else ""
+        return f"TLS certificate {self.certificate}{kind} loaded, valid until {self.not_after}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsReloadFailed(OpsEvent):
+    """SIGHUP could not load the certificate; the previous one stays in use."""
+
+    name: ClassVar[str] = "tls_reload_failed"
+    level: ClassVar[str] = "error"
+    error: str
+
+    def describe(self) -> str:
+        return f"TLS certificate not reloaded, keeping the previous one: {self.error}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -316,7 +316,8 @@ def test_temporary_failure_is_deferred_shown_in_the_queue_and_retried(
         replies={"later@d.test": ["451 4.3.0 Mailbox busy, try again later", ACCEPTED]},
         hold_after=1,  # the retry waits at the greeting until the queue was looked at
     )
-    a = start_hato(hato_factory, net, "a", trusted=True)
+    # A fresh session for the retry (no kept one), so it is the one held at its greeting.
+    a = start_hato(hato_factory, net, "a", trusted=True, extra=("-o", "relay.session_reuse=0"))
     body = b"Subject: persistence\r\n\r\nsecond time lucky\r\n"
     submit(a, "alice@a.test", ["later@d.test"], body)
 
@@ -555,3 +556,18 @@ def test_an_untrusted_client_may_not_relay(
     (queued,) = b.events("queued")
     assert queued["recipients"] == ["bob@b.test"]
     assert not any(query.name == "a.test" for query in net.dns.queries)
+
+
+def test_messages_to_one_host_share_a_session(
+    hato_factory: Callable[..., HatoProcess], net: Net, next_hop: Callable[..., ScriptedSmtp]
+) -> None:
+    hop = next_hop()
+    a = start_hato(hato_factory, net, "a", "alice@a.test", trusted=True)
+    for n in range(3):
+        submit(a, "alice@a.test", [f"reader{n}@d.test"], f"Subject: {n}\r\n\r\nx\r\n".encode())
+        # One after the other, so each is a separate delivery the agent could connect for.
+        a.wait_for_event("delivered", recipient=f"reader{n}@d.test")
+    delivered = hop.delivered()
+    assert len(delivered) == 3
+    # RFC 5321 3.3: one session, several transactions (the kept session was reused).
+    assert {t.connection for t in delivered} == {1}

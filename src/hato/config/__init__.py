@@ -39,6 +39,7 @@ from hato.config._settings import (
     SpoolSettings,
     SyncMode,
     TlsPolicy,
+    TlsSettings,
 )
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "SpoolSettings",
     "SyncMode",
     "TlsPolicy",
+    "TlsSettings",
     "check_file",
     "example_toml",
     "load_settings",

@@ -141,6 +141,10 @@ def _build(raw: Mapping[str, Any], problems: list[ConfigProblem]) -> Settings | 
     if len(values) < len(sections):
         return None
     _fill_computed(values["server"], values["log"])
+    tls = values["tls"]
+    if tls["key"] is not None and tls["certificate"] is None:
+        problems.append(ConfigProblem("tls.key", 'set tls.certificate too, or leave key ""'))
+        return None
     return Settings(**{name: hints[name](**values[name]) for name in sections})
 
 
@@ -352,9 +356,9 @@ def _to_listen_address(value: object) -> ListenAddress:
     return ListenAddress.parse(_to_str(value))
 
 
-def _to_listen(value: object, key: str) -> tuple[ListenAddress, ...]:
+def _to_listen(value: object, key: str, *, required: bool = True) -> tuple[ListenAddress, ...]:
     addresses = _array(_to_listen_address)(value, key)
-    if not addresses:
+    if required and not addresses:
         raise _fail(key, "needs at least one address")
     first_at: dict[ListenAddress, int] = {}
     problems: list[ConfigProblem] = []
@@ -366,6 +370,25 @@ def _to_listen(value: object, key: str) -> tuple[ListenAddress, ...]:
     if problems:
         raise ConfigError(problems)
     return tuple(addresses)
+
+
+def _pem_file(marker: bytes, what: str) -> Callable[[object], Path | None]:
+    """A PEM file that must be readable now, so a typo is named at start-up, not at SIGHUP."""
+
+    def parse(value: object) -> Path | None:
+        text = _to_path_text(value)
+        if not text:
+            return None
+        path = Path(text) if Path(text).is_absolute() else Path.cwd() / text
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if marker not in data:
+            raise ValueError(f"{path} holds no PEM {what}")
+        return path
+
+    return parse
 
 
 def _to_delimiter(value: object) -> str:
@@ -477,6 +500,9 @@ _SPECIAL_PARSERS: dict[str, _Parser] = {
     "hostname": _scalar(_to_hostname),
     "domains": _to_domains,
     "listen": _to_listen,
+    "listen_optional": functools.partial(_to_listen, required=False),
+    "certificate_file": _scalar(_pem_file(b"-----BEGIN CERTIFICATE-----", "certificate")),
+    "key_file": _scalar(_pem_file(b"PRIVATE KEY-----", "private key")),
     "data_dir": _scalar(_to_data_dir),
     "events_file": _scalar(_to_events_file),
 }
@@ -548,7 +574,7 @@ def _file_default(f: dataclasses.Field[Any]) -> object:
 
 def _plain(value: object) -> object:
     if value is None:
-        return ""  # Only events_file is optional, and "" is how the file disables it.
+        return ""  # Optional paths (events_file, tls.certificate): "" in the file is None.
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, Path | ListenAddress):

@@ -122,6 +122,15 @@ class ServerSettings:
             kind="listen",
         ),
     )
+    implicit_tls_listen: tuple[ListenAddress, ...] = field(
+        default=(ListenAddress("127.0.0.1", 2465),),
+        metadata=_meta(
+            "Sockets that speak TLS from the first byte (RFC 8314 implicit TLS, port 465 style),"
+            ' as "ADDR:PORT" like listen; [] listens for none. They use the [tls] certificate'
+            " and never offer STARTTLS.",
+            kind="listen_optional",
+        ),
+    )
     data_dir: Path = field(
         metadata=_meta(
             "Directory for the spool, mailboxes and logs. A relative path is taken from the"
@@ -400,6 +409,15 @@ class RelaySettings:
         default=4,
         metadata=_meta("Most connections to one destination domain at once.", ge=1),
     )
+    session_reuse: float = field(
+        default=5.0,
+        metadata=_meta(
+            "Seconds a session to a next hop stays open for the next message to the same host"
+            " (several transactions per session, as RFC 5321 3.3 allows); 0 closes each"
+            " session after its message.",
+            ge=0,
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -447,6 +465,37 @@ class DsnSettings:
             "Without RET=FULL or RET=HDRS, a report returns the whole message up to this many"
             " bytes, only its header when it is larger.",
             ge=0,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsSettings:
+    """The certificate the SMTP service presents, and where it offers TLS."""
+
+    certificate: Path | None = field(
+        default=None,
+        metadata=_meta(
+            "PEM file with the server certificate, followed by its intermediate certificates."
+            ' "" means a self-signed certificate for the hostname, made on first start in'
+            " data_dir/tls/ and renewed when it expires or the hostname changes. A relative"
+            " path is taken from the working directory at start-up. SIGHUP reloads it.",
+            kind="certificate_file",
+        ),
+    )
+    key: Path | None = field(
+        default=None,
+        metadata=_meta(
+            'PEM file with the private key of certificate; "" means the key is in the'
+            " certificate file itself. Set it only together with certificate.",
+            kind="key_file",
+        ),
+    )
+    starttls: bool = field(
+        default=True,
+        metadata=_meta(
+            "Offer STARTTLS (RFC 3207) on the plain listeners. Clients may still send"
+            " without it: on port 25 encryption is the client's choice."
         ),
     )
 
@@ -500,4 +549,8 @@ class Settings:
     dsn: DsnSettings = field(
         default_factory=DsnSettings,
         metadata=_meta("Delivery status notifications: when and what."),
+    )
+    tls: TlsSettings = field(
+        default_factory=TlsSettings,
+        metadata=_meta("The certificate of the SMTP service and where TLS is offered."),
     )

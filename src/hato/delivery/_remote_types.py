@@ -45,3 +45,7 @@ class RemoteAgent(Protocol):
     async def deliver(self, job: RemoteJob) -> list[RemoteResult]:
         """One result per target, in order; never raises for the peer's faults."""
         ...
+
+    async def close(self) -> None:
+        """Let go of kept sessions (at shutdown)."""
+        ...

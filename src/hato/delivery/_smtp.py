@@ -12,11 +12,18 @@ Promises:
   timeout defers.
 - Local refusals come before any byte is sent: a message over the next hop's SIZE
   (5.3.4), one needing SMTPUTF8 where it is not offered (5.6.7).
+- A session that carried a message stays open for ``session_reuse`` seconds, and the next
+  message for the same host, port and TLS policy goes over it (RFC 5321 3.3 allows many
+  transactions per session), saving the connection, greeting, EHLO and TLS handshake. A
+  kept session that turns out dead is replaced by a fresh one once, without counting as
+  the host's failure.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +36,13 @@ from hato.smtp import Reply
 __all__ = ["SmtpAgent"]
 
 _log = logging.getLogger(__name__)
+
+# How long an idle session is kept for the next message to the same host (by default; the
+# setting is relay.session_reuse), and how many at most per host.
+REUSE_IDLE = 5.0
+REUSE_PER_HOST = 4
+
+_PoolKey = tuple[str, int, str, str, bool]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,12 +64,29 @@ class SmtpAgent:
         connect_timeout: float = 30.0,
         timeouts: Timeouts | None = None,
         smarthost_auth: tuple[str, str] | None = None,
+        session_reuse: float = REUSE_IDLE,
     ) -> None:
         self.router = router
         self.local_hostname = local_hostname
         self.connect_timeout = connect_timeout
         self.timeouts = timeouts or Timeouts()
         self.smarthost_auth = smarthost_auth
+        self.session_reuse = session_reuse
+        self.sessions_opened = 0  # how many connections were made, for tests and stats
+        self._idle: dict[_PoolKey, list[tuple[float, SmtpClient]]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        """QUIT every kept session (at shutdown)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        idle, self._idle = self._idle, {}
+        await asyncio.gather(
+            *(client.quit() for sessions in idle.values() for _, client in sessions),
+            return_exceptions=True,
+        )
 
     async def deliver(self, job: RemoteJob) -> list[RemoteResult]:
         try:
@@ -79,6 +110,17 @@ class SmtpAgent:
         self, job: RemoteJob, hop: Hop, address: str, *, smarthost: bool
     ) -> list[RemoteResult] | _Failure:
         """Deliver through one host; a _Failure means: try the next one."""
+        auth = smarthost and self.smarthost_auth is not None
+        key: _PoolKey = (address, hop.port, str(hop.tls_policy), hop.server_name, auth)
+        kept = self._take(key)
+        if kept is not None:
+            try:
+                outcome = await self._send(job, kept, hop)
+            except SmtpError:
+                await kept.close()  # went stale while kept: a fresh session decides
+            else:
+                self._keep(key, kept)
+                return outcome
         try:
             client = await SmtpClient.connect(
                 address,
@@ -91,14 +133,53 @@ class SmtpAgent:
             )
         except SmtpError as error:
             return _connect_failure(hop, address, error)
+        self.sessions_opened += 1
         try:
-            if smarthost and self.smarthost_auth is not None:
+            if auth and self.smarthost_auth is not None:
                 await client.login(*self.smarthost_auth)
-            return await self._send(job, client, hop)
+            outcome = await self._send(job, client, hop)
         except SmtpError as error:
-            return _connect_failure(hop, address, error)
-        finally:
             await client.close()
+            return _connect_failure(hop, address, error)
+        self._keep(key, client)
+        return outcome
+
+    def _take(self, key: _PoolKey) -> SmtpClient | None:
+        sessions = self._idle.get(key)
+        now = time.monotonic()
+        while sessions:
+            parked, client = sessions.pop()
+            if now - parked < self.session_reuse and client.usable:
+                return client
+            self._retire(client)
+        return None
+
+    def _keep(self, key: _PoolKey, client: SmtpClient) -> None:
+        sessions = self._idle.setdefault(key, [])
+        if not client.usable or len(sessions) >= REUSE_PER_HOST or self.session_reuse <= 0:
+            self._retire(client)
+            return
+        sessions.append((time.monotonic(), client))
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.ensure_future(self._sweep())
+
+    def _retire(self, client: SmtpClient) -> None:
+        task = asyncio.ensure_future(client.quit())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _sweep(self) -> None:
+        """QUIT sessions kept longer than REUSE_IDLE; ends when none is kept."""
+        keep = self.session_reuse
+        while self._idle:
+            await asyncio.sleep(keep / 2)
+            now = time.monotonic()
+            for key, sessions in list(self._idle.items()):
+                stale = [c for parked, c in sessions if now - parked >= keep]
+                sessions[:] = [(p, c) for p, c in sessions if now - p < keep]
+                if not sessions:
+                    del self._idle[key]
+                await asyncio.gather(*(c.quit() for c in stale), return_exceptions=True)
 
     async def _send(
         self, job: RemoteJob, client: SmtpClient, hop: Hop
@@ -121,7 +202,6 @@ class SmtpAgent:
             envid=envelope.envid,
         )
         with_dsn = client.dsn
-        await client.quit()
         if sent.mail is not None and sent.mail.code >= 400:
             if sent.mail.code < 500:
                 return _replied(sent.mail, mta)  # transient, nothing accepted: next host

@@ -573,6 +573,11 @@ class SmtpClient:
         for line in lines[len(self.transcript) :]:
             self.transcript.append(TimedLine(now, line.direction, line.text))
 
+    @property
+    def usable(self) -> bool:
+        """Still connected, with no transaction open: it can carry another message."""
+        return self._usable() and not self.connection.in_transaction
+
     def _usable(self) -> bool:
         transport = self._wire.transport
         return not self._wire.lost and transport is not None and not transport.is_closing()

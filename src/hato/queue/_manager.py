@@ -133,6 +133,7 @@ class QueueManager:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.remote.close()
 
     def notify(self, queue_id: str) -> None:
         """A message was just queued: deliver it now."""

@@ -18,6 +18,7 @@ from ..spool import Spool
 
 if TYPE_CHECKING:
     from ._session import Session
+    from ._tls import ServerTls
 
 __all__ = ["ServerContext", "limits_from"]
 
@@ -46,6 +47,8 @@ class ServerContext:
     on_queued: Callable[[str], None] = lambda _queue_id: None
     # The client's forward-confirmed PTR name, for the Received header (None: unknown).
     reverse_lookup: Callable[[str], Awaitable[str | None]] | None = None
+    # The certificate for STARTTLS and the implicit TLS listeners (None: no TLS at all).
+    tls: ServerTls | None = None
     limits: Limits = field(init=False)
     relay: RelayPolicy = field(init=False)
     sessions: set[Session] = field(default_factory=set)
@@ -56,6 +59,11 @@ class ServerContext:
     def __post_init__(self) -> None:
         self.limits = limits_from(self.settings)
         self.relay = RelayPolicy(self.settings.relay.trusted_networks)
+
+    @property
+    def starttls(self) -> bool:
+        """Whether plain sessions offer STARTTLS."""
+        return self.tls is not None and self.settings.tls.starttls
 
     @property
     def hostname(self) -> str:

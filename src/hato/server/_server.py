@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 
 from ..config import ListenAddress
 from ..events import ServerStopping
 from ._context import ServerContext
-from ._session import Session
+from ._session import TLS_HANDSHAKE_TIMEOUT, Session
 
 __all__ = ["SmtpServer"]
 
@@ -22,24 +23,44 @@ class SmtpServer:
         self.ctx = context
         self._servers: list[asyncio.Server] = []
         self.bound: list[tuple[str, int]] = []
+        self.bound_tls: list[tuple[str, int]] = []  # implicit TLS listeners
 
-    async def start(self, addresses: tuple[ListenAddress, ...]) -> None:
-        loop = asyncio.get_running_loop()
+    async def start(
+        self,
+        addresses: tuple[ListenAddress, ...],
+        implicit_tls: tuple[ListenAddress, ...] = (),
+    ) -> None:
         for address in addresses:
-            label = str(address)
-            server = await loop.create_server(
-                lambda label=label: Session(self.ctx, label),  # type: ignore[misc]
-                host=address.host,
-                port=address.port,
-                reuse_address=True,
-                backlog=BACKLOG,
-            )
-            self._servers.append(server)
-            for sock in server.sockets:
-                name = sock.getsockname()
-                self.bound.append((str(name[0]), int(name[1])))
-                if sock.family in (socket.AF_INET, socket.AF_INET6):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await self._listen(address, None, self.bound)
+        if implicit_tls:
+            if self.ctx.tls is None:
+                raise RuntimeError("implicit TLS listeners need a certificate (ctx.tls)")
+            for address in implicit_tls:
+                # The context given here is only the first: its SNI callback moves every
+                # handshake onto the current one, so SIGHUP reaches these listeners too.
+                await self._listen(address, self.ctx.tls.context, self.bound_tls)
+
+    async def _listen(
+        self, address: ListenAddress, context: ssl.SSLContext | None, bound: list[tuple[str, int]]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        label = str(address)
+        implicit = context is not None
+        server = await loop.create_server(
+            lambda: Session(self.ctx, label, implicit_tls=implicit),
+            host=address.host,
+            port=address.port,
+            reuse_address=True,
+            backlog=BACKLOG,
+            ssl=context,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if implicit else None,
+        )
+        self._servers.append(server)
+        for sock in server.sockets:
+            name = sock.getsockname()
+            bound.append((str(name[0]), int(name[1])))
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     async def stop(self, *, grace: float, reason: str) -> int:
         """Stop listening; let messages in transfer finish within ``grace``; 421 the rest.

@@ -5,11 +5,16 @@ answers each event with a typed :class:`~hato.smtp.Reply`; one loop
 (:meth:`Session._process`) writes everything the engine has to say in one write per
 batch, which is what makes pipelined clients cheap. A ``250`` after the data is sent
 only once :meth:`MessageWriter.commit` has returned, i.e. the message is durable.
+
+STARTTLS (RFC 3207): the session answers 220, hands the socket to ``loop.start_tls`` and
+tells the engine once the handshake is done; the engine has already dropped whatever the
+client pipelined after STARTTLS (CVE-2011-0411), and the session starts over inside TLS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, cast
@@ -24,15 +29,18 @@ from ..events import (
     Queued,
     RcptAccepted,
     Rejected,
+    TlsFailed,
+    TlsStarted,
 )
 from ..smtp import Reply, reply
 from ..spool import Envelope, MessageWriter, Recipient, SpoolError
 from ._received import ClientFacts, protocol_name, received_header
+from ._tls import session_description
 
 if TYPE_CHECKING:
     from ._context import ServerContext
 
-__all__ = ["Session"]
+__all__ = ["TLS_HANDSHAKE_TIMEOUT", "Session"]
 
 # Replies named once; texts follow what Postfix administrators already know.
 R_DATA_GO = reply(354, None, "End data with <CR><LF>.<CR><LF>")
@@ -40,18 +48,31 @@ R_MAIL_OK = reply(250, "2.1.0", "Ok")
 R_RCPT_OK = reply(250, "2.1.5", "Ok")
 R_WRITE_ERROR = reply(451, "4.3.0", "Error: queue file write error, try again later")
 R_INTERNAL = reply(421, "4.3.0", "Error: internal server error, closing connection")
+R_TLS_GO = reply(220, "2.0.0", "Ready to start TLS")  # RFC 3207 4
 # Input buffered while the session waits for the disk: past this, stop reading.
 MAX_BUFFERED = 1 << 20
 # Reverse DNS is a courtesy for the Received header; it must never hold a client long.
 RDNS_TIMEOUT = 5.0
+# A client that asked for TLS and then does not finish the handshake holds a connection
+# for nothing; this bounds it as the idle timeout bounds a silent client.
+TLS_HANDSHAKE_TIMEOUT = 30.0
 
 
 class Session(asyncio.Protocol):
-    def __init__(self, context: ServerContext, listener: str) -> None:
+    def __init__(
+        self, context: ServerContext, listener: str, *, implicit_tls: bool = False
+    ) -> None:
         self.ctx = context
         self.listener = listener
         self.id = context.new_session_id()
-        self.conn = smtp.ServerConnection(context.hostname, context.limits)
+        self.conn = smtp.ServerConnection(
+            context.hostname,
+            context.limits,
+            tls_available=context.starttls or implicit_tls,
+            tls_active=implicit_tls,
+        )
+        self.implicit_tls = implicit_tls
+        self.tls: str | None = None  # "TLSv1.3 TLS_AES_256_GCM_SHA384" once TLS is up
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
         self.client_port = 0
@@ -68,6 +89,9 @@ class Session(asyncio.Protocol):
         self._reading_paused = False
         self._write_blocked = False
         self._task: asyncio.Task[None] | None = None
+        self._handshaking = False
+        self._early = bytearray()  # plaintext that arrived before start_tls() returned
+        self._lost = False
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -85,6 +109,9 @@ class Session(asyncio.Protocol):
                 listener=self.listener,
             )
         )
+        if self.implicit_tls:
+            # The listener finished the handshake before calling connection_made.
+            self._tls_up(self.transport.get_extra_info("ssl_object"))
         self._arm_timer()
         if self.ctx.reverse_lookup is not None:
             self._task = asyncio.ensure_future(self._greet_after_lookup(self.ctx.reverse_lookup))
@@ -93,6 +120,11 @@ class Session(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
+        if self._handshaking:
+            # Decrypted already: the TLS layer may deliver the client's first command before
+            # start_tls() has returned to us. Plaintext never arrives here in this state.
+            self._early += data
+            return
         self.conn.receive_data(data)
         if not self.busy:
             self._process()
@@ -104,6 +136,9 @@ class Session(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return  # a failed handshake already ended the session
+        self._lost = True
         if exc is not None:
             self.close_reason = f"connection lost: {exc}"
         self._abort_message()
@@ -218,8 +253,12 @@ class Session(asyncio.Protocol):
                 if conn.transaction is None:
                     self._abort_message()
                 self._rejected(command, refusal, "protocol")
+            case smtp.StartTls() if self.ctx.tls is not None:
+                conn.send_reply(R_TLS_GO)
+                self.busy = True
+                self._task = asyncio.ensure_future(self._start_tls())
             case smtp.StartTls() | smtp.AuthStart() | smtp.AuthResponse():
-                # The engine only offers these when configured; this server offers neither yet.
+                # The engine only offers these when configured; this server offers no AUTH yet.
                 conn.send_reply(reply(502, "5.5.1", "Error: command not implemented"))
 
     def _hello_reply(self, name: str, extended: bool) -> Reply:
@@ -305,7 +344,7 @@ class Session(asyncio.Protocol):
             name=self.client_name,
             helo=self.conn.helo or "",
             extended=self.conn.extended,
-            tls=None,
+            tls=self.tls,
             auth=None,
         )
 
@@ -388,7 +427,7 @@ class Session(asyncio.Protocol):
             client_name=self.client_name,
             helo=self.conn.helo or "",
             protocol=protocol_name(facts, smtputf8=params.smtputf8),
-            tls=None,
+            tls=self.tls,
             auth=None,
             arrival=time.time(),
             session_id=self.id,
@@ -421,6 +460,62 @@ class Session(asyncio.Protocol):
         self.busy = False
         self._process()
 
+    # -- TLS -----------------------------------------------------------------------------
+
+    async def _start_tls(self) -> None:
+        # _process has written the 220 (in the clear) before this task first runs.
+        transport, tls = self.transport, self.ctx.tls
+        assert transport is not None and tls is not None
+        if transport.is_closing():
+            return
+        loop = asyncio.get_running_loop()
+        # From the start_tls() call on, the socket belongs to the TLS layer: everything that
+        # reaches data_received is decrypted. No await lies between the flag and that switch.
+        self._handshaking = True
+        try:
+            upgraded = await loop.start_tls(
+                transport,
+                self,
+                tls.context,
+                server_side=True,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as error:
+            self._handshake_failed(error)
+            return
+        finally:
+            self._handshaking = False
+        if upgraded is None:  # typeshed allows it; asyncio and uvloop never return None
+            self._handshake_failed(ConnectionError("start_tls() returned no transport"))
+            return
+        # uvloop returns a new transport object; pausing and the writes go to it from now.
+        self.transport = upgraded
+        self._reading_paused = self._write_blocked = False
+        self.last_activity = time.monotonic()
+        self.conn.tls_established()
+        self._tls_up(upgraded.get_extra_info("ssl_object"))
+        early, self._early = bytes(self._early), bytearray()
+        if early:
+            self.conn.receive_data(early)
+        self.busy = False
+        self._process()
+
+    def _tls_up(self, ssl_object: ssl.SSLObject | None) -> None:
+        version, cipher = session_description(ssl_object)
+        self.tls = f"{version} {cipher}"
+        self.ctx.log.emit(
+            TlsStarted(session=self.id, version=version, cipher=cipher, implicit=self.implicit_tls)
+        )
+
+    def _handshake_failed(self, error: BaseException) -> None:
+        reason = str(error) or type(error).__name__
+        self.ctx.log.emit(TlsFailed(session=self.id, client_ip=self.client_ip, reason=reason))
+        self.close_reason = f"TLS handshake failed: {reason}"
+        if self.transport is not None:
+            self.transport.abort()
+        # The TLS layer does not report connection_lost for a handshake that never finished.
+        self.connection_lost(None)
+
     # -- timeouts and shutdown ---------------------------------------------------------
 
     def _arm_timer(self) -> None:
@@ -450,6 +545,12 @@ class Session(asyncio.Protocol):
             return
         if not force and (self.busy or self.conn.in_message):
             return  # _process closes it after the message is answered
+        if self._handshaking:
+            if force:
+                self.close_reason = "server shutdown"
+                if self.transport is not None:
+                    self.transport.abort()  # start_tls() fails, which ends the session
+            return
         if force and self._task is not None and not self._task.done() and self.writer is None:
             return  # a commit is in flight: its 250 is owed; it closes after
         self._abort_message()

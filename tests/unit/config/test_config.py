@@ -129,6 +129,21 @@ ERROR_CASES = [
     ("level-enum", '[log]\nlevel = "trace"', "log.level", '"debug", "info", "warning"'),
     ("level-case", '[log]\nlevel = "INFO"', "log.level", 'got "INFO"'),
     ("level-int", "[log]\nlevel = 10", "log.level", "expected a string"),
+    (
+        "tls-cert-missing",
+        '[tls]\ncertificate = "/nonexistent/c.pem"',
+        "tls.certificate",
+        "cannot read",
+    ),
+    ("tls-cert-not-pem", '[tls]\ncertificate = "/dev/null"', "tls.certificate", "no PEM"),
+    ("tls-key-alone", '[tls]\nkey = "/dev/null"', "tls.key", "no PEM private key"),
+    ("tls-starttls", '[tls]\nstarttls = "yes"', "tls.starttls", "true or false"),
+    (
+        "implicit-tls-name",
+        '[server]\nimplicit_tls_listen = ["localhost:465"]',
+        "server.implicit_tls_listen[0]",
+        "not an IP",
+    ),
     ("listen-str", '[server]\nlisten = "127.0.0.1:25"', "server.listen", "expected an array"),
     ("listen-empty", "[server]\nlisten = []", "server.listen", "at least one"),
     ("listen-int", "[server]\nlisten = [25]", "server.listen[0]", "expected a string"),
@@ -496,3 +511,19 @@ def test_example_file_loads_to_the_defaults(
 def test_check_file_returns_problems_instead_of_raising(tmp_path: Path) -> None:
     problems = check_file(write(tmp_path, "[log]\nlevel = 1\n"))
     assert problems == [ConfigProblem("log.level", "expected a string, got an integer (1)")]
+
+
+def test_tls_settings(tmp_path: Path) -> None:
+    cert = tmp_path / "c.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n")
+    key = tmp_path / "k.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----\n")
+    settings = load_settings(write(tmp_path, "[server]\nimplicit_tls_listen = []\n"))
+    assert settings.server.implicit_tls_listen == ()
+    assert (settings.tls.certificate, settings.tls.key, settings.tls.starttls) == (None, None, True)
+    default = load_settings()
+    assert default.server.implicit_tls_listen == (ListenAddress("127.0.0.1", 2465),)
+    text = f'[tls]\ncertificate = "{cert}"\nkey = "{key}"\nstarttls = false\n'
+    settings = load_settings(write(tmp_path, text))
+    assert (settings.tls.certificate, settings.tls.key, settings.tls.starttls) == (cert, key, False)
+    assert [p.key for p in problems_of(tmp_path, f'[tls]\nkey = "{key}"')] == ["tls.key"]
