@@ -113,7 +113,16 @@ class Resolver(Protocol):
 
 async def confirmed_name(resolver: Resolver, ip: str) -> str | None:
     """``ip``'s PTR name, kept only if that name resolves back to ``ip`` (forward-confirmed
-    reverse DNS, as Postfix records it); None when there is none or a lookup fails."""
+    reverse DNS, as Postfix records it); None when there is none or a lookup fails.
+
+    A loopback client is this host: it is "localhost" without a query, as the hosts file
+    would answer, so local clients never wait on (or send traffic to) a name server.
+    """
+    try:
+        if ipaddress.ip_address(ip).is_loopback:
+            return "localhost"
+    except ValueError:
+        return None
     try:
         names = await resolver.names(ip)
     except (DnsError, ValueError):
