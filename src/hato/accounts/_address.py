@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from hato.accounts._errors import InvalidInput
-from hato.smtp import AddressError, parse_path
+from hato.smtp import AddressError, domain_a_label, parse_path
 
 __all__ = [
     "POSTMASTER",
@@ -27,8 +27,6 @@ __all__ = [
 POSTMASTER = "postmaster"
 
 # Lowercase LDH labels (RFC 1035 2.3.1; RFC 1123 2.1 lets a label start with a digit).
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-_MAX_DOMAIN = 253
 # RFC 6531 dot-string (atext plus UTF-8): a local part that needs no quotes.
 _ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u0080-\U0010ffff"
 _DOT_STRING = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
@@ -47,24 +45,9 @@ def normalize_domain(text: str) -> str:
     if name.startswith("["):
         raise InvalidInput(f"{text}: an address literal is not a domain name")
     try:
-        # Nameprep lowercases non-ASCII labels; ASCII labels keep their case, hence lower().
-        ascii_form = name.encode("idna").decode("ascii").lower()
-        # Decoding back checks that every xn-- label is real Punycode.
-        ascii_form.encode("ascii").decode("idna")
-    except UnicodeError:
-        raise InvalidInput(f"{text} is not a valid domain name") from None
-    labels = ascii_form.split(".")
-    bad = [label for label in labels if not _LABEL.fullmatch(label)]
-    if bad:
-        raise InvalidInput(
-            f"{text} is not a valid domain name: label {bad[0]!r} may hold only letters,"
-            " digits and inner hyphens, at most 63"
-        )
-    if len(ascii_form) > _MAX_DOMAIN:
-        raise InvalidInput(f"{text} is longer than {_MAX_DOMAIN} characters")
-    if labels[-1].isdigit():
-        raise InvalidInput(f"{text} looks like an IP address, not a domain name")
-    return ascii_form
+        return domain_a_label(name)
+    except AddressError as error:
+        raise InvalidInput(str(error).replace(name, text, 1)) from None
 
 
 def display_domain(domain: str) -> str:

@@ -10,7 +10,6 @@ import functools
 import ipaddress
 import math
 import os
-import re
 import socket
 import textwrap
 import tomllib
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hato.config._settings import ListenAddress, Settings
+from hato.smtp import AddressError, domain_a_label
 
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound=enum.Enum)
@@ -313,10 +313,6 @@ def _to_events_file(value: object) -> Path | None:
     return Path(text) if text else None
 
 
-# Lowercase LDH labels (RFC 1035 2.3.1, letters may lead as RFC 1123 2.1 allows digits).
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-
-
 def _to_domain(value: object) -> str:
     text = _to_str(value)
     if not text:
@@ -324,22 +320,10 @@ def _to_domain(value: object) -> str:
     if text.endswith("."):
         raise ValueError(f"{_toml_string(text)}: write the domain without the final dot")
     try:
-        # Nameprep lowercases non-ASCII labels; ASCII labels keep their case, hence lower().
-        ascii_form = text.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        raise ValueError(f"{_toml_string(text)} is not a valid domain name") from None
-    labels = ascii_form.split(".")
-    bad = [label for label in labels if not _LABEL.fullmatch(label)]
-    if bad:
-        raise ValueError(
-            f"{_toml_string(text)} is not a valid domain name: label {_toml_string(bad[0])}"
-            " may hold only letters, digits and inner hyphens, at most 63"
-        )
-    if len(ascii_form) > 253:
-        raise ValueError(f"{_toml_string(text)} is longer than 253 characters")
-    if labels[-1].isdigit():
-        raise ValueError(f"{_toml_string(text)} looks like an IP address, not a domain name")
-    return ascii_form
+        return domain_a_label(text)
+    except AddressError as error:
+        # Messages quote values as the file writes them.
+        raise ValueError(str(error).replace(text, _toml_string(text), 1)) from None
 
 
 def _to_hostname(value: object) -> str:

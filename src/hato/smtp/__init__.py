@@ -8,7 +8,15 @@ errors itself; its caller answers only the events that need a decision.
 the command it answers, pipelined groups included.
 """
 
-from ._address import AddressError, Path, parse_path, split_path, xtext_decode, xtext_encode
+from ._address import (
+    AddressError,
+    Path,
+    domain_a_label,
+    parse_path,
+    split_path,
+    xtext_decode,
+    xtext_encode,
+)
 from ._client import (
     ClientConnection,
     ClientState,
@@ -78,6 +86,7 @@ __all__ = [
     "State",
     "Transaction",
     "TranscriptLine",
+    "domain_a_label",
     "help_reply",
     "parse_mail_params",
     "parse_path",

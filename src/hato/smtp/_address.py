@@ -13,6 +13,7 @@ from dataclasses import dataclass
 __all__ = [
     "AddressError",
     "Path",
+    "domain_a_label",
     "is_ascii",
     "parse_path",
     "split_path",
@@ -160,6 +161,37 @@ def _is_address_literal(domain: str) -> bool:
     except ValueError:
         return False
     return _GENERAL_LITERAL.match(body) is not None
+
+
+_DOMAIN_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+
+
+def domain_a_label(name: str) -> str:
+    """A domain name in its lowercase A-label form (IDN via IDNA 2003 nameprep).
+
+    Raises AddressError saying what is wrong: not a valid name, a bad label, longer than
+    253 characters, or an all-numeric last label (an IP address, not a domain). The one
+    definition of "a domain" that configuration and the account store share.
+    """
+    try:
+        # Nameprep lowercases non-ASCII labels; ASCII labels keep their case, hence lower().
+        ascii_form = name.encode("idna").decode("ascii").lower()
+        # Decoding back checks that every xn-- label is real Punycode.
+        ascii_form.encode("ascii").decode("idna")
+    except UnicodeError:
+        raise AddressError(f"{name} is not a valid domain name") from None
+    labels = ascii_form.split(".")
+    bad = [label for label in labels if not _DOMAIN_LABEL.match(label)]
+    if bad:
+        raise AddressError(
+            f'{name} is not a valid domain name: label "{bad[0]}" may hold only letters,'
+            " digits and inner hyphens, at most 63"
+        )
+    if len(ascii_form) > MAX_DOMAIN - 2:
+        raise AddressError(f"{name} is longer than {MAX_DOMAIN - 2} characters")
+    if labels[-1].isdigit():
+        raise AddressError(f"{name} looks like an IP address, not a domain name")
+    return ascii_form
 
 
 def xtext_decode(text: str) -> str:
