@@ -24,7 +24,6 @@ from hato.config._load import (
 )
 from hato.config._settings import (
     AccountsSettings,
-    AuthSettings,
     BareNewline,
     DnsSettings,
     DsnSettings,
@@ -45,7 +44,6 @@ from hato.config._settings import (
 
 __all__ = [
     "AccountsSettings",
-    "AuthSettings",
     "BareNewline",
     "ConfigError",
     "ConfigProblem",
