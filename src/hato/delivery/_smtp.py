@@ -22,7 +22,6 @@ Promises:
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,7 +34,6 @@ from hato.smtp import Reply
 
 __all__ = ["SmtpAgent"]
 
-_log = logging.getLogger(__name__)
 
 # How long an idle session is kept for the next message to the same host (by default; the
 # setting is relay.session_reuse), and how many at most per host.
@@ -72,7 +70,6 @@ class SmtpAgent:
         self.timeouts = timeouts or Timeouts()
         self.smarthost_auth = smarthost_auth
         self.session_reuse = session_reuse
-        self.sessions_opened = 0  # how many connections were made, for tests and stats
         self._idle: dict[_PoolKey, list[tuple[float, SmtpClient]]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
@@ -133,7 +130,6 @@ class SmtpAgent:
             )
         except SmtpError as error:
             return _connect_failure(hop, address, error)
-        self.sessions_opened += 1
         try:
             if auth and self.smarthost_auth is not None:
                 await client.login(*self.smarthost_auth)
