@@ -51,6 +51,8 @@ BASE_OPTIONS = (
     # The built-in 127.0.0.1:2465 would clash between test servers: a free port instead,
     # found as HatoProcess.tls_port.
     'server.implicit_tls_listen=["127.0.0.1:0"]',
+    # Likewise the built-in submission port 127.0.0.1:2587: HatoProcess.submission_port.
+    'server.submission_listen=["127.0.0.1:0"]',
 )
 # The server flushes its event log every 0.25 s; a start takes well under a second.
 START_TIMEOUT = 20.0
@@ -119,6 +121,7 @@ class HatoProcess:
         self.returncode: int | None = None
         self._port: int | None = None
         self._tls_port: int | None = None
+        self._submission_port: int | None = None
         self._stderr: BinaryIO | None = None
 
     # -- the process ------------------------------------------------------------------
@@ -171,6 +174,8 @@ class HatoProcess:
         self._port = int(port)
         implicit = event.get("implicit_tls") or []
         self._tls_port = int(implicit[0].rpartition(":")[2]) if implicit else None
+        submission = event.get("submission") or []
+        self._submission_port = int(submission[0].rpartition(":")[2]) if submission else None
         return self._port
 
     def _seed(self) -> None:
@@ -211,6 +216,13 @@ class HatoProcess:
         if self._tls_port is None:
             raise RuntimeError("hato has no implicit TLS listener")
         return self._tls_port
+
+    @property
+    def submission_port(self) -> int:
+        """The first message submission listener's port (RFC 6409, port 587 style)."""
+        if self._submission_port is None:
+            raise RuntimeError("hato has no submission listener")
+        return self._submission_port
 
     @property
     def address(self) -> tuple[str, int]:

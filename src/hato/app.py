@@ -86,6 +86,7 @@ class Hato:
             version=__version__,
             router=self.router,
             maildir=self.maildir,
+            accounts=self.accounts,
         )
         if settings.server.reverse_dns:
             resolver = self.resolver
@@ -103,7 +104,8 @@ class Hato:
     def _load_tls(self) -> None:
         """The certificate, when anything offers TLS; TlsError names the setting at fault."""
         settings = self.settings
-        if not (settings.tls.starttls or settings.server.implicit_tls_listen):
+        server = settings.server
+        if not (settings.tls.starttls or server.implicit_tls_listen or server.submission_listen):
             return
         self.tls = ServerTls(
             settings.tls, hostname=settings.server.hostname, data_dir=settings.server.data_dir
@@ -148,8 +150,9 @@ class Hato:
         await self.queue.start()
         self.context.on_queued = self.queue.notify
         try:
+            server = self.settings.server
             await self.smtp.start(
-                self.settings.server.listen, self.settings.server.implicit_tls_listen
+                server.listen, server.implicit_tls_listen, server.submission_listen
             )
         except OSError:
             await self.queue.stop()
@@ -162,6 +165,7 @@ class Hato:
                 version=__version__,
                 listen=tuple(_address(h, p) for h, p in self.bound),
                 implicit_tls=tuple(_address(h, p) for h, p in self.smtp.bound_tls),
+                submission=tuple(_address(h, p) for h, p in self.smtp.bound_submission),
                 data_dir=str(self.settings.server.data_dir),
             )
         )

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, TextIO
 
 __all__ = [
     "LEVELS",
+    "AuthSucceeded",
     "Connected",
     "Deferred",
     "Delivered",
@@ -67,9 +68,16 @@ class ServerStarted(OpsEvent):
     listen: tuple[str, ...]
     data_dir: str
     implicit_tls: tuple[str, ...] = ()  # listeners that speak TLS from the first byte
+    submission: tuple[str, ...] = ()  # message submission listeners (RFC 6409)
 
     def describe(self) -> str:
-        where = ", ".join([*self.listen, *(f"{a} (TLS)" for a in self.implicit_tls)])
+        where = ", ".join(
+            [
+                *self.listen,
+                *(f"{a} (TLS)" for a in self.implicit_tls),
+                *(f"{a} (submission)" for a in self.submission),
+            ]
+        )
         return (
             f"Hato {self.version} on {self.hostname} listening on {where}, data in {self.data_dir}"
         )
@@ -171,6 +179,22 @@ class Rejected(OpsEvent):
         return (
             f"session={self.session} reject {self.command or '-'} from [{self.client_ip}]: "
             f"{self.reply} ({self.reason})"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthSucceeded(OpsEvent):
+    """A client proved a user's password (SMTP AUTH). Never carries the password."""
+
+    name: ClassVar[str] = "auth"
+    session: str
+    client_ip: str
+    user: str
+    mechanism: str
+
+    def describe(self) -> str:
+        return (
+            f"session={self.session} auth {self.mechanism} user={self.user} from [{self.client_ip}]"
         )
 
 

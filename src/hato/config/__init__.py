@@ -24,6 +24,7 @@ from hato.config._load import (
 )
 from hato.config._settings import (
     AccountsSettings,
+    AuthSettings,
     BareNewline,
     DnsSettings,
     DsnSettings,
@@ -44,6 +45,7 @@ from hato.config._settings import (
 
 __all__ = [
     "AccountsSettings",
+    "AuthSettings",
     "BareNewline",
     "ConfigError",
     "ConfigProblem",

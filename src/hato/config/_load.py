@@ -465,6 +465,14 @@ def _to_tls_policy_entry(value: object) -> str:
     return _pair(value, check)
 
 
+def _to_mechanism(value: object) -> str:
+    allowed = ("PLAIN", "LOGIN")
+    name = _to_str(value).upper()
+    if name not in allowed:
+        raise ValueError(f"mechanism must be one of {', '.join(allowed)}; got {value!r}")
+    return name
+
+
 def _to_nameserver(value: object) -> str:
     text = _to_str(value)
     host, port = _split_host_port(text, 53)
@@ -480,6 +488,7 @@ _SPECIAL_PARSERS: dict[str, _Parser] = {
     "transports": lambda value, key: _unique(_array(_to_transport)(value, key)),
     "tls_policies": lambda value, key: _unique(_array(_to_tls_policy_entry)(value, key)),
     "nameservers": lambda value, key: _unique(_array(_to_nameserver)(value, key)),
+    "mechanisms": lambda value, key: _unique(_array(_to_mechanism)(value, key)),
     "delimiter": _scalar(_to_delimiter),
     "hostname": _scalar(_to_hostname),
     "domains": _to_domains,

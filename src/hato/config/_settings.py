@@ -131,6 +131,16 @@ class ServerSettings:
             kind="listen_optional",
         ),
     )
+    submission_listen: tuple[ListenAddress, ...] = field(
+        default=(ListenAddress("127.0.0.1", 2587),),
+        metadata=_meta(
+            'Sockets for message submission (RFC 6409, port 587 style), as "ADDR:PORT" like'
+            " listen; [] listens for none. They offer STARTTLS, require AUTH before MAIL, accept"
+            " only the authenticated user's own address as sender and add Date: and"
+            " Message-ID: headers when a message has none.",
+            kind="listen_optional",
+        ),
+    )
     data_dir: Path = field(
         metadata=_meta(
             "Directory for the spool, mailboxes and logs. A relative path is taken from the"
@@ -501,6 +511,55 @@ class TlsSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AuthSettings:
+    """SMTP AUTH (RFC 4954) against the account store's passwords."""
+
+    mechanisms: tuple[str, ...] = field(
+        default=("PLAIN", "LOGIN"),
+        metadata=_meta(
+            "SASL mechanisms offered, in this order: PLAIN and/or LOGIN. [] offers no AUTH at"
+            " all (and the submission listeners then accept no mail).",
+            kind="mechanisms",
+        ),
+    )
+    allow_plaintext: bool = field(
+        default=False,
+        metadata=_meta(
+            "Offer AUTH without TLS too. Off (the default), AUTH is offered only after STARTTLS"
+            " or on an implicit TLS listener, so passwords never cross the network in clear."
+        ),
+    )
+    max_failures: int = field(
+        default=5,
+        metadata=_meta(
+            "Failed AUTH attempts one client IP may make within failure_window; one more and"
+            " its session is closed with 421 4.7.0 and the IP is refused at connect for"
+            " ban_time.",
+            ge=1,
+        ),
+    )
+    failure_window: float = field(
+        default=300.0,
+        metadata=_meta("Seconds over which failed AUTH attempts of one IP are counted.", gt=0),
+    )
+    ban_time: float = field(
+        default=600.0,
+        metadata=_meta(
+            "Seconds an IP that failed AUTH too often is refused with 421 4.7.0 at connect.",
+            ge=0,
+        ),
+    )
+    failure_delay: float = field(
+        default=1.0,
+        metadata=_meta(
+            "Seconds to wait before answering a failed AUTH (535), which slows password"
+            " guessing without holding up other sessions.",
+            ge=0,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LogSettings:
     """Where operational messages and events go."""
 
@@ -553,4 +612,8 @@ class Settings:
     tls: TlsSettings = field(
         default_factory=TlsSettings,
         metadata=_meta("The certificate of the SMTP service and where TLS is offered."),
+    )
+    auth: AuthSettings = field(
+        default_factory=AuthSettings,
+        metadata=_meta("SMTP AUTH for submission: mechanisms and brute-force limits."),
     )

@@ -4,6 +4,7 @@ Checks return ``None`` (go on) or a :class:`Decision` carrying the reply to send
 reason the event log records, so every refusal says which rule made it.
 """
 
+from ._auth_limit import AuthLimiter
 from ._relay import Decision, RelayPolicy
 
-__all__ = ["Decision", "RelayPolicy"]
+__all__ = ["AuthLimiter", "Decision", "RelayPolicy"]

@@ -8,10 +8,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..accounts import AccountStore
 from ..config import Settings
 from ..delivery import MaildirAgent
 from ..events import EventLog
-from ..policy import RelayPolicy
+from ..policy import AuthLimiter, RelayPolicy
 from ..routing import LocalRouter
 from ..smtp import Limits
 from ..spool import Spool
@@ -49,8 +50,11 @@ class ServerContext:
     reverse_lookup: Callable[[str], Awaitable[str | None]] | None = None
     # The certificate for STARTTLS and the implicit TLS listeners (None: no TLS at all).
     tls: ServerTls | None = None
+    # Whose passwords SMTP AUTH checks (None: no AUTH is offered anywhere).
+    accounts: AccountStore | None = None
     limits: Limits = field(init=False)
     relay: RelayPolicy = field(init=False)
+    auth_limit: AuthLimiter = field(init=False)
     sessions: set[Session] = field(default_factory=set)
     stopping: bool = False
     _ids: itertools.count[int] = field(default_factory=itertools.count)
@@ -59,6 +63,10 @@ class ServerContext:
     def __post_init__(self) -> None:
         self.limits = limits_from(self.settings)
         self.relay = RelayPolicy(self.settings.relay.trusted_networks)
+        auth = self.settings.auth
+        self.auth_limit = AuthLimiter(
+            max_failures=auth.max_failures, window=auth.failure_window, ban_time=auth.ban_time
+        )
 
     @property
     def starttls(self) -> bool:

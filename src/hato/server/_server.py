@@ -24,14 +24,18 @@ class SmtpServer:
         self._servers: list[asyncio.Server] = []
         self.bound: list[tuple[str, int]] = []
         self.bound_tls: list[tuple[str, int]] = []  # implicit TLS listeners
+        self.bound_submission: list[tuple[str, int]] = []  # RFC 6409 submission listeners
 
     async def start(
         self,
         addresses: tuple[ListenAddress, ...],
         implicit_tls: tuple[ListenAddress, ...] = (),
+        submission: tuple[ListenAddress, ...] = (),
     ) -> None:
         for address in addresses:
             await self._listen(address, None, self.bound)
+        for address in submission:
+            await self._listen(address, None, self.bound_submission, submission=True)
         if implicit_tls:
             if self.ctx.tls is None:
                 raise RuntimeError("implicit TLS listeners need a certificate (ctx.tls)")
@@ -41,13 +45,18 @@ class SmtpServer:
                 await self._listen(address, self.ctx.tls.context, self.bound_tls)
 
     async def _listen(
-        self, address: ListenAddress, context: ssl.SSLContext | None, bound: list[tuple[str, int]]
+        self,
+        address: ListenAddress,
+        context: ssl.SSLContext | None,
+        bound: list[tuple[str, int]],
+        *,
+        submission: bool = False,
     ) -> None:
         loop = asyncio.get_running_loop()
         label = str(address)
         implicit = context is not None
         server = await loop.create_server(
-            lambda: Session(self.ctx, label, implicit_tls=implicit),
+            lambda: Session(self.ctx, label, implicit_tls=implicit, submission=submission),
             host=address.host,
             port=address.port,
             reuse_address=True,

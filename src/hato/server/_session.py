@@ -14,13 +14,17 @@ client pipelined after STARTTLS (CVE-2011-0411), and the session starts over ins
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, cast
 
 from .. import __version__, routing, smtp
+from ..accounts import AccountError
 from ..events import (
+    AuthSucceeded,
     Connected,
     Disconnected,
     HeloReceived,
@@ -35,6 +39,7 @@ from ..events import (
 from ..smtp import Reply, reply
 from ..spool import Envelope, MessageWriter, Recipient, SpoolError
 from ._received import ClientFacts, protocol_name, received_header
+from ._sasl import LOGIN_PASSWORD, LOGIN_USERNAME, SaslError, decode_login, decode_plain
 from ._tls import session_description
 
 if TYPE_CHECKING:
@@ -49,6 +54,16 @@ R_RCPT_OK = reply(250, "2.1.5", "Ok")
 R_WRITE_ERROR = reply(451, "4.3.0", "Error: queue file write error, try again later")
 R_INTERNAL = reply(421, "4.3.0", "Error: internal server error, closing connection")
 R_TLS_GO = reply(220, "2.0.0", "Ready to start TLS")  # RFC 3207 4
+R_AUTH_OK = reply(235, "2.7.0", "Authentication successful")
+R_AUTH_FAILED = reply(535, "5.7.8", "Authentication credentials invalid")
+R_AUTH_MALFORMED = reply(501, "5.5.2", "Cannot decode AUTH response")
+R_AUTH_TEMPFAIL = reply(454, "4.7.0", "Temporary authentication failure")
+R_AUTH_REQUIRED = reply(530, "5.7.0", "Authentication required")
+# Submission (RFC 6409 8.2, 8.3): how much of a message's header section is held while
+# looking for Date: and Message-ID:; past it, the header section is taken as it is.
+MAX_HEADER_SCAN = 64 * 1024
+_HAS_DATE = re.compile(rb"(?im)^date[ \t]*:")
+_HAS_MESSAGE_ID = re.compile(rb"(?im)^message-id[ \t]*:")
 # Input buffered while the session waits for the disk: past this, stop reading.
 MAX_BUFFERED = 1 << 20
 # Reverse DNS is a courtesy for the Received header; it must never hold a client long.
@@ -60,7 +75,12 @@ TLS_HANDSHAKE_TIMEOUT = 30.0
 
 class Session(asyncio.Protocol):
     def __init__(
-        self, context: ServerContext, listener: str, *, implicit_tls: bool = False
+        self,
+        context: ServerContext,
+        listener: str,
+        *,
+        implicit_tls: bool = False,
+        submission: bool = False,
     ) -> None:
         self.ctx = context
         self.listener = listener
@@ -68,10 +88,17 @@ class Session(asyncio.Protocol):
         self.conn = smtp.ServerConnection(
             context.hostname,
             context.limits,
-            tls_available=context.starttls or implicit_tls,
+            # Submission offers STARTTLS whenever there is a certificate (RFC 8314 3.3).
+            tls_available=context.starttls or implicit_tls or (submission and bool(context.tls)),
             tls_active=implicit_tls,
         )
         self.implicit_tls = implicit_tls
+        self.submission = submission
+        self.auth_user: str | None = None
+        # The AUTH exchange in progress: ("PLAIN",), ("LOGIN",) or ("LOGIN", username).
+        self._auth: tuple[str, ...] = ()
+        # Submission: the start of the message while its header section is being read.
+        self._headers: bytearray | None = None
         self.tls: str | None = None  # "TLSv1.3 TLS_AES_256_GCM_SHA384" once TLS is up
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
@@ -92,6 +119,7 @@ class Session(asyncio.Protocol):
         self._handshaking = False
         self._early = bytearray()  # plaintext that arrived before start_tls() returned
         self._lost = False
+        self._offer_auth()
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -185,6 +213,13 @@ class Session(asyncio.Protocol):
     def _greet(self) -> None:
         if self.ctx.stopping:
             self.conn.close_with(_shutdown_reply(self.ctx.hostname))
+        elif self.ctx.auth_limit.banned(self.client_ip):
+            refusal = reply(
+                421, "4.7.0", f"{self.ctx.hostname} Error: too many failed authentications"
+            )
+            self._rejected("CONNECT", refusal, "client IP banned after failed AUTH attempts")
+            self.conn.close_with(refusal)
+            self.close_reason = "banned"
         else:
             self.conn.send_greeting(
                 reply(220, None, f"{self.ctx.hostname} ESMTP Hato {__version__} ready")
@@ -234,7 +269,7 @@ class Session(asyncio.Protocol):
         conn = self.conn
         match event:
             case smtp.DataChunk(data=data):
-                self._write(data)
+                self._data(data)
             case smtp.Hello(name=name, extended=extended):
                 self._abort_message()
                 self.ctx.log.emit(HeloReceived(session=self.id, helo=name, extended=extended))
@@ -257,8 +292,12 @@ class Session(asyncio.Protocol):
                 conn.send_reply(R_TLS_GO)
                 self.busy = True
                 self._task = asyncio.ensure_future(self._start_tls())
-            case smtp.StartTls() | smtp.AuthStart() | smtp.AuthResponse():
-                # The engine only offers these when configured; this server offers no AUTH yet.
+            case smtp.AuthStart(mechanism=mechanism, initial_response=initial):
+                self._auth_start(mechanism, initial)
+            case smtp.AuthResponse(data=data):
+                self._auth_response(data)
+            case smtp.StartTls():
+                # The engine only offers STARTTLS when configured.
                 conn.send_reply(reply(502, "5.5.1", "Error: command not implemented"))
 
     def _hello_reply(self, name: str, extended: bool) -> Reply:
@@ -279,6 +318,13 @@ class Session(asyncio.Protocol):
         )
 
     def _mail(self, event: smtp.MailFrom) -> None:
+        if self.submission:
+            refusal, reason = self._check_sender(event.reverse_path)
+            if refusal is not None:
+                self._rejected("MAIL", refusal, reason)
+                self.conn.send_reply(refusal)
+                return
+            self._headers = bytearray()
         params = event.params
         self.ctx.log.emit(
             MailAccepted(
@@ -290,6 +336,104 @@ class Session(asyncio.Protocol):
             )
         )
         self.conn.send_reply(R_MAIL_OK)
+
+    def _check_sender(self, sender: str) -> tuple[Reply | None, str]:
+        """Submission (RFC 6409 4.3, 6.1): AUTH first, and only the user's own address."""
+        user = self.auth_user
+        if user is None:
+            return R_AUTH_REQUIRED, "submission without authentication"
+        if sender.casefold() != user.casefold():
+            return reply(
+                553,
+                "5.7.1",
+                f"<{sender}>: Sender address rejected: not owned by user {user}",
+            ), f"sender not owned by authenticated user {user}"
+        return None, ""
+
+    # -- AUTH (RFC 4954) -----------------------------------------------------------------
+
+    def _offer_auth(self) -> None:
+        """AUTH is offered inside TLS only, unless auth.allow_plaintext says otherwise."""
+        settings = self.ctx.settings.auth
+        may = self.ctx.accounts is not None and (
+            self.implicit_tls or self.tls is not None or settings.allow_plaintext
+        )
+        self.conn.auth_mechanisms = settings.mechanisms if may else ()
+
+    def _auth_start(self, mechanism: str, initial: str | None) -> None:
+        self._auth = (mechanism,)
+        if initial is None:
+            challenge = "" if mechanism == "PLAIN" else LOGIN_USERNAME
+            self.conn.send_reply(Reply(334, None, (challenge,)))
+        else:
+            self._auth_response(initial)
+
+    def _auth_response(self, data: str) -> None:
+        state, self._auth = self._auth, ()
+        try:
+            if state == ("PLAIN",):
+                authzid, user, password = decode_plain(data)
+                if authzid and authzid != user:
+                    # We let nobody act as someone else: a failure like a wrong password.
+                    self._verify("PLAIN", user, None)
+                else:
+                    self._verify("PLAIN", user, password)
+            elif state == ("LOGIN",):
+                self._auth = ("LOGIN", decode_login(data))
+                self.conn.send_reply(Reply(334, None, (LOGIN_PASSWORD,)))
+            elif len(state) == 2:
+                self._verify("LOGIN", state[1], decode_login(data))
+            else:
+                raise SaslError("no AUTH exchange in progress")
+        except SaslError as error:
+            self._rejected("AUTH", R_AUTH_MALFORMED, f"malformed AUTH response: {error}")
+            self.conn.send_reply(R_AUTH_MALFORMED)
+
+    def _verify(self, mechanism: str, user: str, password: str | None) -> None:
+        self.busy = True
+        self._task = asyncio.ensure_future(self._check_password(mechanism, user, password))
+
+    async def _check_password(self, mechanism: str, user: str, password: str | None) -> None:
+        accounts = self.ctx.accounts
+        assert accounts is not None
+        answer: Reply
+        try:
+            ok = password is not None and await asyncio.to_thread(
+                accounts.verify_password, user, password
+            )
+        except AccountError as error:
+            self.ctx.log.emit(InternalError(where="auth", error=str(error), session=self.id))
+            answer = R_AUTH_TEMPFAIL
+            self._rejected("AUTH", answer, f"authentication error for user {user!r}")
+        else:
+            if ok:
+                self.auth_user = user
+                answer = R_AUTH_OK
+                self.ctx.log.emit(
+                    AuthSucceeded(
+                        session=self.id, client_ip=self.client_ip, user=user, mechanism=mechanism
+                    )
+                )
+            else:
+                over = self.ctx.auth_limit.failed(self.client_ip)
+                await asyncio.sleep(self.ctx.settings.auth.failure_delay)
+                if over:
+                    answer = reply(
+                        421, "4.7.0", f"{self.ctx.hostname} Error: too many failed authentications"
+                    )
+                else:
+                    answer = R_AUTH_FAILED
+                reason = f"authentication failed for user {user!r} ({mechanism})"
+                self._rejected("AUTH", answer, reason + (", IP banned" if over else ""))
+        if self.transport is None or self.transport.is_closing():
+            return
+        if answer.code == 421:
+            self.conn.close_with(answer)
+            self.close_reason = "too many failed authentications"
+        else:
+            self.conn.send_reply(answer)
+        self.busy = False
+        self._process()
 
     def _rcpt(self, event: smtp.RcptTo) -> None:
         address = event.forward_path
@@ -345,7 +489,7 @@ class Session(asyncio.Protocol):
             helo=self.conn.helo or "",
             extended=self.conn.extended,
             tls=self.tls,
-            auth=None,
+            auth=self.auth_user,
         )
 
     def _open_message(self) -> bool:
@@ -372,6 +516,30 @@ class Session(asyncio.Protocol):
         self.writer, self.write_error = writer, None
         return True
 
+    def _data(self, data: bytes) -> None:
+        headers = self._headers
+        if headers is None:
+            self._write(data)
+            return
+        headers += data
+        if headers.startswith(b"\r\n") or b"\r\n\r\n" in headers or len(headers) > MAX_HEADER_SCAN:
+            self._flush_headers()
+
+    def _flush_headers(self) -> None:
+        """Submission: add Date: and Message-ID: when missing (RFC 6409 8.2, 8.3)."""
+        headers, self._headers = self._headers, None
+        if headers is None:
+            return
+        end = 0 if headers.startswith(b"\r\n") else headers.find(b"\r\n\r\n")
+        section = bytes(headers if end < 0 else headers[: end + 2])
+        added = b""
+        if not _HAS_DATE.search(section):
+            added += f"Date: {email.utils.formatdate(localtime=True)}\r\n".encode()
+        if not _HAS_MESSAGE_ID.search(section):
+            msgid = email.utils.make_msgid(domain=self.ctx.hostname)
+            added += f"Message-ID: {msgid}\r\n".encode()
+        self._write(added + bytes(headers))
+
     def _write(self, data: bytes) -> None:
         # The first BDAT chunk opens the queue file (DATA opened it at 354).
         if self.writer is None and (self.write_error is not None or not self._open_message()):
@@ -394,6 +562,9 @@ class Session(asyncio.Protocol):
                 self.ctx.log.emit(InternalError(where="spool", error=repr(error), session=self.id))
 
     def _end_message(self, problem: Reply | None) -> None:
+        if problem is None and self.write_error is None:
+            self._flush_headers()
+        self._headers = None
         if problem is None and self.writer is None and self.write_error is None:
             self._write(b"")  # BDAT 0 LAST as the only chunk: an empty message
         if problem is not None or self.write_error is not None or self.writer is None:
@@ -428,7 +599,7 @@ class Session(asyncio.Protocol):
             helo=self.conn.helo or "",
             protocol=protocol_name(facts, smtputf8=params.smtputf8),
             tls=self.tls,
-            auth=None,
+            auth=self.auth_user,
             arrival=time.time(),
             session_id=self.id,
         )
@@ -493,6 +664,7 @@ class Session(asyncio.Protocol):
         self._reading_paused = self._write_blocked = False
         self.last_activity = time.monotonic()
         self.conn.tls_established()
+        self.auth_user = None  # RFC 3207 4.2: nothing learnt before TLS is kept
         self._tls_up(upgraded.get_extra_info("ssl_object"))
         early, self._early = bytes(self._early), bytearray()
         if early:
@@ -503,6 +675,7 @@ class Session(asyncio.Protocol):
     def _tls_up(self, ssl_object: ssl.SSLObject | None) -> None:
         version, cipher = session_description(ssl_object)
         self.tls = f"{version} {cipher}"
+        self._offer_auth()
         self.ctx.log.emit(
             TlsStarted(session=self.id, version=version, cipher=cipher, implicit=self.implicit_tls)
         )

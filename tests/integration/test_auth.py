@@ -1,0 +1,222 @@
+"""SMTP AUTH (RFC 4954, PLAIN and LOGIN) and the submission listener (RFC 6409) against a
+real ``hato serve``: STARTTLS first, AUTH before MAIL, the sender the user owns, Date: and
+Message-ID: added, brute-force limits, and swaks as an outside client."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import smtplib
+import ssl
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from conftest import HatoProcess
+
+HATO = Path(sys.executable).with_name("hato")
+USER = "alice@localhost"
+PASSWORD = "correct horse battery"
+# example.net goes to a closed loopback port: accepted mail for it stays queued, never leaves.
+ROUTES = 'relay.transports=["example.net 127.0.0.1:9", "relay.test.example 127.0.0.1:9"]'
+MESSAGE = b"Subject: submitted\r\n\r\nhello\r\n"
+
+
+def unverified() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def add_user(hato: HatoProcess, address: str, password: str) -> None:
+    done = subprocess.run(
+        [str(HATO), "user", "add", address, "--password-stdin", "--data-dir", str(hato.data_dir)],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture
+def server(hato_factory: Callable[..., HatoProcess]) -> HatoProcess:
+    process = hato_factory(
+        extra_args=("-o", ROUTES, "-o", "auth.failure_delay=0.1", "-o", "auth.max_failures=3")
+    )
+    process.start()
+    add_user(process, USER, PASSWORD)
+    add_user(process, "bob@localhost", "bobs password")
+    return process
+
+
+def submission(hato: HatoProcess) -> smtplib.SMTP:
+    client = smtplib.SMTP("127.0.0.1", hato.submission_port, timeout=10)
+    client.ehlo("client.example")
+    client.starttls(context=unverified())
+    client.ehlo("client.example")
+    return client
+
+
+def stored(hato: HatoProcess, count: int = 1) -> bytes:
+    queued = hato.poll(lambda: len(hato.events("queued")) >= count and hato.events("queued"))
+    _, data = hato.message(str(queued[count - 1]["queue_id"]))
+    return data
+
+
+def test_submission_with_plain_relays_and_delivers(server: HatoProcess) -> None:
+    with submission(server) as client:
+        assert "PLAIN" in client.esmtp_features["auth"].split()
+        code, _ = client.login(USER, PASSWORD)
+        assert code == 235
+        refused = client.sendmail(USER, ["friend@example.net", "bob@localhost"], MESSAGE)
+        assert refused == {}
+    data = stored(server)
+    assert b"with ESMTPSA" in data
+    message, _ = server.message(str(server.events("queued")[0]["queue_id"]))
+    assert message.envelope.auth == USER
+    event = server.wait_for_event("auth", user=USER)
+    assert event["mechanism"] == "PLAIN" and event["client_ip"] == "127.0.0.1"
+
+
+def test_auth_login_works(server: HatoProcess) -> None:
+    with submission(server) as client:
+        client.user, client.password = USER, PASSWORD
+        code, _ = client.auth("LOGIN", client.auth_login, initial_response_ok=False)
+        assert code == 235
+        assert client.sendmail(USER, ["friend@example.net"], MESSAGE) == {}
+    server.wait_for_event("auth", user=USER, mechanism="LOGIN")
+
+
+def test_wrong_password_is_535_and_logged_without_password(server: HatoProcess) -> None:
+    with submission(server) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as failure:
+            client.login(USER, "not-the-password")
+        assert failure.value.smtp_code == 535
+    rejected = server.poll(lambda: server.events("reject", command="AUTH"))
+    assert USER in rejected[0]["reason"]
+    assert rejected[0]["client_ip"] == "127.0.0.1"
+    assert "not-the-password" not in server.events_path.read_text()
+    assert "not-the-password" not in server.stderr()
+
+
+def test_auth_not_offered_before_starttls(server: HatoProcess) -> None:
+    for port in (server.port, server.submission_port):
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.ehlo("client.example")
+            assert not client.has_extn("auth")
+            assert client.has_extn("starttls")
+    # Inside TLS on the plain port AUTH is offered too.
+    with smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client:
+        client.starttls(context=unverified())
+        client.ehlo("client.example")
+        assert client.has_extn("auth")
+
+
+def test_auth_offered_without_tls_when_allowed(hato_factory: Callable[..., HatoProcess]) -> None:
+    hato = hato_factory(extra_args=("-o", "auth.allow_plaintext=true"))
+    hato.start()
+    with smtplib.SMTP("127.0.0.1", hato.port, timeout=10) as client:
+        client.ehlo("client.example")
+        assert client.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"]
+
+
+def test_mail_before_auth_on_submission_is_530(server: HatoProcess) -> None:
+    with submission(server) as client:
+        code, text = client.mail(USER)
+        assert code == 530 and text.startswith(b"5.7.0")
+
+
+def test_sender_not_owned_is_553(server: HatoProcess) -> None:
+    with submission(server) as client:
+        client.login(USER, PASSWORD)
+        code, text = client.mail("bob@localhost")
+        assert code == 553
+        assert text == (
+            b"5.7.1 <bob@localhost>: Sender address rejected: not owned by user alice@localhost"
+        )
+        code, _ = client.mail("ALICE@localhost")  # case-insensitive
+        assert code == 250
+
+
+def test_date_and_message_id_are_added_when_missing(server: HatoProcess) -> None:
+    with submission(server) as client:
+        client.login(USER, PASSWORD)
+        # Remote recipients: the message stays in the spool (example.net is never reached).
+        client.sendmail(USER, ["friend@example.net"], MESSAGE)
+        kept = b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <mine@x>\r\n" + MESSAGE
+        client.sendmail(USER, ["friend@example.net"], kept)
+    first = stored(server, 1)
+    header = first.split(b"\r\n\r\n", 1)[0]
+    assert b"\r\nDate: " in header and b"\r\nMessage-ID: <" in header
+    assert header.index(b"Received:") < header.index(b"\r\nDate: ")
+    second = stored(server, 2)
+    assert second.count(b"Date:") == 1 and second.count(b"Message-ID:") == 1
+    assert b"Message-ID: <mine@x>" in second
+
+
+def test_brute_force_gets_421_and_ip_is_refused(server: HatoProcess) -> None:
+    with submission(server) as client:
+        for _ in range(3):
+            code, _ = client.docmd("AUTH", "PLAIN " + plain(USER, "wrong"))
+            assert code == 535
+        code, text = client.docmd("AUTH", "PLAIN " + plain(USER, "wrong"))
+        assert code == 421 and text.startswith(b"4.7.0")
+    with pytest.raises(smtplib.SMTPConnectError) as refused:
+        smtplib.SMTP("127.0.0.1", server.port, timeout=10)
+    assert refused.value.smtp_code == 421
+    assert refused.value.smtp_error.startswith(b"4.7.0")
+
+
+def plain(user: str, password: str, authzid: str = "") -> str:
+    return base64.b64encode(f"{authzid}\0{user}\0{password}".encode()).decode()
+
+
+def test_plain_with_other_authzid_fails_and_malformed_is_501(server: HatoProcess) -> None:
+    with submission(server) as client:
+        code, _ = client.docmd("AUTH", "PLAIN " + plain(USER, PASSWORD, authzid="bob@localhost"))
+        assert code == 535
+        code, text = client.docmd("AUTH", "PLAIN not*base64")
+        assert code == 501 and text.startswith(b"5.5.2")
+        code, _ = client.docmd("AUTH", "PLAIN")
+        assert code == 334
+        code, _ = client.docmd(plain(USER, PASSWORD, authzid=USER))
+        assert code == 235
+
+
+SWAKS = shutil.which("swaks")
+
+
+def swaks(*args: str) -> subprocess.CompletedProcess[str]:
+    if SWAKS is None:
+        pytest.skip("swaks is not installed: AUTH not tested against it (apt-get install swaks)")
+    command = [SWAKS, "--from", USER, "--to", "bob@localhost", "--auth-user", USER, *args]
+    command += ["--auth-password", PASSWORD]
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_swaks_starttls_auth_on_submission(server: HatoProcess, mechanism: str) -> None:
+    done = swaks("--server", f"127.0.0.1:{server.submission_port}", "--tls", "--auth", mechanism)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "235 2.7.0 Authentication successful" in done.stdout
+    server.wait_for_event("auth", user=USER, mechanism=mechanism)
+
+
+def test_swaks_implicit_tls_auth_plain(server: HatoProcess) -> None:
+    done = swaks("--server", f"127.0.0.1:{server.tls_port}", "--tlsc", "--auth", "PLAIN")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "235 2.7.0 Authentication successful" in done.stdout

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from hato.policy import AuthLimiter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def limiter(clock: Clock) -> AuthLimiter:
+    return AuthLimiter(max_failures=3, window=60.0, ban_time=600.0, clock=clock)
+
+
+def test_failures_beyond_the_limit_ban_the_ip() -> None:
+    clock = Clock()
+    limit = limiter(clock)
+    assert [limit.failed("192.0.2.1") for _ in range(3)] == [False, False, False]
+    assert not limit.banned("192.0.2.1")
+    assert limit.failed("192.0.2.1")
+    assert limit.banned("192.0.2.1")
+    assert not limit.banned("192.0.2.2")
+
+
+def test_ban_ends_after_ban_time() -> None:
+    clock = Clock()
+    limit = limiter(clock)
+    for _ in range(4):
+        limit.failed("192.0.2.1")
+    clock.now += 599.0
+    assert limit.banned("192.0.2.1")
+    clock.now += 1.0
+    assert not limit.banned("192.0.2.1")
+
+
+def test_failures_outside_the_window_are_forgotten() -> None:
+    clock = Clock()
+    limit = limiter(clock)
+    for _ in range(3):
+        limit.failed("192.0.2.1")
+        clock.now += 30.0
+    # The first failure is now 90 s old: outside the window, so this is the third, not fourth.
+    assert not limit.failed("192.0.2.1")
+    assert not limit.banned("192.0.2.1")
+
+
+def test_ips_are_counted_separately() -> None:
+    limit = limiter(Clock())
+    for ip in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+        for _ in range(3):
+            assert not limit.failed(ip)
