@@ -145,6 +145,8 @@ class HatoProcess:
         self._stderr = self.stderr_path.open("ab")
         env = dict(os.environ)
         env.pop("HATO_CONFIG", None)
+        # SIGABRT makes a hung server print every thread's stack (see wait()).
+        env["PYTHONFAULTHANDLER"] = "1"
         self.proc = subprocess.Popen(
             self.command(),
             stdin=subprocess.DEVNULL,
@@ -241,8 +243,13 @@ class HatoProcess:
         try:
             self.returncode = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            # faulthandler writes each thread's traceback to stderr before the process dies.
+            self.proc.send_signal(signal.SIGABRT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
             raise AssertionError(
                 f"hato did not exit within {timeout} s:\n{self.stderr()}"
             ) from None
