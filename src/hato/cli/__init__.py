@@ -10,6 +10,7 @@ from ._config import config
 from ._mailbox import mailbox
 from ._queue import queue
 from ._serve import serve
+from ._test import test
 
 __all__ = ["main"]
 
@@ -27,3 +28,4 @@ main.add_command(domain)
 main.add_command(user)
 main.add_command(alias)
 main.add_command(mailbox)
+main.add_command(test)

@@ -1,0 +1,236 @@
+"""``hato test TARGET``: look up, connect, talk SMTP step by step, and explain the result.
+
+Exit status: 0 when every requested step passed (warnings allowed), 1 when the target
+failed a step, 2 for a usage error. A server that misbehaves in any way gets a diagnosis,
+never a traceback or a hang: every wait is bounded by --timeout (and --wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ..accounts import ACCOUNTS_FILE, AccountError, AccountStore
+from ..config import Settings
+from ..delivery import MaildirAgent
+from ..diag import (
+    Options,
+    Plan,
+    ReportMailbox,
+    TargetError,
+    new_envid,
+    parse_server,
+    parse_target,
+    render,
+    run,
+    test_message,
+)
+from ..routing import LocalRouter
+from ._common import config_options, override_option, settings_from
+
+__all__ = ["test"]
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_WAIT = 120.0
+EXAMPLES = """Examples:
+  hato test user@example.com
+  hato test example.com --all-mx
+  hato test 127.0.0.1:2525 --to postmaster@localhost --send
+  hato test user@example.com --send --dsn --wait --from postmaster@your.host"""
+
+
+def _usage(message: str) -> click.UsageError:
+    return click.UsageError(f"{message}\n\n{EXAMPLES}")
+
+
+@click.command(epilog=EXAMPLES.replace("\n", "\n\n\b\n", 1))
+@click.argument("target")
+@click.option("--server", metavar="HOST[:PORT]", help="Talk to this server; skip the MX lookup.")
+@click.option("--all-mx", is_flag=True, help="Test every MX host, not only the first that answers.")
+@click.option(
+    "--from",
+    "sender",
+    metavar="ADDRESS",
+    help="Reverse-path for MAIL FROM (default: postmaster@<our hostname>).",
+)
+@click.option(
+    "--to",
+    "recipient",
+    metavar="ADDRESS",
+    help="Recipient for RCPT TO (default: the TARGET address, else postmaster).",
+)
+@click.option("--no-tls", is_flag=True, help="Do not try STARTTLS.")
+@click.option(
+    "--require-tls",
+    is_flag=True,
+    help="Fail without STARTTLS or with a certificate a verifying client refuses.",
+)
+@click.option("--auth-user", metavar="USER", help="AUTH (PLAIN, else LOGIN) as USER.")
+@click.option(
+    "--auth-password",
+    metavar="PASSWORD",
+    help="Password for --auth-user (asked for when not given).",
+)
+@click.option("--dsn", is_flag=True, help="Ask for reports: NOTIFY=SUCCESS,FAILURE and an ENVID.")
+@click.option("--send", is_flag=True, help="Send a test message (DATA); otherwise RSET.")
+@click.option(
+    "--wait",
+    type=float,
+    is_flag=False,
+    flag_value=DEFAULT_WAIT,
+    default=None,
+    metavar="[SECONDS]",
+    help=f"With --send --dsn: wait for the delivery report in the --from mailbox "
+    f"(default {DEFAULT_WAIT:g} s).",
+)
+@click.option(
+    "--relay-test", is_flag=True, help="Try the open-relay address forms (never sends DATA)."
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Seconds for each connection, reply, handshake and DNS lookup.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+@config_options
+@override_option
+def test(
+    target: str,
+    server: str | None,
+    all_mx: bool,
+    sender: str | None,
+    recipient: str | None,
+    no_tls: bool,
+    require_tls: bool,
+    auth_user: str | None,
+    auth_password: str | None,
+    dsn: bool,
+    send: bool,
+    wait: float | None,
+    relay_test: bool,
+    timeout: float,
+    as_json: bool,
+    config_path: Path | None,
+    data_dir: Path | None,
+    settings_overrides: tuple[str, ...],
+) -> None:
+    """Test mail delivery to TARGET and explain the result.
+
+    TARGET is an address (user@example.com), a domain, a host or IP address, or HOST:PORT.
+    """
+    try:
+        parsed = parse_target(target)
+        server_address = parse_server(server) if server is not None else None
+    except TargetError as error:
+        raise _usage(str(error)) from None
+    if no_tls and require_tls:
+        raise _usage("--no-tls and --require-tls exclude each other")
+    if not timeout > 0:
+        raise _usage("--timeout must be more than 0 seconds")
+    if wait is not None and not (send and dsn):
+        raise _usage("--wait needs --send and --dsn: the report is asked for with DSN")
+    if wait is not None and not wait > 0:
+        raise _usage("--wait must be more than 0 seconds")
+    if auth_password is not None and auth_user is None:
+        raise _usage("--auth-password needs --auth-user")
+    settings = settings_from(config_path, settings_overrides, data_dir=data_dir)
+    hostname = settings.server.hostname
+    sender = sender if sender is not None else f"postmaster@{hostname}"
+    if recipient is None:
+        recipient = parsed.address or (f"postmaster@{parsed.domain}" if parsed.domain else None)
+        recipient = recipient or "postmaster"
+    for what, value in (("--from", sender), ("--to", recipient)):
+        if "@" not in value and not (what == "--to" and value.lower() == "postmaster"):
+            raise _usage(f"{what} {value!r}: expected an address such as user@example.com")
+    mailbox = _report_mailbox(settings, sender) if wait is not None else None
+    if auth_user is not None and auth_password is None:
+        auth_password = click.prompt(
+            f"Password for {auth_user}", hide_input=True, err=True, default="", show_default=False
+        )
+    envid = new_envid() if dsn else None
+    message, message_id = None, None
+    if send:
+        message, message_id = test_message(
+            sender=sender, recipient=recipient, hostname=hostname, target=target, envid=envid
+        )
+    plan = Plan(
+        sender=sender,
+        recipient=recipient,
+        local_hostname=hostname,
+        timeout=timeout,
+        tls="off" if no_tls else "require" if require_tls else "try",
+        auth_user=auth_user,
+        auth_password=auth_password,
+        dsn=dsn,
+        envid=envid,
+        message=message,
+        relay_test=relay_test,
+        relay_domain=parsed.domain if parsed.domain and "[" not in parsed.domain else None,
+    )
+    nameservers = settings.dns.nameservers
+    options = Options(
+        target=parsed,
+        plan=plan,
+        server=server_address,
+        all_mx=all_mx,
+        nameservers=nameservers,
+        dns_timeout=min(settings.dns.timeout, timeout),
+        wait=wait,
+        mailbox=mailbox,
+        message_id=message_id,
+    )
+    try:
+        report = asyncio.run(run(options))
+        if as_json:
+            click.echo(json.dumps(report.to_dict(), indent=2))
+        else:
+            render(report, sys.stdout, color=sys.stdout.isatty())
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as error:  # a bug of ours: one line, not a traceback
+        click.echo(f"hato test: internal error: {type(error).__name__}: {error}", err=True)
+        raise SystemExit(1) from None
+    raise SystemExit(0 if report.passed else 1)
+
+
+def _report_mailbox(settings: Settings, sender: str) -> ReportMailbox:
+    """The Maildirs where reports to ``sender`` land; a usage error if none is here."""
+    data_dir = settings.server.data_dir
+    accounts_path = data_dir / ACCOUNTS_FILE
+    if not accounts_path.is_file():
+        raise _usage(
+            f"--wait needs this Hato's data directory, and {data_dir} has no account store "
+            "(give --data-dir or --config)"
+        )
+    accounts = settings.accounts
+    try:
+        with AccountStore(
+            accounts_path,
+            case_sensitive=accounts.case_sensitive_local_parts,
+            config_domains=settings.server.local_domains,
+        ) as store:
+            router = LocalRouter(
+                store,
+                config_domains=settings.server.local_domains,
+                hostname=settings.server.hostname,
+                delimiter=accounts.recipient_delimiter,
+                case_sensitive=accounts.case_sensitive_local_parts,
+                postmaster=accounts.postmaster,
+            )
+            expansion = router.expand(sender)
+    except AccountError as error:
+        raise _usage(f"--from {sender}: {error}") from None
+    if not expansion.mailboxes:
+        raise _usage(
+            f"--wait: the report goes to the --from address, and {sender} is not a mailbox "
+            f"this Hato hosts (local domains: {', '.join(settings.server.local_domains)})"
+        )
+    agent = MaildirAgent(data_dir / "mailboxes", hostname=settings.server.hostname)
+    maildirs = tuple(agent.mailbox_dir(m.domain, m.local_part) for m in expansion.mailboxes)
+    return ReportMailbox(sender, maildirs)

@@ -1,0 +1,234 @@
+"""The readable report: plain text for pipes and files, colour and tables (rich) on a
+terminal. Both come from the same blocks, so they never say different things."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ._report import Finding, HostReport, Report
+
+__all__ = ["render"]
+
+_STATUS_STYLE = {
+    "pass": "green",
+    "fail": "bold red",
+    "warn": "yellow",
+    "skip": "dim",
+    "info": "cyan",
+    "open": "bold red",
+    "closed": "green",
+    "inconclusive": "yellow",
+}
+
+
+@dataclass(slots=True)
+class _Table:
+    columns: tuple[str, ...]
+    rows: list[tuple[str, ...]] = field(default_factory=list)
+    styles: list[str | None] = field(default_factory=list)  # a style for each row
+
+    def add(self, *cells: str, style: str | None = None) -> None:
+        self.rows.append(cells)
+        self.styles.append(style)
+
+
+_Block = str | Text | _Table
+
+
+def render(report: Report, out: TextIO, *, color: bool) -> None:
+    blocks = _blocks(report)
+    if color:
+        console = Console(file=out, highlight=False, soft_wrap=False)
+        for block in blocks:
+            if isinstance(block, _Table):
+                console.print(_rich_table(block))
+            else:
+                console.print(block)
+        return
+    for block in blocks:
+        if isinstance(block, _Table):
+            out.write(_plain_table(block))
+        else:
+            text = block.plain if isinstance(block, Text) else block
+            out.write(_wrap(text) + "\n")
+
+
+def _blocks(report: Report) -> list[_Block]:
+    blocks: list[_Block] = [
+        Text(f"hato test {report.target}", style="bold"),
+        f"  from <{report.sender}> to <{report.recipient}>"
+        + (f", ENVID {report.envid}" if report.envid else ""),
+    ]
+    if report.dns is not None:
+        blocks += _dns_blocks(report)
+    for host in report.hosts:
+        blocks += _host_blocks(host)
+    if report.loop is not None:
+        blocks += _loop_blocks(report)
+    findings = report.all_findings()
+    if findings:
+        blocks += ["", Text("Diagnosis", style="bold")]
+        for item in findings:
+            blocks += _finding_blocks(item)
+    style = "bold green" if report.passed else "bold red"
+    blocks += ["", Text(report.verdict, style=style)]
+    return blocks
+
+
+def _dns_blocks(report: Report) -> list[_Block]:
+    dns = report.dns
+    assert dns is not None
+    servers = ", ".join(dns.nameservers) or "the system's resolver"
+    blocks: list[_Block] = [
+        "",
+        Text(f"DNS: {dns.domain} (asked {servers}, {dns.seconds:.3f} s)", style="bold"),
+    ]
+    if dns.kind == "implicit":
+        blocks.append("  no MX records: the domain's own address is its mail host (implicit MX)")
+    table = _Table(("", "preference", "mail exchanger", "addresses"))
+    for record in dns.records:
+        addresses = ", ".join(record.addresses) or f"({record.error})"
+        label = "MX" if dns.kind != "implicit" else "A/AAAA"
+        table.add(
+            label,
+            str(record.preference),
+            record.host,
+            addresses,
+            style=None if record.addresses else "yellow",
+        )
+    if table.rows:
+        blocks.append(table)
+    elif dns.kind in ("nxdomain", "none", "temporary"):
+        blocks.append(f"  {dns.kind}: see the diagnosis below")
+    if dns.order:
+        blocks.append(f"  tried in this order: {', '.join(dns.order)}")
+    return blocks
+
+
+def _host_blocks(host: HostReport) -> list[_Block]:
+    via = f" (MX {host.preference})" if host.preference is not None else ""
+    blocks: list[_Block] = [
+        "",
+        Text(f"Server {host.host} [{host.address}]:{host.port}{via}", style="bold"),
+    ]
+    if host.banner_host is not None:
+        blocks.append(f"  banner: {host.banner_host}  {host.banner_software or ''}".rstrip())
+    steps = _Table(("", "step", "at", "took", "result"))
+    for step in host.steps:
+        steps.add(
+            step.status.upper(),
+            step.name,
+            f"{step.started:.3f}s",
+            f"{step.duration * 1000:.0f} ms",
+            step.detail,
+            style=_STATUS_STYLE[step.status],
+        )
+    blocks.append(steps)
+    if host.extensions:
+        table = _Table(("extension", "parameters", "meaning"))
+        for extension in host.extensions:
+            table.add(extension.keyword, extension.parameters, extension.meaning)
+        blocks += ["  Extensions", table]
+    cert = host.certificate
+    if cert is not None:
+        table = _Table(("certificate", ""))
+        table.add("TLS", f"{cert.tls_version}, {cert.cipher}")
+        table.add("subject", cert.subject)
+        table.add("names (SAN)", ", ".join(cert.names) or "(none)")
+        table.add("issuer", cert.issuer + ("  (self-signed)" if cert.self_signed else ""))
+        valid = f"{cert.not_before} to {cert.not_after}"
+        left = (
+            f"expired {-cert.days_left} days ago"
+            if cert.days_left < 0
+            else (f"{cert.days_left} days left")
+        )
+        table.add("valid", f"{valid} ({left})", style="yellow" if cert.days_left < 14 else None)
+        match = "yes" if cert.name_matches else "NO"
+        table.add(
+            f"matches {cert.expected_name}", match, style=None if cert.name_matches else "yellow"
+        )
+        table.add("SHA-256", cert.fingerprint_sha256)
+        blocks += ["  TLS", table]
+    if host.relay_checks:
+        table = _Table(("relay", "form", "recipient", "reply"))
+        for check in host.relay_checks:
+            table.add(
+                check.verdict,
+                check.form,
+                check.recipient,
+                check.reply,
+                style=_STATUS_STYLE[check.verdict],
+            )
+        blocks += ["  Open relay test (no DATA is ever sent)", table]
+    if host.transcript:
+        blocks.append("  Transcript")
+        for entry in host.transcript:
+            marker = f"{entry.direction}:" if entry.direction != "*" else "* "
+            style = {"C": "cyan", "S": "", "*": "dim"}[entry.direction]
+            blocks.append(Text(f"    {entry.seconds:7.3f}  {marker} {entry.text}", style=style))
+    return blocks
+
+
+def _loop_blocks(report: Report) -> list[_Block]:
+    loop = report.loop
+    assert loop is not None
+    blocks: list[_Block] = ["", Text("Delivery report", style="bold")]
+    if loop.outcome == "no-report":
+        blocks.append(f"  none reached {loop.mailbox} within {loop.waited:g} s")
+        return blocks
+    blocks.append(f"  {loop.outcome} after {loop.waited:g} s (report in {loop.mailbox})")
+    for label, value in (
+        ("recipient", loop.recipient),
+        ("status", loop.status),
+        ("remote MTA", loop.remote_mta),
+        ("diagnostic", loop.diagnostic),
+        ("file", loop.report_file),
+    ):
+        if value:
+            blocks.append(f"  {label}: {value}")
+    return blocks
+
+
+def _finding_blocks(item: Finding) -> list[_Block]:
+    style = _STATUS_STYLE[item.severity]
+    return [
+        Text(f"  {item.severity.upper()}  {item.title}", style=style),
+        f"        {item.explanation}",
+        f"        Check: {item.next_steps}",
+    ]
+
+
+def _rich_table(table: _Table) -> Table:
+    rich = Table(box=box.SIMPLE, show_header=any(table.columns), padding=(0, 1))
+    for column in table.columns:
+        rich.add_column(column)
+    for row, style in zip(table.rows, table.styles, strict=True):
+        rich.add_row(*row, style=style)
+    return rich
+
+
+def _plain_table(table: _Table) -> str:
+    widths = [len(column) for column in table.columns]
+    for row in table.rows:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
+    lines = []
+    for row in table.rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths[:-1], strict=True)]
+        lines.append("    " + "  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _wrap(line: str, width: int = 100) -> str:
+    """Long prose lines wrapped under their own indent; transcript lines are never cut."""
+    stripped = line.lstrip(" ")
+    indent = line[: len(line) - len(stripped)]
+    if len(line) <= width or not stripped or stripped[0].isdigit():
+        return line
+    return textwrap.fill(stripped, width, initial_indent=indent, subsequent_indent=indent)
