@@ -231,4 +231,11 @@ def _wrap(line: str, width: int = 100) -> str:
     indent = line[: len(line) - len(stripped)]
     if len(line) <= width or not stripped or stripped[0].isdigit():
         return line
-    return textwrap.fill(stripped, width, initial_indent=indent, subsequent_indent=indent)
+    return textwrap.fill(
+        stripped,
+        width,
+        initial_indent=indent,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )

@@ -1,0 +1,259 @@
+"""``hato test`` against a real ``hato serve``: a clean pass, STARTTLS and certificate facts,
+AUTH, refusals (unknown user, relay denied), a closed relay, and the loop closed by a
+``delivered`` report found in the sender's own mailbox."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from conftest import HatoProcess
+
+HATO = Path(sys.executable).with_name("hato")
+HOST = "mx.test.example"  # the test servers' hostname (tests/conftest.py)
+USER = "alice@localhost"
+PASSWORD = "correct horse battery"
+
+
+def hato_test(*args: str, cwd: Path, stdin: str | None = None) -> tuple[int, dict[str, Any], str]:
+    """Run ``hato test ARGS --json``: exit status, the report, stderr."""
+    done = subprocess.run(
+        [str(HATO), "test", *args, "--json", "--timeout", "10"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=cwd,
+        input=stdin,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    report = json.loads(done.stdout) if done.stdout.strip() else {}
+    return done.returncode, report, done.stderr
+
+
+def steps(report: dict[str, Any], host: int = 0) -> dict[str, str]:
+    """The last status of each step name of one server."""
+    return {step["name"]: step["status"] for step in report["hosts"][host]["steps"]}
+
+
+def codes(report: dict[str, Any]) -> list[str]:
+    found = [f["code"] for f in report["findings"]]
+    for host in report["hosts"]:
+        found += [f["code"] for f in host["findings"]]
+    return found
+
+
+def add_user(hato: HatoProcess, address: str, password: str) -> None:
+    done = subprocess.run(
+        [str(HATO), "user", "add", address, "--password-stdin", "--data-dir", str(hato.data_dir)],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture
+def plain(hato_factory: Callable[..., HatoProcess]) -> HatoProcess:
+    """A server that knows its users (no catch-all): unknown users get 550 5.1.1."""
+    process = hato_factory(accept_all=False, name="plain")
+    process.start()
+    add_user(process, USER, PASSWORD)
+    return process
+
+
+def test_success_against_hato(plain: HatoProcess, tmp_path: Path) -> None:
+    status, report, _ = hato_test(
+        USER,
+        "--server",
+        f"127.0.0.1:{plain.port}",
+        "-o",
+        "server.hostname=client.test",
+        cwd=tmp_path,
+    )
+    assert status == 0, report
+    assert report["passed"] is True
+    assert report["verdict"].startswith("PASS")
+    host = report["hosts"][0]
+    assert host["banner_host"] == HOST
+    assert "Hato" in host["banner_software"]
+    assert steps(report) == {
+        "connect": "pass",
+        "banner": "pass",
+        "EHLO": "pass",
+        "STARTTLS": "pass",
+        "TLS handshake": "warn",  # the self-signed certificate Hato makes on first start
+        "MAIL": "pass",
+        "RCPT": "pass",
+        "RSET": "pass",
+        "QUIT": "pass",
+    }
+    keywords = {extension["keyword"] for extension in host["extensions"]}
+    assert {"PIPELINING", "DSN", "AUTH", "SIZE"} <= keywords
+    cert = host["certificate"]
+    assert cert["self_signed"] is True
+    assert cert["tls_version"].startswith("TLS")
+    assert cert["expected_name"] == HOST  # an IP was given: the banner's name is checked
+    assert cert["name_matches"] is True
+    lines = [(entry["direction"], entry["text"]) for entry in host["transcript"]]
+    assert ("C", "EHLO client.test") in lines
+    assert ("C", "MAIL FROM:<postmaster@client.test>") in lines
+    assert ("C", f"RCPT TO:<{USER}>") in lines
+    assert ("C", "QUIT") in lines
+    assert "cert-self-signed" in codes(report)
+
+
+def test_unknown_user_is_diagnosed(plain: HatoProcess, tmp_path: Path) -> None:
+    status, report, _ = hato_test(
+        f"nobody@{HOST}", "--server", f"127.0.0.1:{plain.port}", cwd=tmp_path
+    )
+    assert status == 1
+    assert steps(report)["RCPT"] == "fail"
+    assert "RSET" in steps(report)
+    unknown = [f for f in report["hosts"][0]["findings"] if f["code"] == "unknown-user"]
+    assert unknown and "550 5.1.1" in unknown[0]["title"]
+    assert "hato user list" in unknown[0]["next_steps"]
+    assert report["verdict"].startswith("FAIL")
+
+
+def test_relay_denied_and_relay_test_closed(plain: HatoProcess, tmp_path: Path) -> None:
+    status, report, _ = hato_test(
+        "someone@elsewhere.example",
+        "--server",
+        f"127.0.0.1:{plain.port}",
+        "--relay-test",
+        "--no-tls",
+        cwd=tmp_path,
+    )
+    assert status == 1  # the foreign recipient was refused: the target failed RCPT
+    assert "relay-denied" in codes(report)
+    checks = report["hosts"][0]["relay_checks"]
+    assert [c["form"] for c in checks] == [
+        "foreign recipient",
+        "percent hack",
+        "source route",
+        "quoted local part",
+        "bang path",
+    ]
+    assert all(c["verdict"] == "closed" for c in checks), checks
+    assert steps(report)["relay test"] == "pass"
+    assert steps(report)["STARTTLS"] == "skip"
+    sent = [e["text"] for e in report["hosts"][0]["transcript"] if e["direction"] == "C"]
+    assert "DATA" not in sent
+    assert "RCPT TO:<hato-relay-test%example.net@elsewhere.example>" in sent
+
+
+def test_require_tls_fails_on_self_signed(plain: HatoProcess, tmp_path: Path) -> None:
+    status, report, _ = hato_test(
+        USER, "--server", f"127.0.0.1:{plain.port}", "--require-tls", cwd=tmp_path
+    )
+    assert status == 1
+    self_signed = [f for f in report["hosts"][0]["findings"] if f["code"] == "cert-self-signed"]
+    assert self_signed[0]["severity"] == "fail"
+
+
+def test_auth_success_and_wrong_password(plain: HatoProcess, tmp_path: Path) -> None:
+    server = f"127.0.0.1:{plain.port}"
+    status, report, _ = hato_test(
+        USER, "--server", server, "--auth-user", USER, "--auth-password", PASSWORD, cwd=tmp_path
+    )
+    assert status == 0, report
+    assert steps(report)["AUTH"] == "pass"
+    transcript = json.dumps(report["hosts"][0]["transcript"])
+    assert PASSWORD not in transcript
+    assert "AUTH PLAIN ****" in transcript
+    # The password prompt reads standard input when --auth-password is not given.
+    status, report, _ = hato_test(
+        USER, "--server", server, "--auth-user", USER, cwd=tmp_path, stdin="wrong\n"
+    )
+    assert status == 1
+    assert steps(report)["AUTH"] == "fail"
+    assert "auth-failed" in codes(report)
+
+
+def test_send_dsn_wait_closes_the_loop(plain: HatoProcess, tmp_path: Path) -> None:
+    status, report, stderr = hato_test(
+        f"postmaster@{HOST}",
+        "--server",
+        f"127.0.0.1:{plain.port}",
+        "--from",
+        USER,
+        "--send",
+        "--dsn",
+        "--wait=30",
+        "--data-dir",
+        str(plain.data_dir),
+        "-o",
+        f"server.hostname={HOST}",
+        cwd=tmp_path,
+    )
+    assert status == 0, (report, stderr)
+    assert steps(report)["message"] == "pass"
+    assert report["hosts"][0]["queue_id"]
+    loop = report["loop"]
+    assert loop["outcome"] == "delivered"
+    assert loop["envid"] == report["envid"]
+    assert loop["recipient"] == f"postmaster@{HOST}"
+    assert loop["status"].startswith("2.")
+    assert report["verdict"] == "PASS: report received: delivered, with 1 warning"
+    sent = [e["text"] for e in report["hosts"][0]["transcript"] if e["direction"] == "C"]
+    mail = next(line for line in sent if line.startswith("MAIL FROM"))
+    assert f"ENVID={report['envid']}" in mail
+    rcpt = next(line for line in sent if line.startswith("RCPT TO"))
+    assert "NOTIFY=SUCCESS,FAILURE" in rcpt
+    # The test message itself reached the recipient's mailbox.
+    listed = plain.cli("mailbox", "list", f"postmaster@{HOST}", "--json")
+    assert "Test message from hato" in listed.stdout
+
+
+def test_wait_needs_a_local_sender(plain: HatoProcess, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            str(HATO),
+            "test",
+            USER,
+            "--server",
+            f"127.0.0.1:{plain.port}",
+            "--send",
+            "--dsn",
+            "--wait",
+            "--from",
+            "someone@elsewhere.example",
+            "--data-dir",
+            str(plain.data_dir),
+            "-o",
+            f"server.hostname={HOST}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "not a mailbox this Hato hosts" in done.stderr
+    assert "Example" in done.stderr
+
+
+def test_readable_report_ends_with_the_verdict(plain: HatoProcess, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(HATO), "test", USER, "--server", f"127.0.0.1:{plain.port}", "--timeout", "10"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0
+    lines = done.stdout.rstrip().splitlines()
+    assert lines[-1] == "PASS: every step passed, with 1 warning"
+    assert any("S: 220 mx.test.example ESMTP" in line for line in lines)
+    assert "\x1b[" not in done.stdout  # not a terminal: no colour codes
