@@ -56,8 +56,7 @@ def render(report: Report, out: TextIO, *, color: bool) -> None:
         if isinstance(block, _Table):
             out.write(_plain_table(block))
         else:
-            text = block.plain if isinstance(block, Text) else block
-            out.write(_wrap(text) + "\n")
+            out.write((block.plain if isinstance(block, Text) else block) + "\n")
 
 
 def _blocks(report: Report) -> list[_Block]:
@@ -199,10 +198,26 @@ def _loop_blocks(report: Report) -> list[_Block]:
 def _finding_blocks(item: Finding) -> list[_Block]:
     style = _STATUS_STYLE[item.severity]
     return [
-        Text(f"  {item.severity.upper()}  {item.title}", style=style),
-        f"        {item.explanation}",
-        f"        Check: {item.next_steps}",
+        Text(_fill(item.title, f"  {item.severity.upper()}  "), style=style),
+        _fill(item.explanation, _INDENT),
+        _fill(f"Next: {item.next_steps}", _INDENT),
     ]
+
+
+_INDENT = " " * 8
+_WIDTH = 100
+
+
+def _fill(text: str, first: str) -> str:
+    """Prose wrapped under its own indent; words (paths, replies) are never cut."""
+    return textwrap.fill(
+        text,
+        _WIDTH,
+        initial_indent=first,
+        subsequent_indent=_INDENT,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 def _rich_table(table: _Table) -> Table:
@@ -223,19 +238,3 @@ def _plain_table(table: _Table) -> str:
         cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths[:-1], strict=True)]
         lines.append("    " + "  ".join([*cells, row[-1]]).rstrip())
     return "\n".join(lines) + "\n" if lines else ""
-
-
-def _wrap(line: str, width: int = 100) -> str:
-    """Long prose lines wrapped under their own indent; transcript lines are never cut."""
-    stripped = line.lstrip(" ")
-    indent = line[: len(line) - len(stripped)]
-    if len(line) <= width or not stripped or stripped[0].isdigit():
-        return line
-    return textwrap.fill(
-        stripped,
-        width,
-        initial_indent=indent,
-        subsequent_indent=indent,
-        break_long_words=False,
-        break_on_hyphens=False,
-    )
