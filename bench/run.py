@@ -79,17 +79,17 @@ class Workload:
 
 
 WORKLOADS = [
-    Workload("src-1-new", "smtp-source", 1024, 1, False, 1000),
-    Workload("src-10-new", "smtp-source", 1024, 10, False, 2000),
-    Workload("src-50-new", "smtp-source", 1024, 50, False, 2000),
-    Workload("src-1-keep", "smtp-source", 1024, 1, True, 1000),
-    Workload("src-10-keep", "smtp-source", 1024, 10, True, 2000),
-    Workload("src-10-new-100k", "smtp-source", 102400, 10, False, 500),
-    Workload("pipe-1-keep", "loadgen", 1024, 1, True, 1000),
-    Workload("pipe-10-keep", "loadgen", 1024, 10, True, 2000),
-    Workload("pipe-50-keep", "loadgen", 1024, 50, True, 2000),
-    Workload("pipe-50-new", "loadgen", 1024, 50, False, 2000),
-    Workload("pipe-10-keep-100k", "loadgen", 102400, 10, True, 500),
+    Workload("src-1-new", "smtp-source", 1024, 1, False, 500),
+    Workload("src-10-new", "smtp-source", 1024, 10, False, 1000),
+    Workload("src-50-new", "smtp-source", 1024, 50, False, 1000),
+    Workload("src-1-keep", "smtp-source", 1024, 1, True, 500),
+    Workload("src-10-keep", "smtp-source", 1024, 10, True, 1000),
+    Workload("src-10-new-100k", "smtp-source", 102400, 10, False, 300),
+    Workload("pipe-1-keep", "loadgen", 1024, 1, True, 500),
+    Workload("pipe-10-keep", "loadgen", 1024, 10, True, 1000),
+    Workload("pipe-50-keep", "loadgen", 1024, 50, True, 1000),
+    Workload("pipe-50-new", "loadgen", 1024, 50, False, 1000),
+    Workload("pipe-10-keep-100k", "loadgen", 102400, 10, True, 300),
 ]
 
 
@@ -341,7 +341,10 @@ def main() -> None:
         hato = next((s for s in servers if s.name == "hato"), None)
         if idle and hato is not None:
             print(f"scale: {idle} idle connections against hato ...", flush=True)
-            scale_result = scale_test(hato, idle)
+            try:
+                scale_result = scale_test(hato, idle)
+            except (OSError, RuntimeError) as exc:
+                scale_result = {"error": f"{type(exc).__name__}: {exc}"}
             print(json.dumps(scale_result), flush=True)
     finally:
         for server in servers:
