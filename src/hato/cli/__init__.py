@@ -11,6 +11,7 @@ from ._mailbox import mailbox
 from ._queue import queue
 from ._serve import serve
 from ._test import test
+from ._trace import trace
 
 __all__ = ["main"]
 
@@ -29,3 +30,4 @@ main.add_command(user)
 main.add_command(alias)
 main.add_command(mailbox)
 main.add_command(test)
+main.add_command(trace)

@@ -39,6 +39,7 @@ class RemoteResult:
     remote_mta: str | None = None  # host name of the server that answered, once one did
     diagnostic: str | None = None  # that server's reply, "550 5.1.1 <x@y>: user unknown"
     dsn_forwarded: bool = False  # the next hop speaks DSN and got NOTIFY/ORCPT passed on
+    command: str | None = None  # the command line that diagnostic answered, "RCPT TO:<x@y>"
 
 
 class RemoteAgent(Protocol):

@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from hato.delivery._remote_types import RemoteJob, RemoteResult, RemoteTarget
 from hato.delivery._result import Result, Status
-from hato.delivery._smtp_client import SmtpClient, SmtpError, Timeouts
+from hato.delivery._smtp_client import SmtpClient, SmtpError, TimedLine, Timeouts
 from hato.routing import Hop, Hops, NextHopRouter, RouteError
 from hato.smtp import Reply
+from hato.trace import Attempt
 
 __all__ = ["SmtpAgent"]
 
@@ -39,6 +40,9 @@ __all__ = ["SmtpAgent"]
 # setting is relay.session_reuse), and how many at most per host.
 REUSE_IDLE = 5.0
 REUSE_PER_HOST = 4
+# How reports name what a reply answered when it was no command line of ours.
+END_OF_DATA = "<end of message data>"
+GREETING = "<connection opened>"
 
 _PoolKey = tuple[str, int, str, str, bool]
 
@@ -48,6 +52,7 @@ class _Failure:
     result: Result
     remote_mta: str | None = None
     diagnostic: str | None = None
+    command: str | None = None  # the command line the diagnostic answered
     # A host that answered every recipient with 4xx before accepting any: its replies,
     # which the targets keep if no later host takes the message.
     results: list[RemoteResult] | None = None
@@ -63,6 +68,7 @@ class SmtpAgent:
         timeouts: Timeouts | None = None,
         smarthost_auth: tuple[str, str] | None = None,
         session_reuse: float = REUSE_IDLE,
+        on_attempt: Callable[[Attempt], None] | None = None,
     ) -> None:
         self.router = router
         self.local_hostname = local_hostname
@@ -70,6 +76,8 @@ class SmtpAgent:
         self.timeouts = timeouts or Timeouts()
         self.smarthost_auth = smarthost_auth
         self.session_reuse = session_reuse
+        # The flight recorder's intake: called after each host was tried, with what was said.
+        self.on_attempt = on_attempt
         self._idle: dict[_PoolKey, list[tuple[float, SmtpClient]]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
@@ -111,11 +119,14 @@ class SmtpAgent:
         key: _PoolKey = (address, hop.port, str(hop.tls_policy), hop.server_name, auth)
         kept = self._take(key)
         if kept is not None:
+            mark = len(kept.transcript)
             try:
                 outcome = await self._send(job, kept, hop)
-            except SmtpError:
+            except SmtpError as error:
+                self._record(job, hop, address, kept, mark, f"kept session failed: {error}")
                 await kept.close()  # went stale while kept: a fresh session decides
             else:
+                self._record(job, hop, address, kept, mark, _summary(outcome))
                 self._keep(key, kept)
                 return outcome
         try:
@@ -129,16 +140,54 @@ class SmtpAgent:
                 tls_server_name=hop.server_name,
             )
         except SmtpError as error:
+            self._record(job, hop, address, error, 0, str(error))
             return _connect_failure(hop, address, error)
         try:
             if auth and self.smarthost_auth is not None:
                 await client.login(*self.smarthost_auth)
             outcome = await self._send(job, client, hop)
         except SmtpError as error:
+            self._record(job, hop, address, client, 0, str(error))
             await client.close()
-            return _connect_failure(hop, address, error)
+            return _connect_failure(hop, address, error, client.transcript)
+        self._record(job, hop, address, client, 0, _summary(outcome))
         self._keep(key, client)
         return outcome
+
+    def _record(
+        self,
+        job: RemoteJob,
+        hop: Hop,
+        address: str,
+        source: SmtpClient | SmtpError,
+        mark: int,
+        outcome: str,
+    ) -> None:
+        """Hand the flight recorder this attempt's part of the conversation (from ``mark``)."""
+        if self.on_attempt is None:
+            return
+        tls = ""
+        if isinstance(source, SmtpClient) and source.tls_version:
+            verified = "certificate verified" if source.tls_verified else "not verified"
+            tls = f"{source.tls_version} {source.tls_cipher or ''}, {verified}"
+        lines = source.transcript[mark:]
+        base = source.started_at or time.time()
+        # On a kept session this attempt began with its first new line.
+        started = base + lines[0].seconds if mark and lines else base
+        self.on_attempt(
+            Attempt(
+                queue_id=job.queue_id,
+                domain=job.domain,
+                host=hop.host,
+                address=address,
+                port=hop.port,
+                started=started,
+                tls=tls,
+                reused=mark > 0,
+                outcome=outcome,
+                lines=tuple((base + ln.seconds, ln.direction, ln.text) for ln in lines),
+            )
+        )
 
     def _take(self, key: _PoolKey) -> SmtpClient | None:
         sessions = self._idle.get(key)
@@ -186,7 +235,7 @@ class SmtpAgent:
         )
         mta = hop.host
         if refusal is not None:
-            return _all(job.targets, _replied(refusal, mta))
+            return _all(job.targets, _replied(refusal, mta))  # nothing was sent
         sent = await client.send(
             reverse_path=envelope.reverse_path,
             recipients=[(t.address, t.notify, t.orcpt) for t in job.targets],
@@ -199,13 +248,20 @@ class SmtpAgent:
         )
         with_dsn = client.dsn
         if sent.mail is not None and sent.mail.code >= 400:
+            mail = _sent_line(client.transcript, "MAIL FROM:")
             if sent.mail.code < 500:
-                return _replied(sent.mail, mta)  # transient, nothing accepted: next host
-            return _all(job.targets, _replied(sent.mail, mta))
+                return _replied(sent.mail, mta, mail)  # transient, nothing accepted: next host
+            return _all(job.targets, _replied(sent.mail, mta, mail))
         results = []
         for target, rcpt in zip(job.targets, sent.recipients, strict=True):
-            final = rcpt.reply if rcpt.reply.code >= 400 or sent.data is None else sent.data
-            failure = _replied(final, mta)
+            if rcpt.reply.code >= 400 or sent.data is None:
+                final, asked = (
+                    rcpt.reply,
+                    _sent_line(client.transcript, f"RCPT TO:<{target.address}>"),
+                )
+            else:
+                final, asked = sent.data, END_OF_DATA
+            failure = _replied(final, mta, asked)
             results.append(
                 RemoteResult(
                     target=target,
@@ -213,6 +269,7 @@ class SmtpAgent:
                     remote_mta=mta,
                     diagnostic=failure.diagnostic,
                     dsn_forwarded=with_dsn,
+                    command=asked,
                 )
             )
         accepted = any(rcpt.reply.is_positive for rcpt in sent.recipients)
@@ -234,7 +291,7 @@ def _classified(status: str, transient: bool, detail: str) -> Result:
     return Result.failed(status, detail)
 
 
-def _replied(reply: Reply, mta: str) -> _Failure:
+def _replied(reply: Reply, mta: str, command: str | None = None) -> _Failure:
     text = " ".join(reply.lines)
     code = reply.enhanced or f"{str(reply.code)[0]}.0.0"
     diagnostic = f"{reply.code} {reply.enhanced + ' ' if reply.enhanced else ''}{text}"
@@ -244,18 +301,23 @@ def _replied(reply: Reply, mta: str) -> _Failure:
         result = Result.deferred(code, f"{mta} said: {diagnostic}"[:400])
     else:
         result = Result.failed(code, f"{mta} said: {diagnostic}"[:400])
-    return _Failure(result=result, remote_mta=mta, diagnostic=diagnostic[:900])
+    return _Failure(result=result, remote_mta=mta, diagnostic=diagnostic[:900], command=command)
 
 
-def _connect_failure(hop: Hop, address: str, error: SmtpError) -> _Failure:
+def _connect_failure(
+    hop: Hop, address: str, error: SmtpError, transcript: Sequence[TimedLine] = ()
+) -> _Failure:
     if error.reply is not None and error.reply.code >= 500 and not error.transient:
         # A 5xx greeting or refusal before the transaction: this host will not take it,
         # another may (RFC 5321 5.1); record it as the reason if none does.
         failure = _replied(error.reply, hop.host)
+        said = [line.text for line in transcript or error.transcript if line.direction == "C"]
         return _Failure(
             result=Result.deferred("4.4.1", failure.result.detail),
             remote_mta=hop.host,
             diagnostic=failure.diagnostic,
+            # QUIT follows a refusal: the command refused is the one before it.
+            command=next((c for c in reversed(said) if c != "QUIT"), GREETING),
         )
     where = f"{hop.host}[{address}]:{hop.port}"
     return _Failure(result=Result.deferred("4.4.1", f"{where}: {error}"[:400]), remote_mta=None)
@@ -268,6 +330,24 @@ def _all(targets: Sequence[RemoteTarget], failure: _Failure) -> list[RemoteResul
             result=failure.result,
             remote_mta=failure.remote_mta,
             diagnostic=failure.diagnostic,
+            command=failure.command,
         )
         for target in targets
     ]
+
+
+def _sent_line(transcript: Sequence[TimedLine], start: str) -> str | None:
+    """The last command line sent that starts with ``start`` (what a reply answered)."""
+    for line in reversed(transcript):
+        if line.direction == "C" and line.text.upper().startswith(start.upper()):
+            return line.text
+    return None
+
+
+def _summary(outcome: list[RemoteResult] | _Failure) -> str:
+    """An attempt's outcome in a few words, for the flight recorder."""
+    if isinstance(outcome, _Failure):
+        return f"not taken: {outcome.result.detail}"
+    return "; ".join(
+        f"<{r.target.address}> {r.result.status.value} {r.result.enhanced}" for r in outcome
+    )

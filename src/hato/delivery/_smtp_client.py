@@ -96,6 +96,9 @@ class SmtpError(Exception):
         if enhanced is None and reply is not None and (reply.enhanced or "")[:1] == klass:
             enhanced = reply.enhanced
         self.enhanced = enhanced or f"{klass}.0.0"
+        # What was said before the failure, when a session had begun (set by connect).
+        self.transcript: list[TimedLine] = []
+        self.started_at = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +208,7 @@ class SmtpClient:
         self.tls_verified = False
         self.peer_certificate: bytes | None = None  # DER, as the server sent it
         self.transcript: list[TimedLine] = []
+        self.started_at = time.time()  # the transcript's times count from here
         self._wire = wire
         self._started = time.monotonic()
 
@@ -242,6 +246,10 @@ class SmtpClient:
             raise SmtpError(f"connect to {where}: {reason}", enhanced=NO_ANSWER) from None
         try:
             await client._open(tls, tls_server_name or host, ssl_context, timeout)
+        except SmtpError as error:
+            client._abort()
+            error.transcript, error.started_at = client.transcript, client.started_at
+            raise
         except BaseException:
             client._abort()
             raise

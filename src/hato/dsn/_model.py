@@ -64,6 +64,7 @@ class RecipientReport:
     status: str  # RFC 3463 code, e.g. "5.1.1"
     remote_mta: str | None = None  # host name of the server that answered, "mx.example.org"
     remote_reply: str | None = None  # that server's reply, "550 5.1.1 <x@y>: user unknown"
+    remote_command: str | None = None  # what that reply answered, "RCPT TO:<x@y>"
     detail: str | None = None  # our own explanation in plain words, when no server answered
     last_attempt: float | None = None  # unix time of the last delivery attempt
     will_retry_until: float | None = None  # unix time we give up; DELAYED only
@@ -86,7 +87,7 @@ class RecipientReport:
         # RFC 3464 section 2.3.9: Will-Retry-Until is for delayed reports only.
         if self.will_retry_until is not None and self.action is not Action.DELAYED:
             raise ValueError("will_retry_until belongs to delayed reports only")
-        for name in ("remote_mta", "remote_reply", "detail"):
+        for name in ("remote_mta", "remote_reply", "remote_command", "detail"):
             _check_text(name, getattr(self, name))
         _check_time("last_attempt", self.last_attempt)
         _check_time("will_retry_until", self.will_retry_until)

@@ -166,7 +166,13 @@ def _recipient(recipient: RecipientReport) -> list[str]:
         advice = None
     if recipient.remote_reply is not None:
         server = recipient.remote_mta or "The receiving mail server"
-        lines += _wrap(f"{server} answered:", _INDENT)
+        if recipient.remote_command is not None:
+            # The decisive exchange, quoted as it went over the wire.
+            lines += _wrap(f"Our mail system said to {server}:", _INDENT)
+            lines += _wrap(recipient.remote_command, _INDENT * 2)
+            lines += _wrap("and it answered:", _INDENT)
+        else:
+            lines += _wrap(f"{server} answered:", _INDENT)
         for reply_line in _LINE_BREAKS.split(recipient.remote_reply):
             lines += _wrap(reply_line, _INDENT * 2)
     elif recipient.remote_mta is not None:
@@ -192,5 +198,8 @@ def human_text(report: Report) -> str:
     if _RETURNED[report.return_content]:
         lines += [*_wrap(_RETURNED[report.return_content]), ""]
     received = _human_date(report.arrival)
-    lines += _wrap(f"Your message was received at {received}, queue ID {report.queue_id}.")
+    lines += _wrap(
+        f"Your message was received at {received}, queue ID {report.queue_id}. Your mail"
+        " administrator can look up everything that happened to it by this queue ID."
+    )
     return "\n".join(lines) + "\n"

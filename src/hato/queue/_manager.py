@@ -328,6 +328,7 @@ class QueueManager:
                     remote_mta=outcome.remote_mta,
                     diagnostic=outcome.diagnostic,
                     dsn_forwarded=outcome.dsn_forwarded,
+                    command=outcome.command,
                 )
             )
 

@@ -29,6 +29,7 @@ class Verdict:
     remote_mta: str | None = None
     diagnostic: str | None = None
     dsn_forwarded: bool = False
+    command: str | None = None  # the command line the diagnostic answered
 
 
 @dataclass(slots=True)
@@ -105,6 +106,7 @@ def _outcome(
                 remote=verdict.remote,
                 remote_mta=verdict.remote_mta,
                 diagnostic=verdict.diagnostic,
+                command=verdict.command,
             )
         else:
             next_attempt = now + retry.delay(attempts, rng)

@@ -45,6 +45,7 @@ def render_notice(
             status=outcome.status,
             remote_mta=verdict.remote_mta,
             remote_reply=verdict.diagnostic,
+            remote_command=verdict.command if verdict.diagnostic else None,
             detail=None if verdict.diagnostic else outcome.detail,
             last_attempt=outcome.last_attempt,
             will_retry_until=(

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 import queue
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ _DIR_MODE = 0o700
 # Fresh IDs collide only if two processes share a spool in one microsecond and draw the same
 # random digits; a handful of attempts turns that into never.
 _ID_ATTEMPTS = 8
+# The header section is watched for Message-ID (for the flight recorder) up to this much.
+_HEADER_WATCH = 64 * 1024
+_MESSAGE_ID = re.compile(rb"(?im)^message-id[ \t]*:[ \t]*((?:[^\r\n]|\r?\n[ \t])*)")
 
 
 def message_path(data_dir: Path, queue_id: str) -> Path:
@@ -266,6 +270,15 @@ class MessageWriter:
         self._file: BinaryIO | None = file
         self._committer = committer
         self._failed = False
+        self._header: bytearray | None = bytearray()  # until the header section has ended
+        self._message_id = ""
+
+    @property
+    def message_id(self) -> str:
+        """The Message-ID field's value as written so far ("" when there is none)."""
+        if self._header is not None:
+            self._scan_header()
+        return self._message_id
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append ``data``: buffered, never synced, so cheap enough for the event loop."""
@@ -275,6 +288,21 @@ class MessageWriter:
         except OSError as exc:
             self._discard(failed=True)
             raise SpoolError(f"cannot write {self.queue_id}: {exc}") from exc
+        if self._header is not None:
+            self._header += data
+            if b"\r\n\r\n" in self._header or len(self._header) > _HEADER_WATCH:
+                self._scan_header()
+
+    def _scan_header(self) -> None:
+        header, self._header = self._header, None
+        if header is None:
+            return
+        end = header.find(b"\r\n\r\n")
+        section = bytes(header if end < 0 else header[: end + 2])
+        found = _MESSAGE_ID.search(section)
+        if found is not None:
+            value = b" ".join(found.group(1).split())
+            self._message_id = value.decode("utf-8", errors="replace")[:998]
 
     def abort(self) -> None:
         """Drop the message: close and remove its file. Idempotent; no effect once committing."""

@@ -1,0 +1,40 @@
+"""The flight recorder (layer 1): what happened to each message, kept for a while.
+
+What it promises:
+
+- Every inbound session's conversation (command and reply lines; never message data, and
+  AUTH data shown as ``****``) and every outbound delivery attempt's conversation (host,
+  address, TLS facts, the lines both ways) is kept with wall-clock times, linked to the
+  queue IDs it concerns: a session to every message it queued, an attempt to its one.
+- Everything else comes from the event stream (``EventLog.subscribe``): refusals with
+  their reasons, queueing, delivered/deferred (with the next attempt)/failed, reports
+  queued with their own queue IDs, removal. Nothing in the hot path calls the recorder
+  but the session's transcript hand-over and that subscription, both a list append.
+- Writing happens in one thread, a batch at a time (``FLUSH_INTERVAL``), in one SQLite
+  transaction on ``DATA/trace.sqlite3`` (WAL, ``synchronous=OFF``): never a sync per
+  line. The trace is a diagnostic, not part of the durability promise: a crash loses
+  the last second or so of it, and a recorder that cannot keep up drops records
+  (``MAX_PENDING``) rather than hold up mail.
+- Records older than ``retention`` seconds are pruned by the running server, each
+  record by its own age (a message deferred for days keeps its recent attempts).
+- ``TraceStore.story(queue_id)`` returns a message's whole story in time order;
+  ``render_story`` prints it. The store is read by ``hato trace`` from another process.
+"""
+
+from hato.trace._model import Attempt, TimedLine
+from hato.trace._recorder import FLUSH_INTERVAL, MAX_PENDING, Recorder
+from hato.trace._render import render_story, render_summaries
+from hato.trace._store import TRACE_FILE, Summary, TraceStore
+
+__all__ = [
+    "FLUSH_INTERVAL",
+    "MAX_PENDING",
+    "TRACE_FILE",
+    "Attempt",
+    "Recorder",
+    "Summary",
+    "TimedLine",
+    "TraceStore",
+    "render_story",
+    "render_summaries",
+]

@@ -1,0 +1,142 @@
+"""The flight recorder on a real ``hato serve``: what it never keeps, and how long it keeps
+the rest. Clients speak SMTP over plain sockets; the trace is read with ``hato trace``."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from conftest import HatoProcess, SmtpLineClient
+
+HATO = Path(sys.executable).with_name("hato")
+USER = "alice@localhost"
+PASSWORD = "never-in-the-trace-7731"
+BODY_MARK = "body-text-that-must-not-be-recorded"
+
+
+def add_user(hato: HatoProcess, address: str, password: str) -> None:
+    done = subprocess.run(
+        [str(HATO), "user", "add", address, "--password-stdin", "--data-dir", str(hato.data_dir)],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def trace_json(hato: HatoProcess, what: str, done: Callable[[dict[str, Any]], bool]) -> Any:
+    def ready() -> Any:
+        result = hato.cli("trace", what, "--json")
+        if result.returncode != 0:
+            return None
+        found = json.loads(result.stdout)
+        return found if done(found) else None
+
+    return hato.poll(ready, what=f"the trace of {what}")
+
+
+def recorded_bytes(hato: HatoProcess) -> bytes:
+    """The store as it is on disk, its write-ahead log included."""
+    return b"".join(p.read_bytes() for p in hato.data_dir.glob("trace.sqlite3*"))
+
+
+def test_auth_secrets_and_message_data_are_never_recorded(
+    hato_factory: Callable[..., HatoProcess], smtp_connect: Callable[[int], SmtpLineClient]
+) -> None:
+    hato = hato_factory(
+        extra_args=("-o", "auth.allow_plaintext=true", "-o", "auth.failure_delay=0")
+    )
+    hato.start()
+    add_user(hato, USER, PASSWORD)
+    plain = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()
+    wrong = base64.b64encode(f"\0{USER}\0wrong-{PASSWORD}".encode()).decode()
+    user64 = base64.b64encode(USER.encode()).decode()
+    password64 = base64.b64encode(PASSWORD.encode()).decode()
+
+    client = smtp_connect(hato.port)
+    assert client.read_reply()[0].startswith("220 ")
+    assert client.reply("EHLO client.example").startswith("250 ")
+    assert client.reply(f"AUTH PLAIN {wrong}").startswith("535 ")
+    assert client.reply("AUTH LOGIN").startswith("334 ")
+    assert client.reply(user64).startswith("334 ")
+    assert client.reply(password64).startswith("235 ")
+    assert client.reply(f"MAIL FROM:<{USER}>").startswith("250 ")
+    assert client.reply("RCPT TO:<postmaster@localhost>").startswith("250 ")
+    assert client.reply("DATA").startswith("354 ")
+    client.send(
+        f"Subject: secret\r\nMessage-ID: <m1@client.example>\r\n\r\n{BODY_MARK}\r\n.\r\n".encode()
+    )
+    queued = client.read_reply()[-1]
+    assert queued.startswith("250 2.0.0 Ok: queued as ")
+    first = queued.rpartition(" ")[2]
+    # BDAT chunks are message data as well.
+    assert client.reply(f"MAIL FROM:<{USER}>").startswith("250 ")
+    assert client.reply("RCPT TO:<postmaster@localhost>").startswith("250 ")
+    chunk = f"Subject: chunked\r\n\r\n{BODY_MARK}\r\n".encode()
+    client.send(f"BDAT {len(chunk)} LAST\r\n".encode() + chunk)
+    second = client.read_reply()[-1].rpartition(" ")[2]
+    assert client.reply("QUIT").startswith("221 ")
+
+    story = trace_json(hato, first, lambda s: s["steps"][0].get("ended") is not None)
+    session = story["steps"][0]
+    said = [f"{line['direction']}: {line['text']}" for line in session["transcript"]]
+    assert "C: AUTH PLAIN ****" in said
+    assert "C: AUTH LOGIN" in said
+    assert said.count("S: 334 ****") == 2
+    assert said.count("C: ****") == 2
+    assert "S: 235 2.7.0 Authentication successful" in said
+    assert f"C: BDAT {len(chunk)} LAST" in said
+    assert f"S: 250 2.0.0 Ok: queued as {second}" in said
+    # The refused login is there with its reason, never with what was tried.
+    refusals = [e["data"]["reason"] for e in session["events"] if e["event"] == "reject"]
+    assert refusals == [f"authentication failed for user {USER!r} (PLAIN)"]
+    # One session, two messages: both stories start with it.
+    other = trace_json(hato, second, lambda s: True)
+    assert other["steps"][0]["session"] == session["session"]
+
+    hato.stop()  # everything pending is written
+    stored = recorded_bytes(hato)
+    for secret in (PASSWORD, plain, wrong, user64, password64, BODY_MARK):
+        assert secret.encode() not in stored, secret
+
+
+def test_records_older_than_the_retention_are_pruned(
+    hato_factory: Callable[..., HatoProcess], smtp_connect: Callable[[int], SmtpLineClient]
+) -> None:
+    hato = hato_factory(extra_args=("-o", "trace.retention=2"))
+    hato.start()
+    client = smtp_connect(hato.port)
+    client.read_reply()
+    client.reply("HELO client.example")
+    client.reply("MAIL FROM:<someone@example.org>")
+    client.reply("RCPT TO:<postmaster@localhost>")
+    client.reply("DATA")
+    client.send(b"Subject: short-lived\r\nMessage-ID: <brief@example.org>\r\n\r\nhi\r\n.\r\n")
+    queue_id = client.read_reply()[-1].rpartition(" ")[2]
+    client.reply("QUIT")
+
+    trace_json(hato, "<brief@example.org>", lambda s: s["queue_id"] == queue_id)
+    # Pruned by the running server (every second with so short a retention).
+    gone = hato.poll(
+        lambda: (done := hato.cli("trace", queue_id)).returncode == 1 and done,
+        timeout=20,
+        what="the trace pruned",
+    )
+    assert f"nothing recorded about {queue_id}" in gone.stderr
+    assert hato.cli("trace", "--since", "1h").stdout == "No message matches.\n"
+
+
+def test_disabled_recorder_keeps_nothing(hato_factory: Callable[..., HatoProcess]) -> None:
+    hato = hato_factory(extra_args=("-o", "trace.enabled=false"))
+    hato.start()
+    assert not list(hato.data_dir.glob("trace.sqlite3*"))
+    done = hato.cli("trace", "--since", "1h")
+    assert done.returncode == 1 and "no trace recorded" in done.stderr
