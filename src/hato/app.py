@@ -36,6 +36,7 @@ from .routing import (
 )
 from .server import ServerContext, ServerTls, SmtpServer, TlsError
 from .spool import Envelope, QueueState, Spool, SpoolError
+from .trace import TRACE_FILE, Recorder
 
 __all__ = ["Hato", "install_event_loop_policy", "run"]
 
@@ -88,9 +89,17 @@ class Hato:
             maildir=self.maildir,
             accounts=self.accounts,
         )
+        if self.context.access.zones:
+            self.context.dnsbl_lookup = self.resolver.a_records
         if settings.server.reverse_dns:
             resolver = self.resolver
             self.context.reverse_lookup = lambda ip: confirmed_name(resolver, ip)
+        # The flight recorder: the event stream and every conversation (hato trace).
+        self.recorder: Recorder | None = None
+        if settings.trace.enabled:
+            self.recorder = Recorder(data_dir / TRACE_FILE, retention=settings.trace.retention)
+            self.log.subscribe(self.recorder.event)
+            self.context.record_lines = self.recorder.session_lines
         self.tls: ServerTls | None = None
         self.smtp = SmtpServer(self.context)
         self._flusher: asyncio.Task[None] | None = None
@@ -137,6 +146,8 @@ class Hato:
         self.log.flush()
 
     async def start(self) -> None:
+        if self.recorder is not None:
+            self.recorder.start()
         self._load_tls()
         report = self.spool.open()
         self.log.emit(
@@ -194,6 +205,7 @@ class Hato:
             connect_timeout=relay.connect_timeout,
             smarthost_auth=auth if relay.smarthost_username else None,
             session_reuse=relay.session_reuse,
+            on_attempt=self.recorder.attempt if self.recorder is not None else None,
         )
         return QueueManager(
             state=QueueState(settings.server.data_dir),
@@ -228,6 +240,7 @@ class Hato:
                 reverse_path=envelope.reverse_path,
                 recipients=tuple(r.address for r in envelope.recipients),
                 client_ip="",
+                message_id=writer.message_id,
             )
         )
         if self.queue is not None:
@@ -245,6 +258,8 @@ class Hato:
         self.accounts.close()
         if self._flusher is not None:
             self._flusher.cancel()
+        if self.recorder is not None:
+            await asyncio.to_thread(self.recorder.close)
         self.log.emit(ServerStopped(interrupted_sessions=cut))
         self.log.flush()
         self.log.close()

@@ -14,6 +14,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
@@ -171,14 +172,24 @@ class Rejected(OpsEvent):
     name: ClassVar[str] = "reject"
     session: str
     client_ip: str
-    command: str
+    command: str  # the stage: CONNECT, EHLO, MAIL, RCPT, DATA, AUTH, ...
     reply: str
     reason: str
+    rule: str = ""  # the policy rule or limit that refused; "" for protocol errors
+    helo: str = ""
+    sender: str | None = None  # None before MAIL; "" is the null reverse-path
+    recipient: str = ""
 
     def describe(self) -> str:
+        rule = f" rule={self.rule}" if self.rule else ""
+        who = f" helo=<{self.helo}>" if self.helo else ""
+        if self.sender is not None:
+            who += f" from=<{self.sender}>"
+        if self.recipient:
+            who += f" to=<{self.recipient}>"
         return (
-            f"session={self.session} reject {self.command or '-'} from [{self.client_ip}]: "
-            f"{self.reply} ({self.reason})"
+            f"session={self.session} reject {self.command or '-'} from [{self.client_ip}]"
+            f"{who}{rule}: {self.reply} ({self.reason})"
         )
 
 
@@ -207,6 +218,7 @@ class Queued(OpsEvent):
     reverse_path: str
     recipients: tuple[str, ...]
     client_ip: str
+    message_id: str = ""  # the Message-ID header field's value, when the message has one
 
     def describe(self) -> str:
         origin = f"session={self.session} " if self.session else ""
@@ -416,6 +428,7 @@ class EventLog:
         self._stream = stream
         self._lock = threading.Lock()
         self._file: TextIO | None = None
+        self._listeners: tuple[Callable[[float, OpsEvent], None], ...] = ()
         if json_path is not None:
             json_path.parent.mkdir(parents=True, exist_ok=True)
             self._file = json_path.open("a", encoding="utf-8", buffering=1 << 16)
@@ -424,8 +437,17 @@ class EventLog:
     def to_stderr(cls, level: str = "info", json_path: Path | None = None) -> EventLog:
         return cls(json_path=json_path, stream=sys.stderr, level=level)
 
+    def subscribe(self, listener: Callable[[float, OpsEvent], None]) -> None:
+        """Also hand every event, with its time, to ``listener`` (the flight recorder).
+
+        It is called on the emitting thread and must be quick and must not raise.
+        """
+        self._listeners = (*self._listeners, listener)
+
     def emit(self, event: OpsEvent) -> None:
         now = time.time()
+        for listener in self._listeners:
+            listener(now, event)
         show = self._stream is not None and LEVELS[event.level] >= self._threshold
         if self._file is None and not show:
             return

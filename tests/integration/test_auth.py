@@ -146,6 +146,37 @@ def test_sender_not_owned_is_553(server: HatoProcess) -> None:
         assert code == 250
 
 
+def test_an_alias_leading_to_the_user_is_owned(server: HatoProcess) -> None:
+    done = subprocess.run(
+        [str(HATO), "alias", "add", "sales@localhost", USER, "--data-dir", str(server.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    with submission(server) as client:
+        client.login(USER, PASSWORD)
+        assert client.mail("sales@localhost")[0] == 250
+        client.rset()
+        assert client.mail("")[0] == 250  # the null sender is nobody's identity
+        client.rset()
+        assert client.mail("bob@localhost")[0] == 553
+
+
+@pytest.mark.parametrize("match", ["domain", "any"])
+def test_sender_login_match_modes(hato_factory: Callable[..., HatoProcess], match: str) -> None:
+    hato = hato_factory(extra_args=("-o", ROUTES, "-o", f'auth.sender_login_match="{match}"'))
+    hato.start()
+    add_user(hato, USER, PASSWORD)
+    with submission(hato) as client:
+        client.login(USER, PASSWORD)
+        assert client.mail("bob@localhost")[0] == 250  # same domain: allowed by both
+        client.rset()
+        foreign = client.mail("alice@example.net")[0]
+        assert foreign == (553 if match == "domain" else 250)
+
+
 def test_date_and_message_id_are_added_when_missing(server: HatoProcess) -> None:
     with submission(server) as client:
         client.login(USER, PASSWORD)

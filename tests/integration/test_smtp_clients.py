@@ -200,9 +200,15 @@ def test_200_concurrent_sessions(hato: HatoProcess) -> None:
     async def send_all() -> list[tuple[dict[str, aiosmtplib.SMTPResponse], str]]:
         return await asyncio.gather(
             *(
-                # Plaintext: this is about concurrent sessions, not 200 handshakes.
+                # Plaintext: this is about concurrent sessions, not 200 handshakes. Four
+                # source addresses, 50 sessions each: policy.max_connections is 50 per IP.
                 aiosmtplib.send(
-                    _message(i), hostname="127.0.0.1", port=hato.port, timeout=60, start_tls=False
+                    _message(i),
+                    hostname="127.0.0.1",
+                    port=hato.port,
+                    timeout=60,
+                    start_tls=False,
+                    source_address=(f"127.0.0.{1 + i % 4}", 0),
                 )
                 for i in range(CONCURRENT_SESSIONS)
             )

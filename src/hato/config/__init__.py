@@ -23,6 +23,7 @@ from hato.config._load import (
     settings_to_toml,
 )
 from hato.config._settings import (
+    AccessRule,
     AccountsSettings,
     AuthSettings,
     BareNewline,
@@ -31,9 +32,12 @@ from hato.config._settings import (
     ListenAddress,
     LogLevel,
     LogSettings,
+    PolicySettings,
     QueueSettings,
     QuotaAction,
     RelaySettings,
+    RuleAction,
+    SenderLoginMatch,
     ServerSettings,
     Settings,
     SmtpSettings,
@@ -41,9 +45,11 @@ from hato.config._settings import (
     SyncMode,
     TlsPolicy,
     TlsSettings,
+    TraceSettings,
 )
 
 __all__ = [
+    "AccessRule",
     "AccountsSettings",
     "AuthSettings",
     "BareNewline",
@@ -54,9 +60,12 @@ __all__ = [
     "ListenAddress",
     "LogLevel",
     "LogSettings",
+    "PolicySettings",
     "QueueSettings",
     "QuotaAction",
     "RelaySettings",
+    "RuleAction",
+    "SenderLoginMatch",
     "ServerSettings",
     "Settings",
     "SmtpSettings",
@@ -64,6 +73,7 @@ __all__ = [
     "SyncMode",
     "TlsPolicy",
     "TlsSettings",
+    "TraceSettings",
     "check_file",
     "example_toml",
     "load_settings",

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hato.config._settings import ListenAddress, Settings
-from hato.smtp import AddressError, domain_a_label
+from hato.config._settings import AccessRule, ListenAddress, RuleAction, Settings
+from hato.smtp import AddressError, domain_a_label, parse_reply
 
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound=enum.Enum)
@@ -481,6 +481,116 @@ def _to_nameserver(value: object) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+# --- Access rules (policy.connect, .helo, .mail, .rcpt, .data) -------------------------------
+
+_RULE_FIELDS = {f.name: f for f in dataclasses.fields(AccessRule)}
+_RULE_FLAGS = ("authenticated", "trusted", "sender_local", "helo_valid", "helo_ours")
+
+
+def _to_address_pattern(value: object) -> str:
+    """A sender or recipient pattern in the form matching compares: see AccessRule."""
+    text = _to_str(value).strip()
+    if text == "<>":
+        return text
+    local, at, domain = text.rpartition("@")
+    if not at:
+        local, domain = "", text
+    if at and not domain:  # "user@": the local part at any domain
+        if not local:
+            raise ValueError("a pattern needs a local part, a domain or both")
+        return f"{local.casefold()}@"
+    subdomains = domain.startswith(".")
+    a_label = _to_domain(domain[1:] if subdomains else domain)
+    domain = "." + a_label if subdomains else a_label
+    if local:
+        if subdomains:
+            raise ValueError(f"{_toml_string(text)}: write user@domain or .domain, not both")
+        return f"{local.casefold()}@{domain}"
+    return domain if subdomains else "@" + domain
+
+
+def _to_helo_pattern(value: object) -> str:
+    text = _to_str(value).strip()
+    if text.startswith("[") and text.endswith("]"):
+        literal = text[1:-1]
+        address = literal[5:] if literal.lower().startswith("ipv6:") else literal
+        if not _is_ip(address):
+            raise ValueError(f"{_toml_string(text)} is not an address literal")
+        return "[" + str(ipaddress.ip_address(address)) + "]"
+    if text.startswith("."):
+        return "." + _to_domain(text[1:])
+    return _to_domain(text)
+
+
+def _rule_reply(text: str, action: RuleAction, stage: str) -> str:
+    if not text:
+        return ""
+    if action is RuleAction.ACCEPT:
+        raise ValueError('an "accept" rule sends no reply of its own')
+    answer = parse_reply(text)
+    first = "5" if action is RuleAction.REJECT else "4"
+    if str(answer.code)[0] != first:
+        raise ValueError(f'a "{action}" rule needs a {first}xx reply, got {answer.code}')
+    if stage == "connect" and answer.code not in (421, 554):
+        # RFC 5321 4.3.2: a greeting is 220, 554 or 421, nothing else.
+        raise ValueError(f"at connect the reply is 554 or 421, got {answer.code}")
+    return str(answer)
+
+
+def _to_rules(stage: str) -> _Parser:
+    def parse_rule(table: object, key: str) -> AccessRule:
+        if not isinstance(table, dict):
+            raise _fail(key, f"expected a table, got {_describe(table)}")
+        problems = _unknown_keys(key, table, _RULE_FIELDS)
+        values: dict[str, Any] = {}
+        checks: dict[str, _Parser] = {
+            "action": _scalar(functools.partial(_to_choice, RuleAction)),
+            "name": _scalar(_to_str),
+            "reply": _scalar(_to_str),
+            "client": _to_networks,
+            "helo": lambda v, k: _unique(_array(_to_helo_pattern)(v, k)),
+            "sender": lambda v, k: _unique(_array(_to_address_pattern)(v, k)),
+            "recipient": lambda v, k: _unique(_array(_to_address_pattern)(v, k)),
+            "dnsbl": _to_domains,
+        } | {flag: _scalar(_to_bool) for flag in _RULE_FLAGS}
+        if "action" not in table:
+            problems.append(
+                ConfigProblem(f"{key}.action", 'missing: "accept", "reject" or "defer"')
+            )
+        for name, value in table.items():
+            if name in checks:
+                try:
+                    values[name] = checks[name](value, f"{key}.{name}")
+                except ConfigError as exc:
+                    problems.extend(exc.problems)
+        if problems:
+            raise ConfigError(problems)
+        try:
+            values["reply"] = _rule_reply(values.get("reply", ""), values["action"], stage)
+        except ValueError as exc:
+            raise _fail(f"{key}.reply", str(exc)) from None
+        return AccessRule(**values)
+
+    def parse(value: object, key: str) -> tuple[AccessRule, ...]:
+        if not isinstance(value, list | tuple):
+            raise _fail(key, f"expected an array of tables, got {_describe(value)}")
+        rules: list[AccessRule] = []
+        problems: list[ConfigProblem] = []
+        for index, table in enumerate(value):
+            if isinstance(table, AccessRule):  # settings written back and read again
+                rules.append(table)
+                continue
+            try:
+                rules.append(parse_rule(table, f"{key}[{index}]"))
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise ConfigError(problems)
+        return tuple(rules)
+
+    return parse
+
+
 _SPECIAL_PARSERS: dict[str, _Parser] = {
     "networks": _to_networks,
     "nexthop": _scalar(_to_nexthop),
@@ -499,6 +609,8 @@ _SPECIAL_PARSERS: dict[str, _Parser] = {
     "data_dir": _scalar(_to_data_dir),
     "events_file": _scalar(_to_events_file),
 }
+for _stage in ("connect", "helo", "mail", "rcpt", "data"):
+    _SPECIAL_PARSERS[f"rules_{_stage}"] = _to_rules(_stage)
 
 
 def _describe(value: object) -> str:
@@ -574,6 +686,14 @@ def _plain(value: object) -> object:
         return str(value)
     if isinstance(value, tuple | list):
         return [_plain(item) for item in value]
+    if isinstance(value, AccessRule):
+        # Only what the rule says: a condition left out and one set to its default differ
+        # for the booleans (None: any), so None and () are what is left out.
+        return {
+            name: _plain(item)
+            for name in _RULE_FIELDS
+            if (item := getattr(value, name)) is not None and item != () and item != ""
+        }
     return value
 
 
@@ -601,6 +721,8 @@ def _toml_value(value: object) -> str:
         return _toml_string(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {value!r} as TOML")
 
 

@@ -510,6 +510,14 @@ class TlsSettings:
     )
 
 
+class SenderLoginMatch(enum.StrEnum):
+    """Which MAIL FROM addresses an authenticated submission user may use."""
+
+    OWNED = "owned"
+    DOMAIN = "domain"
+    ANY = "any"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuthSettings:
     """SMTP AUTH (RFC 4954) against the account store's passwords."""
@@ -549,12 +557,140 @@ class AuthSettings:
             ge=0,
         ),
     )
+    sender_login_match: SenderLoginMatch = field(
+        default=SenderLoginMatch.OWNED,
+        metadata=_meta(
+            'Which envelope senders a submission user may use: "owned" (the login address,'
+            ' or a local address whose aliases lead to that user\'s mailbox), "domain" (any'
+            ' address in the login\'s domain) or "any" (no check). Others get 553 5.7.1.'
+        ),
+    )
     failure_delay: float = field(
         default=1.0,
         metadata=_meta(
             "Seconds to wait before answering a failed AUTH (535), which slows password"
             " guessing without holding up other sessions.",
             ge=0,
+        ),
+    )
+
+
+class RuleAction(enum.StrEnum):
+    """What an access rule does with what it matches."""
+
+    ACCEPT = "accept"  # stop looking at this stage's rules; the built-in checks still apply
+    REJECT = "reject"  # a 5xx reply (554 5.7.1 unless the rule says otherwise)
+    DEFER = "defer"  # a 4xx reply: try again later (450 4.7.1; 421 4.7.1 at connect)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessRule:
+    """One access rule: every condition it names must hold (an empty rule matches all).
+
+    Patterns: an address ``user@example.com``; a domain ``example.com`` or
+    ``@example.com``; subdomains ``.example.com``; a local part anywhere ``user@``; the null
+    sender ``<>``. HELO patterns are names (``.example.com`` for subdomains) or address
+    literals. The boolean conditions match only when set: ``trusted = false`` matches
+    clients outside relay.trusted_networks.
+    """
+
+    action: RuleAction
+    name: str = ""  # how the event log names it; "" means "STAGE[INDEX]"
+    reply: str = ""  # "CODE [X.Y.Z] text"; "" means the default for the action and stage
+    client: tuple[str, ...] = ()  # IP addresses or networks (CIDR)
+    helo: tuple[str, ...] = ()
+    sender: tuple[str, ...] = ()
+    recipient: tuple[str, ...] = ()  # at data: any recipient of the transaction
+    dnsbl: tuple[str, ...] = ()  # DNS blocklist zones; matches when the client is listed
+    authenticated: bool | None = None
+    trusted: bool | None = None
+    sender_local: bool | None = None  # the sender's domain is one Hato hosts
+    helo_valid: bool | None = None  # a FQDN or an address literal
+    helo_ours: bool | None = None  # our hostname, a local domain or our own address
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicySettings:
+    """Who may connect and send: ordered access rules per stage, and per-IP rate limits."""
+
+    connect: tuple[AccessRule, ...] = field(
+        default=(),
+        metadata=_meta(
+            "Rules checked when a client connects, first match wins. Each is a table with an"
+            ' action ("accept", "reject", "defer"), optional name and reply, and conditions:'
+            " client (IPs/CIDRs), helo, sender, recipient (patterns), dnsbl (zones),"
+            " authenticated, trusted, sender_local, helo_valid, helo_ours (booleans)."
+            ' Example: [{ action = "reject", client = ["192.0.2.0/24"] }].',
+            kind="rules_connect",
+        ),
+    )
+    helo: tuple[AccessRule, ...] = field(
+        default=(),
+        metadata=_meta("Rules checked at HELO/EHLO.", kind="rules_helo"),
+    )
+    mail: tuple[AccessRule, ...] = field(
+        default=(),
+        metadata=_meta("Rules checked at MAIL FROM.", kind="rules_mail"),
+    )
+    rcpt: tuple[AccessRule, ...] = field(
+        default=(),
+        metadata=_meta(
+            "Rules checked at each RCPT TO, before the relay and mailbox checks (which an"
+            ' "accept" never skips).',
+            kind="rules_rcpt",
+        ),
+    )
+    data: tuple[AccessRule, ...] = field(
+        default=(),
+        metadata=_meta(
+            "Rules checked at DATA; with BDAT, once the LAST chunk has arrived.",
+            kind="rules_data",
+        ),
+    )
+    delay_reject: bool = field(
+        default=False,
+        metadata=_meta(
+            "Answer connect and HELO refusals at RCPT TO instead (as Postfix's"
+            " smtpd_delay_reject), so the event log shows the sender and recipient too."
+        ),
+    )
+    max_connections: int = field(
+        default=50,
+        metadata=_meta(
+            "Most simultaneous connections from one IP address; 0 means no limit. Clients in"
+            " relay.trusted_networks are never limited.",
+            ge=0,
+        ),
+    )
+    connection_rate: int = field(
+        default=0,
+        metadata=_meta(
+            "Most connections one IP address may open per minute (421 4.7.0); 0: no limit.",
+            ge=0,
+        ),
+    )
+    message_rate: int = field(
+        default=0,
+        metadata=_meta(
+            "Most messages (MAIL FROM) one IP address may send per minute (450 4.7.1);"
+            " 0: no limit.",
+            ge=0,
+        ),
+    )
+    recipient_rate: int = field(
+        default=0,
+        metadata=_meta(
+            "Most recipients (RCPT TO) one IP address may give per minute (450 4.7.1);"
+            " 0: no limit.",
+            ge=0,
+        ),
+    )
+    dnsbl_timeout: float = field(
+        default=5.0,
+        metadata=_meta(
+            "Seconds to wait for DNS blocklist answers; a list that does not answer in time"
+            " counts as not listing the client.",
+            gt=0,
         ),
     )
 
@@ -576,6 +712,27 @@ class LogSettings:
             file_default="log/events.jsonl",
             kind="events_file",
         )
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceSettings:
+    """The flight recorder behind ``hato trace``: every conversation, kept for a while."""
+
+    enabled: bool = field(
+        default=True,
+        metadata=_meta(
+            "Record each session's and each delivery attempt's conversation (never message"
+            " data; AUTH data masked) and each message's events in DATA/trace.sqlite3."
+        ),
+    )
+    retention: float = field(
+        default=604800.0,
+        metadata=_meta(
+            "Seconds a trace record is kept (7 days by default); the server prunes older"
+            " records as it runs.",
+            gt=0,
+        ),
     )
 
 
@@ -616,4 +773,12 @@ class Settings:
     auth: AuthSettings = field(
         default_factory=AuthSettings,
         metadata=_meta("SMTP AUTH for submission: mechanisms and brute-force limits."),
+    )
+    policy: PolicySettings = field(
+        default_factory=PolicySettings,
+        metadata=_meta("Access rules per SMTP stage and per-IP rate limits."),
+    )
+    trace: TraceSettings = field(
+        default_factory=TraceSettings,
+        metadata=_meta("The flight recorder behind hato trace."),
     )

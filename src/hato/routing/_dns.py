@@ -199,6 +199,11 @@ class DnspythonResolver:
             raise errors[0]
         raise NoRecords(f"{host} has no A or AAAA records")
 
+    async def a_records(self, name: str) -> list[str]:
+        """The IPv4 addresses of ``name`` (for DNS blocklists); DnsError when there are none."""
+        answer = await self._query(name, dns.rdatatype.A)
+        return [str(rdata.address) for rdata in answer]
+
     async def names(self, ip: str) -> list[str]:
         """The PTR names of ``ip`` (lowercase, no final dot)."""
         reverse = dns.reversename.from_address(ip).to_text()

@@ -12,7 +12,7 @@ from ..accounts import AccountStore
 from ..config import Settings
 from ..delivery import MaildirAgent
 from ..events import EventLog
-from ..policy import AuthLimiter, RelayPolicy
+from ..policy import AccessPolicy, AuthLimiter, ClientLimits, RelayPolicy
 from ..routing import LocalRouter
 from ..smtp import Limits
 from ..spool import Spool
@@ -52,9 +52,15 @@ class ServerContext:
     tls: ServerTls | None = None
     # Whose passwords SMTP AUTH checks (None: no AUTH is offered anywhere).
     accounts: AccountStore | None = None
+    # The A records of a name, for DNS blocklists (None: blocklist rules never match).
+    dnsbl_lookup: Callable[[str], Awaitable[list[str]]] | None = None
+    # The flight recorder's intake for session lines: (session ID, [(C/S, text)], unix time).
+    record_lines: Callable[[str, list[tuple[str, str]], float], None] | None = None
     limits: Limits = field(init=False)
     relay: RelayPolicy = field(init=False)
     auth_limit: AuthLimiter = field(init=False)
+    access: AccessPolicy = field(init=False)
+    client_limits: ClientLimits = field(init=False)
     sessions: set[Session] = field(default_factory=set)
     stopping: bool = False
     _ids: itertools.count[int] = field(default_factory=itertools.count)
@@ -66,6 +72,17 @@ class ServerContext:
         auth = self.settings.auth
         self.auth_limit = AuthLimiter(
             max_failures=auth.max_failures, window=auth.failure_window, ban_time=auth.ban_time
+        )
+        policy, server = self.settings.policy, self.settings.server
+        self.access = AccessPolicy(
+            policy, hostname=server.hostname, local_domains=server.local_domains
+        )
+        self.client_limits = ClientLimits(
+            max_connections=policy.max_connections,
+            connection_rate=policy.connection_rate,
+            message_rate=policy.message_rate,
+            recipient_rate=policy.recipient_rate,
+            hostname=server.hostname,
         )
 
     @property

@@ -18,10 +18,9 @@ import email.utils
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, cast
 
-from .. import __version__, routing, smtp
+from .. import __version__, policy, routing, smtp
 from ..accounts import AccountError
 from ..events import (
     AuthSucceeded,
@@ -92,6 +91,8 @@ class Session(asyncio.Protocol):
             tls_available=context.starttls or implicit_tls or (submission and bool(context.tls)),
             tls_active=implicit_tls,
         )
+        if context.record_lines is not None:
+            self.conn.transcript = []  # drained into the flight recorder at each write
         self.implicit_tls = implicit_tls
         self.submission = submission
         self.auth_user: str | None = None
@@ -102,6 +103,7 @@ class Session(asyncio.Protocol):
         self.tls: str | None = None  # "TLSv1.3 TLS_AES_256_GCM_SHA384" once TLS is up
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
+        self.server_ip = ""
         self.client_port = 0
         self.client_name: str | None = None
         self.started = time.monotonic()
@@ -119,6 +121,13 @@ class Session(asyncio.Protocol):
         self._handshaking = False
         self._early = bytearray()  # plaintext that arrived before start_tls() returned
         self._lost = False
+        self.trusted = False  # the client is in relay.trusted_networks
+        self._counted = False  # client_limits.connect() let this connection in
+        self._limit_refusal: policy.Decision | None = None
+        # Refusals kept for RCPT time (policy.delay_reject): from connect, from HELO.
+        self._delayed_connect: policy.Decision | None = None
+        self._delayed_helo: policy.Decision | None = None
+        self._listed: dict[str, str] = {}  # DNS blocklist zone -> the answer that lists us
         self._offer_auth()
 
     # -- asyncio.Protocol --------------------------------------------------------------
@@ -128,6 +137,8 @@ class Session(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = self.transport.get_extra_info("peername") or ("", 0)
         self.client_ip, self.client_port = str(peer[0]), int(peer[1])
+        local = self.transport.get_extra_info("sockname") or ("",)
+        self.server_ip = str(local[0])
         self.ctx.sessions.add(self)
         self.ctx.log.emit(
             Connected(
@@ -141,8 +152,13 @@ class Session(asyncio.Protocol):
             # The listener finished the handshake before calling connection_made.
             self._tls_up(self.transport.get_extra_info("ssl_object"))
         self._arm_timer()
-        if self.ctx.reverse_lookup is not None:
-            self._task = asyncio.ensure_future(self._greet_after_lookup(self.ctx.reverse_lookup))
+        self.trusted = self.ctx.relay.is_trusted(self.client_ip)
+        if not self.trusted:
+            self._limit_refusal = self.ctx.client_limits.connect(self.client_ip)
+            self._counted = self._limit_refusal is None
+        zones = self.ctx.access.zones if self.ctx.dnsbl_lookup is not None else ()
+        if self._limit_refusal is None and (self.ctx.reverse_lookup is not None or zones):
+            self._task = asyncio.ensure_future(self._greet_after_lookup(zones))
         else:
             self._greet()
 
@@ -167,6 +183,7 @@ class Session(asyncio.Protocol):
         if self._lost:
             return  # a failed handshake already ended the session
         self._lost = True
+        self._record()
         if exc is not None:
             self.close_reason = f"connection lost: {exc}"
         self._abort_message()
@@ -174,6 +191,9 @@ class Session(asyncio.Protocol):
             self._timer.cancel()
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        if self._counted:
+            self._counted = False
+            self.ctx.client_limits.disconnect(self.client_ip)
         self.ctx.sessions.discard(self)
         self.ctx.log.emit(
             Disconnected(
@@ -203,16 +223,83 @@ class Session(asyncio.Protocol):
 
     # -- the greeting ------------------------------------------------------------------
 
-    async def _greet_after_lookup(self, lookup: Callable[[str], Awaitable[str | None]]) -> None:
+    async def _greet_after_lookup(self, zones: tuple[str, ...]) -> None:
+        """Reverse DNS and the DNS blocklists, all at once, before the banner."""
+        await asyncio.gather(self._look_up_name(), *(self._look_up_listing(z) for z in zones))
+        self._greet()
+
+    async def _look_up_name(self) -> None:
+        lookup = self.ctx.reverse_lookup
+        if lookup is None:
+            return
         try:
             self.client_name = await asyncio.wait_for(lookup(self.client_ip), RDNS_TIMEOUT)
         except (TimeoutError, OSError):
             self.client_name = None
-        self._greet()
+
+    async def _look_up_listing(self, zone: str) -> None:
+        lookup, name = self.ctx.dnsbl_lookup, policy.dnsbl_query(self.client_ip, zone)
+        if lookup is None or name is None:
+            return
+        try:
+            answer = await asyncio.wait_for(lookup(name), self.ctx.settings.policy.dnsbl_timeout)
+        except (TimeoutError, OSError, routing.DnsError):
+            return  # NXDOMAIN is "not listed"; a list that fails us lists nobody
+        listed = policy.dnsbl_listed(answer)
+        if listed is not None:
+            self._listed[zone] = listed
+
+    def _access(self, stage: str, **known: object) -> policy.Decision | None:
+        """The access rules of ``stage``; facts are gathered only when there are rules."""
+        if not self.ctx.access.has_rules(stage):
+            return None
+        return self.ctx.access.check(stage, self._policy_facts(**known))
+
+    def _policy_facts(self, **known: object) -> policy.Facts:
+        """What the access rules may look at, now; ``known`` adds what the caller has."""
+        transaction = self.conn.transaction
+        facts: dict[str, object] = {
+            "client_ip": self.client_ip,
+            "server_ip": self.server_ip,
+            "helo": self.conn.helo or "",
+            "sender": transaction.reverse_path if transaction is not None else None,
+            "authenticated": self.conn.authenticated,
+            "trusted": self.trusted,
+            "listed": self._listed,
+        } | known
+        sender = facts["sender"]
+        if isinstance(sender, str) and "@" in sender:
+            facts["sender_local"] = self.ctx.router.is_local_domain(sender.rpartition("@")[2])
+        return policy.Facts(**facts)  # type: ignore[arg-type]
+
+    def _refused(self, command: str, decision: policy.Decision, **facts: str | None) -> None:
+        """One event per refusal: stage, rule, client, HELO, sender, recipient and reply."""
+        transaction = self.conn.transaction
+        known: dict[str, str | None] = {
+            "helo": self.conn.helo or "",
+            "sender": transaction.reverse_path if transaction is not None else None,
+        } | facts
+        self.ctx.log.emit(
+            Rejected(
+                session=self.id,
+                client_ip=self.client_ip,
+                command=command,
+                reply=str(decision.reply),
+                reason=decision.reason,
+                rule=decision.rule,
+                helo=known.get("helo") or "",
+                sender=known.get("sender"),
+                recipient=known.get("recipient") or "",
+            )
+        )
 
     def _greet(self) -> None:
         if self.ctx.stopping:
             self.conn.close_with(_shutdown_reply(self.ctx.hostname))
+        elif self._limit_refusal is not None:
+            self._refused("CONNECT", self._limit_refusal)
+            self.conn.close_with(self._limit_refusal.reply)
+            self.close_reason = "per-IP limit"
         elif self.ctx.auth_limit.banned(self.client_ip):
             refusal = reply(
                 421, "4.7.0", f"{self.ctx.hostname} Error: too many failed authentications"
@@ -220,7 +307,17 @@ class Session(asyncio.Protocol):
             self._rejected("CONNECT", refusal, "client IP banned after failed AUTH attempts")
             self.conn.close_with(refusal)
             self.close_reason = "banned"
+        elif (decision := self._access("connect")) is not None and not (
+            self.ctx.settings.policy.delay_reject
+        ):
+            self._refused("CONNECT", decision)
+            self.close_reason = "refused by policy"
+            if decision.reply.code == 554:
+                self.conn.send_greeting(decision.reply)  # then only QUIT (RFC 5321 3.1)
+            else:
+                self.conn.close_with(decision.reply)
         else:
+            self._delayed_connect = decision
             self.conn.send_greeting(
                 reply(220, None, f"{self.ctx.hostname} ESMTP Hato {__version__} ready")
             )
@@ -250,7 +347,14 @@ class Session(asyncio.Protocol):
             self.close_reason = "internal error"
         self._flush()
 
+    def _record(self) -> None:
+        lines = self.conn.transcript
+        if lines and self.ctx.record_lines is not None:
+            self.conn.transcript = []
+            self.ctx.record_lines(self.id, lines, time.time())
+
     def _flush(self) -> None:
+        self._record()
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -273,13 +377,26 @@ class Session(asyncio.Protocol):
             case smtp.Hello(name=name, extended=extended):
                 self._abort_message()
                 self.ctx.log.emit(HeloReceived(session=self.id, helo=name, extended=extended))
-                conn.send_reply(self._hello_reply(name, extended))
+                decision = self._access("helo", helo=name, sender=None)
+                self._delayed_helo = None
+                if decision is not None and self.ctx.settings.policy.delay_reject:
+                    self._delayed_helo, decision = decision, None
+                if decision is not None:
+                    self._refused("EHLO" if extended else "HELO", decision, helo=name)
+                    conn.send_reply(decision.reply)
+                else:
+                    conn.send_reply(self._hello_reply(name, extended))
             case smtp.MailFrom():
                 self._mail(event)
             case smtp.RcptTo():
                 self._rcpt(event)
             case smtp.DataCommand():
-                conn.send_reply(R_DATA_GO if self._open_message() else R_WRITE_ERROR)
+                decision = self._data_policy()
+                if decision is not None:
+                    self._refused("DATA", decision)
+                    conn.send_reply(decision.reply)
+                else:
+                    conn.send_reply(R_DATA_GO if self._open_message() else R_WRITE_ERROR)
             case smtp.MessageEnd(problem=problem):
                 self._end_message(problem)
             case smtp.Reset():
@@ -325,6 +442,11 @@ class Session(asyncio.Protocol):
                 self.conn.send_reply(refusal)
                 return
             self._headers = bytearray()
+        decision = self._mail_policy(event.reverse_path)
+        if decision is not None:
+            self._refused("MAIL", decision, sender=event.reverse_path)
+            self.conn.send_reply(decision.reply)
+            return
         params = event.params
         self.ctx.log.emit(
             MailAccepted(
@@ -337,12 +459,49 @@ class Session(asyncio.Protocol):
         )
         self.conn.send_reply(R_MAIL_OK)
 
+    def _mail_policy(self, sender: str) -> policy.Decision | None:
+        if not self.trusted:
+            decision = self.ctx.client_limits.message(self.client_ip)
+            if decision is not None:
+                return decision
+        return self._access("mail", sender=sender)
+
+    def _rcpt_policy(self, recipient: str) -> policy.Decision | None:
+        """Refusals kept from connect and HELO (delay_reject), rate limits, access rules."""
+        delayed = self._delayed_connect or self._delayed_helo
+        if delayed is not None:
+            return delayed
+        if not self.trusted:
+            decision = self.ctx.client_limits.recipient(self.client_ip)
+            if decision is not None:
+                return decision
+        return self._access("rcpt", recipients=(recipient,))
+
+    def _data_policy(self) -> policy.Decision | None:
+        transaction = self.conn.transaction
+        recipients = tuple(r for r, _ in transaction.recipients) if transaction else ()
+        return self._access("data", recipients=recipients)
+
+    def _sender_owned(self, sender: str, user: str) -> bool:
+        """auth.sender_login_match: may ``user`` send as ``sender``?"""
+        match = self.ctx.settings.auth.sender_login_match
+        if match == "any" or not sender or sender.casefold() == user.casefold():
+            return True  # the null sender (bounces) carries no one's identity
+        router = self.ctx.router
+        if match == "domain":
+            return _same_domain(sender.rpartition("@")[2], user.rpartition("@")[2])
+        login = router.lookup(user)
+        if not isinstance(login, routing.Mailbox):
+            return False
+        owner = login.address.casefold()
+        return any(m.address.casefold() == owner for m in router.expand(sender).mailboxes)
+
     def _check_sender(self, sender: str) -> tuple[Reply | None, str]:
         """Submission (RFC 6409 4.3, 6.1): AUTH first, and only the user's own address."""
         user = self.auth_user
         if user is None:
             return R_AUTH_REQUIRED, "submission without authentication"
-        if sender.casefold() != user.casefold():
+        if not self._sender_owned(sender, user):
             return reply(
                 553,
                 "5.7.1",
@@ -437,6 +596,11 @@ class Session(asyncio.Protocol):
 
     def _rcpt(self, event: smtp.RcptTo) -> None:
         address = event.forward_path
+        decision = self._rcpt_policy(address)
+        if decision is not None:
+            self._refused("RCPT", decision, recipient=address)
+            self.conn.send_reply(decision.reply)
+            return
         refusal, reason = self._check_recipient(address)
         if refusal is not None:
             self._rejected("RCPT", refusal, reason)
@@ -562,6 +726,17 @@ class Session(asyncio.Protocol):
                 self.ctx.log.emit(InternalError(where="spool", error=repr(error), session=self.id))
 
     def _end_message(self, problem: Reply | None) -> None:
+        transaction = self.conn.transaction
+        if problem is None and transaction is not None and transaction.chunked:
+            # BDAT has no moment before the data: its data rules answer the LAST chunk.
+            decision = self._data_policy()
+            if decision is not None:
+                self._refused("BDAT", decision)
+                self._headers = None
+                self._abort_message()
+                self.write_error = None
+                self.conn.send_reply(decision.reply)
+                return
         if problem is None and self.write_error is None:
             self._flush_headers()
         self._headers = None
@@ -623,6 +798,7 @@ class Session(asyncio.Protocol):
                     reverse_path=envelope.reverse_path,
                     recipients=tuple(r.address for r in envelope.recipients),
                     client_ip=self.client_ip,
+                    message_id=writer.message_id,
                 )
             )
         if self.transport is None or self.transport.is_closing():
@@ -734,3 +910,10 @@ class Session(asyncio.Protocol):
 
 def _shutdown_reply(hostname: str) -> Reply:
     return reply(421, "4.3.2", f"{hostname} Service shutting down, closing transmission channel")
+
+
+def _same_domain(a: str, b: str) -> bool:
+    try:
+        return smtp.domain_a_label(a) == smtp.domain_a_label(b)
+    except smtp.AddressError:
+        return False

@@ -42,7 +42,7 @@ from ._events import (
 from ._help import help_reply
 from ._limits import Limits
 from ._params import MailParams, ParamError, RcptParams, parse_mail_params, parse_rcpt_params
-from ._reply import Reply, reply
+from ._reply import Reply, parse_reply, reply
 from ._server import (
     CLOSED,
     NEED_DATA,
@@ -91,6 +91,7 @@ __all__ = [
     "parse_mail_params",
     "parse_path",
     "parse_rcpt_params",
+    "parse_reply",
     "reply",
     "split_path",
     "xtext_decode",

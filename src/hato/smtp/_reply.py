@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-__all__ = ["Reply", "reply"]
+__all__ = ["Reply", "parse_reply", "reply"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,22 @@ class Reply:
 
     def __str__(self) -> str:
         return self.to_bytes().decode("utf-8").rstrip("\r\n").replace("\r\n", " / ")
+
+
+_REPLY_LINE = re.compile(r"([2-5][0-9][0-9])(?: ([2-5]\.[0-9]{1,3}\.[0-9]{1,3}))?(?: (.*))?")
+
+
+def parse_reply(text: str) -> Reply:
+    """A one-line reply as an administrator writes it: ``"554 5.7.1 Go away"``.
+
+    The enhanced code is optional; without text, the line is the code alone. ValueError says
+    what is wrong (for configuration files, which quote it under their key).
+    """
+    found = _REPLY_LINE.fullmatch(text.strip())
+    if found is None:
+        raise ValueError(f'expected a reply such as "554 5.7.1 Access denied", got {text!r}')
+    code, enhanced, line = found.groups()
+    return Reply(int(code), enhanced, ((line or "").strip() or "",))
 
 
 def reply(code: int, enhanced: str | None, *lines: str) -> Reply:

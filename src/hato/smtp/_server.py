@@ -59,6 +59,7 @@ class State(enum.Enum):
     BDAT = "bdat"  # reading the octets of one BDAT chunk
     AUTH = "auth"  # a 334 challenge is out; the next line is the answer
     TLS = "tls"  # 220 to STARTTLS sent; waiting for the handshake
+    REFUSED = "refused"  # greeted with 554: nothing but QUIT is served (RFC 5321 3.1)
     CLOSED = "closed"
 
 
@@ -103,6 +104,9 @@ _R_NEED_MAIL = reply(503, "5.5.1", "Error: need MAIL command")
 _R_NEED_RCPT = reply(503, "5.5.1", "Error: need RCPT command")
 _R_IN_TXN = reply(503, "5.5.1", "Error: MAIL transaction in progress")
 _R_OK = reply(250, "2.0.0", "Ok")
+_R_REFUSED = reply(503, "5.5.1", "Error: this server refused the connection; send QUIT")
+# What stands in the transcript for AUTH data (credentials, challenges).
+_SECRET = "****"
 _R_VRFY = reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
 
 
@@ -129,6 +133,9 @@ class ServerConnection:
         self.authenticated = False
         self.transaction: Transaction | None = None
         self.errors = 0
+        # Opt in by setting a list: every command line and reply line, never message data,
+        # AUTH secrets masked. The caller drains it (the flight recorder).
+        self.transcript: list[tuple[str, str]] | None = None
         self._in = bytearray()
         self._out = bytearray()
         self._ready: deque[Event] = deque()
@@ -176,13 +183,19 @@ class ServerConnection:
         return self.state is State.DATA or self.state is State.BDAT
 
     def send_greeting(self, greeting: Reply) -> None:
-        """The 220 banner (or a 554/421 refusal, after which the caller closes)."""
-        self._out += greeting.to_bytes()
+        """The 220 banner, a 421 (the caller closes) or a 554 refusal.
+
+        RFC 5321 3.1: after a 554 greeting the server waits for QUIT and answers anything
+        else with 503, so the client learns why rather than seeing the connection drop.
+        """
+        self._write(greeting)
+        if greeting.code == 554:
+            self.state = State.REFUSED
 
     def close_with(self, final: Reply) -> None:
         """End the session with a last reply (421 for timeouts and shutdown)."""
         if self.state is not State.CLOSED:
-            self._out += final.to_bytes()
+            self._write(final)
             self.state, self.transaction = State.CLOSED, None
             self._pending = None
 
@@ -267,8 +280,19 @@ class ServerConnection:
 
     # -- replies ---------------------------------------------------------------------
 
+    def _write(self, answer: Reply) -> None:
+        data = answer.to_bytes()
+        self._out += data
+        if self.transcript is not None:
+            if answer.code == 334:
+                # RFC 4954 4: the challenge is base64 that may echo what the client sent.
+                self.transcript.append(("S", "334 " + _SECRET))
+            else:
+                lines = data.decode("utf-8").split("\r\n")[:-1]
+                self.transcript.extend(("S", line) for line in lines)
+
     def _emit(self, answer: Reply) -> None:
-        self._out += answer.to_bytes()
+        self._write(answer)
         if answer.code >= 400:
             self.errors += 1
             if self.errors >= self.limits.max_errors and self.state is not State.CLOSED:
@@ -307,6 +331,8 @@ class ServerConnection:
             limit += _PARAMETER_ALLOWANCE
         if self._skipping_long_line or len(line.rstrip(b"\r")) + 2 > limit:
             self._skipping_long_line = False
+            if self.transcript is not None:
+                self.transcript.append(("C", f"<line too long, {len(line)} octets kept>"))
             self._reject("", reply(500, "5.5.6", f"Error: line too long (limit {limit} octets)"))
         else:
             self._dispatch(line)
@@ -320,13 +346,20 @@ class ServerConnection:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
+            if self.transcript is not None:
+                self.transcript.append(("C", raw.decode("utf-8", errors="replace")))
             self._reject("", reply(500, "5.5.2", "Error: command is not valid UTF-8"))
             return
+        if self.transcript is not None:
+            self.transcript.append(("C", self._shown(line)))
         if self.state is State.AUTH:
             self._auth_line(line)
             return
         verb, _, argument = line.strip(" \t").partition(" ")
         command = verb.upper()
+        if self.state is State.REFUSED and command != "QUIT":
+            self._reject(command[:32], _R_REFUSED)
+            return
         handler = _COMMANDS.get(command)
         if handler is not None:
             handler(self, argument)
@@ -341,6 +374,15 @@ class ServerConnection:
                 command[:32],
                 reply(500, "5.5.2", f'Command unrecognized: "{shown}" (type HELP for the list)'),
             )
+
+    def _shown(self, line: str) -> str:
+        """The command line as the transcript keeps it: SASL data never appears."""
+        if self.state is State.AUTH:
+            return "*" if line.strip() == "*" else _SECRET
+        words = line.split()
+        if len(words) > 2 and words[0].upper() == "AUTH":
+            return f"{words[0]} {words[1]} {_SECRET}"  # the initial response (RFC 4954 4)
+        return line
 
     def _auth_line(self, line: str) -> None:
         if line.strip() == "*":

@@ -404,3 +404,29 @@ def test_close_with_sends_a_last_reply_once() -> None:
     conn.close_with(reply(421, "4.3.2", "again"))
     assert conn.data_to_send() == f"421 4.4.2 {HOST} Error: timeout exceeded\r\n".encode()
     assert conn.next_event() is CLOSED
+
+
+def test_refused_greeting_serves_only_quit(session: Session) -> None:
+    # RFC 5321 3.1: after a 554 greeting the server waits for QUIT, answering 503 meanwhile.
+    smtp = session()
+    smtp.conn.send_greeting(reply(554, "5.7.1", "Client host [192.0.2.1] rejected"))
+    assert smtp.conn.state is State.REFUSED
+    transcript = "\n".join(
+        [
+            "S: 554 5.7.1 Client host [192.0.2.1] rejected",
+            "C: EHLO client.example",
+            "S: 503 5.5.1 Error: this server refused the connection; send QUIT",
+            "C: MAIL FROM:<a@example.org>",
+            "S: 503 5.5.1 Error: this server refused the connection; send QUIT",
+            "C: NOOP",
+            "S: 503 5.5.1 Error: this server refused the connection; send QUIT",
+            "C: QUIT",
+            f"S: 221 2.0.0 {HOST} closing connection",
+        ]
+    )
+    for client, expected in dialog(transcript):
+        assert smtp.feed(client) == expected
+    assert smtp.conn.state is State.CLOSED
+    assert smtp.of_type(Hello) == []
+    assert smtp.of_type(MailFrom) == []
+    assert [event.command for event in smtp.of_type(CommandRejected)] == ["EHLO", "MAIL", "NOOP"]
