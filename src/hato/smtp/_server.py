@@ -140,7 +140,7 @@ class ServerConnection:
         self._out = bytearray()
         self._ready: deque[Event] = deque()
         self._pending: Event | None = None
-        self._skipping_long_line = False
+        self._skipping_long_line = 0  # while a too-long line is skipped: its limit
         self._resume = State.GREETED  # where AUTH and BDAT return to
         # Message reading (DATA and BDAT).
         self._line_start = True
@@ -317,20 +317,22 @@ class ServerConnection:
         buf = self._in
         end = buf.find(b"\n")
         limit = _MAX_AUTH_LINE if self.state is State.AUTH else self.limits.max_command_line
+        if bytes(buf[:5]).upper() in (b"MAIL ", b"RCPT "):
+            # RFC 1869 4.1.2: each parameter an extension adds lengthens MAIL and RCPT; SIZE,
+            # ENVID, RET, AUTH=, NOTIFY and ORCPT together stay within 1000 more octets.
+            limit += _PARAMETER_ALLOWANCE
+        if self._skipping_long_line:
+            limit = self._skipping_long_line  # the limit of the line whose tail this is
         if end < 0:
             if len(buf) > limit + _PARAMETER_ALLOWANCE:
                 # Keep reading to the line end so the tail is never taken for a command.
-                self._skipping_long_line = True
+                self._skipping_long_line = limit
                 buf.clear()
             return False
         line = bytes(buf[:end])
         del buf[: end + 1]
-        if line[:5].upper() in (b"MAIL ", b"RCPT "):
-            # RFC 1869 4.1.2: each parameter an extension adds lengthens MAIL and RCPT; SIZE,
-            # ENVID, RET, AUTH=, NOTIFY and ORCPT together stay within 1000 more octets.
-            limit += _PARAMETER_ALLOWANCE
         if self._skipping_long_line or len(line.rstrip(b"\r")) + 2 > limit:
-            self._skipping_long_line = False
+            self._skipping_long_line = 0
             if self.transcript is not None:
                 self.transcript.append(("C", f"<line too long, {len(line)} octets kept>"))
             self._reject("", reply(500, "5.5.6", f"Error: line too long (limit {limit} octets)"))

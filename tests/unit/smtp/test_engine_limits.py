@@ -106,3 +106,12 @@ def test_errors_below_the_limit_keep_the_session(session: Session) -> None:
     smtp = session()
     assert smtp.feed(b"FOO\r\n" * 19 + b"NOOP\r\n")[-1] == "250 2.0.0 Ok"
     assert smtp.feed(b"FOO\r\n")[-1] == f"421 4.7.0 {HOST} Error: too many errors"
+
+
+def test_too_long_mail_line_names_the_same_limit_however_it_arrives(session: Session) -> None:
+    # MAIL and RCPT get 1000 more octets (RFC 1869 4.1.2), also when the line is so long
+    # that its start was dropped before its end arrived.
+    smtp = session()
+    smtp.feed(GREETED)
+    out = smtp.feed(b"MAIL FROM:<" + b"a" * 5000 + b"@x.example>\r\nNOOP\r\n")
+    assert out == ["500 5.5.6 Error: line too long (limit 1512 octets)", "250 2.0.0 Ok"]
