@@ -50,7 +50,7 @@ from typing import Any
 import procstat
 import report
 import scale
-from servers import RECIPIENT, SERVERS, Server, Unavailable
+from servers import RECIPIENT, SERVERS, Hato, Server, Unavailable
 
 BENCH = Path(__file__).resolve().parent
 TOKEN = re.compile(rb"X-Bench-Token: (\d+)|[<\s](\d+)user@bench\.test")
@@ -299,7 +299,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 rep, 1/10 of the messages")
     parser.add_argument("--output", type=Path, help="results stem (default bench/results/...)")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
+    parser.add_argument(
+        "--hato-option", action="append", default=[], help="-o KEY=VALUE for hato serve"
+    )
     args = parser.parse_args()
+    Hato.extra_options = args.hato_option
     reps = args.reps or (1 if args.quick else 3)
     factor = args.scale_messages or (0.1 if args.quick else 1.0)
     idle = args.idle if args.idle is not None else (0 if args.quick else 10_000)

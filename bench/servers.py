@@ -133,6 +133,9 @@ class Server:
 
 class Hato(Server):
     name = "hato"
+    # More "-o KEY=VALUE" settings for every Hato started (run.py --hato-option), to compare
+    # configurations side by side.
+    extra_options: ClassVar[list[str]] = []
 
     def __init__(self, top: Path) -> None:
         super().__init__(top)
@@ -163,6 +166,7 @@ class Hato(Server):
             "server.implicit_tls_listen=[]",
             "server.submission_listen=[]",
             'dns.nameservers=["127.0.0.1:9"]',  # nothing here needs DNS; never ask outside
+            *self.extra_options,
         ]
         args = [str(self.hato), "serve", "--data-dir", str(self.data_dir)]
         args += ["--listen", f"{self.host}:0", "--hostname", "hato.bench.test"]
