@@ -160,6 +160,8 @@ class Hato:
         self.queue = self._queue_manager()
         await self.queue.start()
         self.context.on_queued = self.queue.notify
+        if self.settings.queue.deliver_in_data:
+            self.context.deliver_now = self.queue.deliver_at_once
         try:
             server = self.settings.server
             await self.smtp.start(

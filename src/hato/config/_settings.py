@@ -333,6 +333,15 @@ class QueueSettings:
             ge=1,
         ),
     )
+    deliver_in_data: bool = field(
+        default=True,
+        metadata=_meta(
+            "Deliver mail for local mailboxes while the client waits, before answering 250"
+            " (the mailbox copies durable, as the queue would make them), so it never enters"
+            " the queue. Messages that owe a report, go elsewhere too or cannot be delivered"
+            " at once are queued as usual."
+        ),
+    )
     concurrency: int = field(
         default=8,
         metadata=_meta(

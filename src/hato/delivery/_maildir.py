@@ -8,7 +8,7 @@ import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from io import BufferedReader
+from io import BufferedReader, BytesIO
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +32,7 @@ from hato.spool import fsync_dir, is_queue_id, sync_mode, syncfs
 
 __all__ = ["MaildirAgent", "MaildirJob"]
 
+_Source = BufferedReader | BytesIO  # the message: its spool file, or still in memory
 _FILE_MODE = 0o600  # mail is private
 _DIR_MODE = 0o700
 _FOLDERS: tuple[Literal["new", "cur"], ...] = ("new", "cur")
@@ -63,6 +64,9 @@ class MaildirJob:
     message_path: Path
     arrival: float
     recheck: bool = False
+    # The message itself, when it is still in memory (delivery while the client waits);
+    # None: read it from message_path.
+    message_data: bytes | None = None
 
     def __post_init__(self) -> None:
         if not is_queue_id(self.queue_id):
@@ -149,15 +153,24 @@ class MaildirAgent:
             maildir = self.mailbox_dir(job.domain, job.local_part)
         except ValueError as exc:
             return Result.failed(BAD_MAILBOX, f"no mailbox name for this address: {exc}")
+        source: _Source
         try:
-            source = open(job.message_path, "rb")  # noqa: SIM115 - closed below
+            if job.message_data is not None:
+                source = BytesIO(job.message_data)
+            else:
+                source = open(job.message_path, "rb")  # noqa: SIM115 - closed below
         except OSError as exc:
             return os_error_result(exc, "cannot read the queued message")
         with source:
             header = _trace_header(job)
             try:
                 loop = find_loop(source, job.delivered_to, self.max_received)
-                size = len(header) + os.fstat(source.fileno()).st_size
+                length = (
+                    len(job.message_data)
+                    if job.message_data is not None
+                    else os.fstat(source.fileno()).st_size
+                )
+                size = len(header) + length
             except OSError as exc:
                 return os_error_result(exc, "cannot read the queued message")
             if loop is not None:
@@ -173,7 +186,7 @@ class MaildirAgent:
         return _Staged(index=index, maildir=maildir, device=device, tmp=tmp, name=name, size=size)
 
     def _copy_in(
-        self, maildir: Path, name: str, header: bytes, source: BufferedReader, size: int
+        self, maildir: Path, name: str, header: bytes, source: _Source, size: int
     ) -> tuple[Path, int]:
         """Copy into the maildir's tmp/, creating the maildir if need be: (tmp file, st_dev)."""
         known = maildir in self._ready
@@ -188,7 +201,7 @@ class MaildirAgent:
         device = self._ensure_maildir(maildir)
         return self._write_tmp(maildir / "tmp" / name, header, source, size), device
 
-    def _write_tmp(self, stem: Path, header: bytes, source: BufferedReader, size: int) -> Path:
+    def _write_tmp(self, stem: Path, header: bytes, source: _Source, size: int) -> Path:
         """Write trace header and message into a fresh tmp/ file; fsync it in fsync mode."""
         # The tmp/ name is unique per attempt, so two attempts at one job never share a file;
         # leftovers of a crash are what Maildir readers clean out of tmp/ (Dovecot: 36 h).
@@ -427,7 +440,7 @@ def _write_all(fd: int, data: bytes | memoryview) -> int:
     return len(data)
 
 
-def _copy(source: BufferedReader, fd: int) -> int:
+def _copy(source: _Source, fd: int) -> int:
     source.seek(0)
     buffer = bytearray(_COPY_CHUNK)
     chunk = memoryview(buffer)

@@ -16,7 +16,7 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from io import BufferedReader
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 __all__ = ["MaildirMessage", "entries", "entry_size", "find_loop", "header_lines", "summary"]
 
@@ -47,7 +47,7 @@ class MaildirMessage:
     date: str
 
 
-def header_lines(source: BufferedReader) -> Iterator[bytes]:
+def header_lines(source: BinaryIO) -> Iterator[bytes]:
     """The header's lines (line ends kept), up to the empty line; long lines in pieces.
 
     A piece that continues a long line starts with no field name, so it is yielded with a
@@ -61,7 +61,7 @@ def header_lines(source: BufferedReader) -> Iterator[bytes]:
         at_line_start = piece.endswith(b"\n")
 
 
-def find_loop(source: BufferedReader, delivered_to: str, max_received: int) -> str | None:
+def find_loop(source: BinaryIO, delivered_to: str, max_received: int) -> str | None:
     """Why this message loops (RFC 5321 6.3), or None; reads only the header, by lines."""
     received = 0
     target = _address_key(delivered_to.encode())

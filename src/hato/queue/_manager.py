@@ -15,6 +15,11 @@ Promises:
   destination never holds up the rest of the queue.
 - Held messages are never attempted; ``hato queue`` changes made by another process are
   noticed within ``ADMIN_POLL`` seconds.
+- Mail for local mailboxes only, with no report owed, may be delivered while its client
+  waits (``deliver_at_once``): the server answers 250 once the mailbox copies are durable
+  and the message never enters the queue. Copies of many sessions share one sync, as a
+  batch of the local worker does. When anything stands in the way, the message is queued
+  as usual, and the copies already made are found again by name, never stored twice.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..config import DsnSettings
 from ..delivery import (
@@ -36,8 +42,9 @@ from ..delivery import (
     RemoteJob,
     RemoteTarget,
     Result,
+    Status,
 )
-from ..events import EventLog, InternalError, ReportQueued
+from ..events import Delivered, EventLog, InternalError, MessageRemoved, ReportQueued
 from ..routing import LocalRouter
 from ..spool import Envelope, QueueEntry, QueueState, RecipientState, SpoolError, message_path
 from ._outcomes import Notice, Plan, Verdict, conclude, removed_event
@@ -115,6 +122,9 @@ class QueueManager:
         self._runner: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._generation = -1
+        # deliver_at_once: the jobs waiting for the next shared sync, and the task syncing.
+        self._instant: list[tuple[list[MaildirJob], asyncio.Future[list[Result] | None]]] = []
+        self._instant_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -143,6 +153,100 @@ class QueueManager:
     def idle(self) -> bool:
         now = self.clock()
         return not self._inflight and not any(due <= now for due in self._due.values())
+
+    # -- delivery while the client waits -------------------------------------------------
+
+    async def deliver_at_once(
+        self,
+        queue_id: str,
+        envelope: Envelope,
+        source: Path | bytes,
+        announce: Callable[[], None],
+    ) -> bool:
+        """Deliver a just-received message into its local mailboxes before it is queued.
+
+        True: every copy is durable; ``announce`` was called (the server logs the message
+        as queued) and the delivery events follow, so the log reads as for any message.
+        False: the message is not for local mailboxes only, a report is owed, or a copy
+        could not be made; queue it (the queue's attempt finds copies made here by name).
+        """
+        jobs = self._instant_jobs(queue_id, envelope, source)
+        if not jobs:
+            return False
+        future: asyncio.Future[list[Result] | None] = asyncio.get_running_loop().create_future()
+        self._instant.append((jobs, future))
+        if self._instant_task is None:
+            self._instant_task = asyncio.ensure_future(self._instant_batches())
+        results = await future
+        if results is None or any(r.status is not Status.DELIVERED for r in results):
+            return False
+        announce()
+        for job, result in zip(jobs, results, strict=True):
+            self.log.emit(
+                Delivered(
+                    queue_id=queue_id,
+                    recipient=envelope.recipients[job.recipient_index].address,
+                    mailbox=job.delivered_to,
+                    status=result.enhanced,
+                    detail=result.detail,
+                )
+            )
+        self.log.emit(
+            MessageRemoved(queue_id=queue_id, delivered=len(envelope.recipients), failed=0)
+        )
+        return True
+
+    def _instant_jobs(
+        self, queue_id: str, envelope: Envelope, source: Path | bytes
+    ) -> list[MaildirJob]:
+        """The mailbox jobs of a message that may be delivered at once; [] if it may not."""
+        in_memory = isinstance(source, bytes)
+        path = message_path(self.state.data_dir, queue_id) if in_memory else source
+        assert isinstance(path, Path)
+        jobs: list[MaildirJob] = []
+        for position, recipient in enumerate(envelope.recipients):
+            if "SUCCESS" in recipient.notify:
+                return []  # a "delivered" report is owed: the queue writes reports
+            expansion = self.router.expand(recipient.address)
+            if expansion.failures or expansion.remote or not expansion.mailboxes:
+                return []
+            jobs.extend(
+                MaildirJob(
+                    queue_id=queue_id,
+                    recipient_index=position,
+                    domain=mailbox.domain,
+                    local_part=mailbox.local_part,
+                    delivered_to=mailbox.address,
+                    reverse_path=envelope.reverse_path,
+                    message_path=path,
+                    arrival=envelope.arrival,
+                    message_data=source if isinstance(source, bytes) else None,
+                )
+                for mailbox in expansion.mailboxes
+            )
+        return jobs
+
+    async def _instant_batches(self) -> None:
+        """One MaildirAgent batch (one sync) for every session waiting, until none waits."""
+        try:
+            while self._instant:
+                waiting, self._instant = self._instant, []
+                jobs = [job for batch, _ in waiting for job in batch]
+                try:
+                    results: list[Result] | None = await asyncio.to_thread(
+                        self.maildir.deliver, jobs
+                    )
+                except Exception as error:  # the queue gets these messages instead
+                    self.log.emit(InternalError(where="instant delivery", error=repr(error)))
+                    results = None
+                start = 0
+                for batch, future in waiting:
+                    part = None if results is None else results[start : start + len(batch)]
+                    start += len(batch)
+                    if not future.done():
+                        future.set_result(part)
+        finally:
+            self._instant_task = None
 
     # -- the schedule ------------------------------------------------------------------
 

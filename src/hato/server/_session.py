@@ -662,7 +662,7 @@ class Session(asyncio.Protocol):
         assert transaction is not None
         self._abort_message()
         try:
-            writer = self.ctx.spool.new_message()
+            writer = self.ctx.spool.new_message(in_memory=self.ctx.deliver_now is not None)
             writer.write(
                 received_header(
                     self._facts(),
@@ -780,16 +780,9 @@ class Session(asyncio.Protocol):
         )
 
     async def _commit(self, writer: MessageWriter, envelope: Envelope) -> None:
-        try:
-            await writer.commit(envelope)
-        except SpoolError as error:
-            self.ctx.log.emit(InternalError(where="spool", error=repr(error), session=self.id))
-            answer = R_WRITE_ERROR
-        else:
-            answer = reply(250, "2.0.0", f"Ok: queued as {writer.queue_id}")
+        def announce() -> None:
             self.messages += 1
             self.recipients += len(envelope.recipients)
-            self.ctx.on_queued(writer.queue_id)
             self.ctx.log.emit(
                 Queued(
                     session=self.id,
@@ -801,6 +794,26 @@ class Session(asyncio.Protocol):
                     message_id=writer.message_id,
                 )
             )
+
+        async def store() -> None:
+            deliver_now = self.ctx.deliver_now
+            source = writer.contents() if deliver_now is not None else None
+            if deliver_now is not None and await deliver_now(
+                writer.queue_id, envelope, source or writer.flush(), announce
+            ):
+                writer.abort()  # delivered: the spool copy was only the source
+            else:
+                await writer.commit(envelope)
+                announce()
+                self.ctx.on_queued(writer.queue_id)
+
+        answer = reply(250, "2.0.0", f"Ok: queued as {writer.queue_id}")
+        try:
+            # A client that leaves now does not stop the message being delivered or queued.
+            await asyncio.shield(store())
+        except SpoolError as error:
+            self.ctx.log.emit(InternalError(where="spool", error=repr(error), session=self.id))
+            answer = R_WRITE_ERROR
         if self.transport is None or self.transport.is_closing():
             return  # the client left; the message is queued all the same
         self.conn.send_reply(answer)

@@ -33,6 +33,8 @@ __all__ = ["MessageWriter", "Spool", "message_path"]
 # Python-side buffer of a message file: DATA arrives a line or a chunk at a time, and this turns
 # small writes into few system calls while holding at most this much of a message in memory.
 _WRITE_BUFFER = 64 * 1024
+# An in-memory message (new_message(in_memory=True)) moves to its file past this size.
+SPILL = 256 * 1024
 _FILE_MODE = 0o600  # mail is private
 _DIR_MODE = 0o700
 # Fresh IDs collide only if two processes share a spool in one microsecond and draw the same
@@ -261,13 +263,26 @@ class MessageWriter:
     Use it from the event loop thread that will await ``commit``. After a ``SpoolError`` the
     message is gone and further calls raise ``SpoolError`` again; calling ``write`` or
     ``commit`` after ``commit`` or ``abort`` is a bug and raises ``RuntimeError``.
+
+    Without a file (``Spool.new_message(in_memory=True)``) the bytes are kept in memory
+    until they pass ``SPILL`` or the message is committed, and then written to its file:
+    a message delivered while its client waits and then dropped never costs the spool a
+    file (``contents``).
     """
 
-    def __init__(self, *, queue_id: str, path: Path, file: BinaryIO, committer: _Committer) -> None:
+    def __init__(
+        self,
+        *,
+        queue_id: str,
+        path: Path,
+        file: BinaryIO | None,
+        committer: _Committer,
+    ) -> None:
         self.queue_id = queue_id
         self.size = 0  # bytes written so far
         self._path = path
         self._file: BinaryIO | None = file
+        self._memory: bytearray | None = bytearray() if file is None else None
         self._committer = committer
         self._failed = False
         self._header: bytearray | None = bytearray()  # until the header section has ended
@@ -282,6 +297,15 @@ class MessageWriter:
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append ``data``: buffered, never synced, so cheap enough for the event loop."""
+        memory = self._memory
+        if memory is not None and len(memory) + len(data) <= SPILL:
+            memory += data
+            self.size += len(data)
+            if self._header is not None:
+                self._header += data
+                if b"\r\n\r\n" in self._header or len(self._header) > _HEADER_WATCH:
+                    self._scan_header()
+            return
         file = self._open_file()
         try:
             self.size += file.write(data)
@@ -304,9 +328,24 @@ class MessageWriter:
             value = b" ".join(found.group(1).split())
             self._message_id = value.decode("utf-8", errors="replace")[:998]
 
+    def contents(self) -> bytes | None:
+        """The message when it is still only in memory; None once it has its file."""
+        return bytes(self._memory) if self._memory is not None else None
+
+    def flush(self) -> Path:
+        """Hand what was written to the OS (no sync) and say where: for a reader in this
+        process that takes the message before, or instead of, its commit."""
+        file = self._open_file()
+        try:
+            file.flush()
+        except OSError as exc:
+            self._discard(failed=True)
+            raise SpoolError(f"cannot write {self.queue_id}: {exc}") from exc
+        return self._path
+
     def abort(self) -> None:
         """Drop the message: close and remove its file. Idempotent; no effect once committing."""
-        if self._file is not None:
+        if self._file is not None or self._memory is not None:
             self._discard(failed=False)
 
     async def commit(self, envelope: Envelope) -> None:
@@ -345,12 +384,31 @@ class MessageWriter:
     def _open_file(self) -> BinaryIO:
         if self._file is not None:
             return self._file
+        if self._memory is not None:
+            return self._spill(self._memory)
         if self._failed:
             raise SpoolError(f"message {self.queue_id} was not queued")
         raise RuntimeError(f"message {self.queue_id} is already committed or aborted")
 
+    def _spill(self, memory: bytearray) -> BinaryIO:
+        """Give the message its file at last, with what memory held so far."""
+        self._memory = None
+        try:
+            fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+        except OSError as exc:
+            self._failed = True
+            raise SpoolError(f"cannot create {self._path}: {exc}") from exc
+        file = self._file = BufferedWriter(FileIO(fd, "wb"), _WRITE_BUFFER)
+        try:
+            file.write(memory)
+        except OSError as exc:
+            self._discard(failed=True)
+            raise SpoolError(f"cannot write {self.queue_id}: {exc}") from exc
+        return file
+
     def _discard(self, *, failed: bool) -> None:
         file, self._file = self._file, None
+        self._memory = None
         self._failed = failed
         if file is not None:
             _close_quietly(file)
@@ -449,8 +507,11 @@ class Spool:
             batches=c.batches, messages=c.messages, failed=c.failed, largest_batch=c.largest_batch
         )
 
-    def new_message(self) -> MessageWriter:
-        """Allocate a queue ID and create its file; the caller streams DATA into the writer."""
+    def new_message(self, *, in_memory: bool = False) -> MessageWriter:
+        """Allocate a queue ID and create its file; the caller streams DATA into the writer.
+
+        ``in_memory``: the file is made only when needed (see ``MessageWriter``).
+        """
         committer = self._committer
         if committer is None:
             raise SpoolError("spool is not open for writing")
@@ -459,6 +520,12 @@ class Spool:
             path = self._message_path(queue_id)
             try:
                 self._ensure_subdir(path.parent)
+                if in_memory:
+                    if path.exists():
+                        continue
+                    return MessageWriter(
+                        queue_id=queue_id, path=path, file=None, committer=committer
+                    )
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
             except FileExistsError:
                 continue
