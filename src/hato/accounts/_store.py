@@ -69,6 +69,8 @@ CREATE TABLE alias_targets (
 _USER_COLUMNS = "local_part, domain, quota, password IS NOT NULL, created"
 # Seconds a statement waits for another process's write (a CLI command beside the server).
 _BUSY_TIMEOUT = 10.0
+# Most query results snapshot() keeps; past it the memory starts over.
+_CACHE_LIMIT = 10_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,6 +129,10 @@ class AccountStore:
         self._config_domains = frozenset(normalize_domain(d) for d in config_domains)
         self._clock = clock
         self._lock = threading.Lock()
+        # snapshot(): reads answered from memory while the store is unchanged.
+        self._cache: dict[tuple[str, tuple[object, ...]], list[tuple[Any, ...]]] = {}
+        self._version: int | None = None
+        self._local = threading.local()
         with _translated(path, "open it"):
             path.parent.mkdir(parents=True, exist_ok=True)
             # Password hashes live here: owner-only, and SQLite gives -wal and -shm files the
@@ -189,9 +195,32 @@ class AccountStore:
     # -- plumbing -----------------------------------------------------------------------
 
     @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside are answered from memory while the store has not changed.
+
+        Whether it changed is asked once, on entry (``PRAGMA data_version`` moves when any
+        other connection, such as a ``hato user`` command, commits; our own writes clear
+        the memory), so a lookup made of several queries costs one query when nothing
+        changed, and a change is seen by the next lookup, never a stale one.
+        """
+        depth = getattr(self._local, "depth", 0)
+        if depth == 0:
+            with self._lock, _translated(self._path, "read"):
+                version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+                if version != self._version:
+                    self._cache.clear()
+                    self._version = version
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+
+    @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; IMMEDIATE so a check and its write see the same state."""
         with self._lock, _translated(self._path, "write"):
+            self._cache.clear()
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
@@ -201,8 +230,17 @@ class AccountStore:
                 raise
 
     def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        cached = getattr(self._local, "depth", 0) > 0
         with self._lock, _translated(self._path, "read"):
-            return self._conn.execute(sql, params).fetchall()
+            if not cached:
+                return self._conn.execute(sql, params).fetchall()
+            rows = self._cache.get((sql, params))
+            if rows is None:
+                rows = self._conn.execute(sql, params).fetchall()
+                if len(self._cache) >= _CACHE_LIMIT:
+                    self._cache.clear()
+                self._cache[(sql, params)] = rows
+            return list(rows)
 
     def _match(self, address: Address, case_sensitive: bool | None) -> tuple[str, str, str]:
         """(column, value, exact value) that find ``address``'s local part in a table."""

@@ -165,12 +165,14 @@ class LocalRouter:
             name = normalize_domain(domain)
         except InvalidInput:
             return False
-        return self._is_local(name)
+        with self._accounts.snapshot():
+            return self._is_local(name)
 
     def lookup(self, address: str) -> Lookup:
         """Whether ``address`` exists here (asked at RCPT time). ``Postmaster`` without a
         domain is postmaster@hostname. Raises InvalidInput for a malformed address."""
-        return self._lookup(self._parse(address))
+        with self._accounts.snapshot():
+            return self._lookup(self._parse(address))
 
     def expand(self, address: str) -> Expansion:
         """Everything ``address`` leads to (asked at delivery time), aliases followed."""
@@ -180,7 +182,8 @@ class LocalRouter:
         except InvalidInput as exc:
             out.fail(address, BAD_ADDRESS, str(exc))
             return out.result()
-        self._follow(start, (), out)
+        with self._accounts.snapshot():
+            self._follow(start, (), out)
         return out.result()
 
     # -- lookup ---------------------------------------------------------------------------
