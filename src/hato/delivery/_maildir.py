@@ -65,7 +65,8 @@ class MaildirJob:
     arrival: float
     recheck: bool = False
     # The message itself, when it is still in memory (delivery while the client waits);
-    # None: read it from message_path.
+    # None: read it from message_path. Such a message was never attempted before, so no
+    # copy of it can exist yet: its tmp/ file is renamed into new/ (one step, not two).
     message_data: bytes | None = None
 
     def __post_init__(self) -> None:
@@ -99,6 +100,7 @@ class _Staged:
     name: str
     size: int
     folder: Literal["new", "cur"] = "new"
+    first: bool = False  # no earlier attempt: rename, no copy to look for
     detail: str = field(default="delivered to maildir")
 
     @property
@@ -183,7 +185,15 @@ class MaildirAgent:
             except OSError as exc:
                 self._ready.pop(maildir, None)  # look at it afresh next time
                 return os_error_result(exc, "cannot write to the mailbox")
-        return _Staged(index=index, maildir=maildir, device=device, tmp=tmp, name=name, size=size)
+        return _Staged(
+            index=index,
+            maildir=maildir,
+            device=device,
+            tmp=tmp,
+            name=name,
+            size=size,
+            first=job.message_data is not None,
+        )
 
     def _copy_in(
         self, maildir: Path, name: str, header: bytes, source: _Source, size: int
@@ -379,6 +389,9 @@ def _trace_header(job: MaildirJob) -> bytes:
 def _publish(item: _Staged, tmp: Path) -> str:
     """Link the tmp/ file into new/: a copy already there under the name is the same job."""
     new = item.path
+    if item.first:
+        os.rename(tmp, new)  # a first attempt's name (queue ID, recipient) is new
+        return "delivered to maildir"
     try:
         os.link(tmp, new)
     except FileExistsError:
