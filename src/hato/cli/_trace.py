@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..trace import TRACE_FILE, TraceStore, render_story, render_summaries
+from ..trace import TRACE_FILE, TraceStore, TraceVersionError, render_story, render_summaries
 from ._common import config_options, settings_from
 
 __all__ = ["trace"]
@@ -66,7 +66,11 @@ def trace(
     path = settings.server.data_dir / TRACE_FILE
     if not path.exists():
         raise click.ClickException(f"no trace recorded in {settings.server.data_dir} yet")
-    with TraceStore(path, readonly=True) as store:
+    try:
+        opened = TraceStore(path, readonly=True)
+    except TraceVersionError as error:
+        raise click.ClickException(str(error)) from None
+    with opened as store:
         if what is not None:
             story = store.story(what)
             stories = [story] if story is not None else []

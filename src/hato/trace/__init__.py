@@ -22,19 +22,21 @@ What it promises:
 """
 
 from hato.trace._model import Attempt, TimedLine
-from hato.trace._recorder import FLUSH_INTERVAL, MAX_PENDING, Recorder
+from hato.trace._recorder import FLUSH_INTERVAL, MAX_PENDING, PARTIAL_AFTER, Recorder
 from hato.trace._render import render_story, render_summaries
-from hato.trace._store import TRACE_FILE, Summary, TraceStore
+from hato.trace._store import TRACE_FILE, Summary, TraceStore, TraceVersionError
 
 __all__ = [
     "FLUSH_INTERVAL",
     "MAX_PENDING",
+    "PARTIAL_AFTER",
     "TRACE_FILE",
     "Attempt",
     "Recorder",
     "Summary",
     "TimedLine",
     "TraceStore",
+    "TraceVersionError",
     "render_story",
     "render_summaries",
 ]

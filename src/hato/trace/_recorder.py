@@ -1,13 +1,23 @@
-"""The recorder: takes events and transcripts on any thread, writes them in batches."""
+"""The recorder: takes events and transcripts on any thread, writes them in batches.
+
+The feeding side runs on the server's event loop for every message, so it does nothing
+but append a tuple to a deque: no lock, no formatting, no copying; events the trace does
+not need (HELO, MAIL, RCPT: the transcript shows them) are dropped by a set lookup. The
+writer thread keeps each open session in memory and writes it as one row when it ends,
+and a message's events of one batch as one row; all the rows of a batch go in with one
+``executemany`` per table, in one transaction.
+"""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hato.events import (
     AuthSucceeded,
@@ -25,28 +35,131 @@ from hato.events import (
     TlsFailed,
     TlsStarted,
 )
-from hato.trace._model import Attempt, TimedLine
-from hato.trace._store import TraceStore
+from hato.trace._model import Attempt
+from hato.trace._store import (
+    EventsRow,
+    MessageRow,
+    SessionRow,
+    TraceStore,
+    encode_run,
+    encode_transcript,
+)
 
-__all__ = ["FLUSH_INTERVAL", "MAX_PENDING", "Recorder"]
+__all__ = ["FLUSH_INTERVAL", "MAX_PENDING", "PARTIAL_AFTER", "Recorder"]
 
 # Seconds between two batches: what a crash may lose, and how late `hato trace` sees things.
 FLUSH_INTERVAL = 0.5
 # Records waiting for the writer; past this the recorder drops, since mail comes first.
 MAX_PENDING = 100_000
+# A session still open is written so far once it has lines this old (seconds), so that a
+# long one shows up in `hato trace` and its transcript does not pile up in memory.
+PARTIAL_AFTER = 5.0
+# A session heard nothing of for this long (seconds) is forgotten: its disconnect event
+# was dropped, since the server's own timeouts end a session long before.
+FORGET_AFTER = 3600.0
+# A message's events share a row while they are this close (seconds) to the row's first.
+# Pruning goes by a row's first time, so a later event may outlive its retention by this
+# much: no more than what a crash may lose.
+_EVENTS_SPAN = FLUSH_INTERVAL
 # The longest wait between two prunings (shorter when the retention is short).
 PRUNE_EVERY = 600.0
 
-# Events worth keeping: the session's lines already say what HELO, MAIL and RCPT did.
+# Facts of a session that its lines do not show: kept in the session's row.
 _SESSION_EVENTS = (Rejected, AuthSucceeded, TlsStarted, TlsFailed, InternalError)
+# What happened to a message: found by queue ID.
 _MESSAGE_EVENTS = (Queued, Delivered, Deferred, DeliveryFailed, ReportQueued, MessageRemoved)
-_KEPT = (*_SESSION_EVENTS, *_MESSAGE_EVENTS, Connected, Disconnected)
+_KEPT = frozenset((*_SESSION_EVENTS, *_MESSAGE_EVENTS, Connected, Disconnected))
+# Each kept event's field names, so the writer never calls dataclasses.fields per event.
+_FIELDS = {kind: tuple(f.name for f in dataclasses.fields(kind)) for kind in _KEPT}
+_JSON = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":")).encode
 
-_Item = (
-    tuple[float, OpsEvent]  # an event and its time
-    | tuple[str, tuple[TimedLine, ...]]  # a session's lines
-    | Attempt
-)
+# What the feeding side appends: (ts, event), (session, ts, lines) or an Attempt.
+_Item = tuple[float, OpsEvent] | tuple[str, float, list[tuple[str, str]]] | Attempt
+# [ts, name, text, data]: an event as a message's events row holds it.
+_Event = tuple[float, str, str, dict[str, Any]]
+
+
+class _OpenSession:
+    """A session the writer has heard of and not yet written whole."""
+
+    __slots__ = (
+        "client",
+        "events",
+        "lines",
+        "listener",
+        "queued",
+        "row",
+        "session",
+        "started",
+        "written",
+    )
+
+    def __init__(self, row: int, session: str, ts: float) -> None:
+        self.row = row
+        self.session = session
+        self.started = ts
+        self.written = ts  # when it was last written (or began)
+        self.client = ""  # unknown if its connect event was dropped
+        self.listener = ""
+        self.lines: list[tuple[float, list[tuple[str, str]]]] = []  # not written yet
+        self.events: list[_Event] = []  # not written yet
+        self.queued = False  # queued a message since it was last written
+
+    def waited(self, now: float) -> bool:
+        """Whether what was not written yet has waited ``PARTIAL_AFTER``."""
+        if not (self.lines or self.events):
+            return False
+        oldest = min(
+            self.lines[0][0] if self.lines else now, self.events[0][0] if self.events else now
+        )
+        return now - oldest >= PARTIAL_AFTER
+
+    def take(self, ended: float | None = None, reason: str | None = None) -> SessionRow:
+        """Its row with what was not written yet (appended to what was)."""
+        row = (
+            self.row,
+            self.session,
+            self.started,
+            self.client,
+            self.listener,
+            ended,
+            reason,
+            encode_transcript(self.started, self.lines),
+            encode_run(self.events),
+        )
+        self.lines, self.events, self.queued = [], [], False
+        return row
+
+
+class _Batch:
+    """The rows one transaction writes."""
+
+    __slots__ = ("attempts", "events", "messages", "reports", "sessions")
+
+    def __init__(self) -> None:
+        self.sessions: list[SessionRow] = []
+        self.messages: list[MessageRow] = []
+        self.events: dict[str, list[list[_Event]]] = {}  # queue ID -> its rows' events
+        self.reports: list[tuple[str, str]] = []
+        self.attempts: list[Attempt] = []
+
+    def add_event(self, queue_id: str, event: _Event) -> None:
+        rows = self.events.get(queue_id)
+        if rows is None:
+            self.events[queue_id] = [[event]]
+        elif event[0] - rows[-1][0][0] < _EVENTS_SPAN:
+            rows[-1].append(event)
+        else:
+            rows.append([event])
+
+    def event_rows(self) -> list[EventsRow]:
+        rows = [
+            (events[0][0], queue_id, _JSON(events))
+            for queue_id, runs in self.events.items()
+            for events in runs
+        ]
+        rows.sort(key=lambda row: row[0])  # rowid order is time order, for pruning
+        return rows
 
 
 class Recorder:
@@ -66,47 +179,58 @@ class Recorder:
         self.prune_every = min(PRUNE_EVERY, max(1.0, retention / 10))
         self.clock = clock
         self.dropped = 0
-        self._pending: list[_Item] = []
-        self._lock = threading.Lock()  # guards _pending only; never held while writing
+        # Appended by any thread, taken from the left by the writer: both are atomic in
+        # CPython, so the feeding side takes no lock.
+        self._pending: collections.deque[_Item] = collections.deque()
         self._wake = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
         self._store: TraceStore | None = None
-        self._sessions: dict[str, int] = {}  # session ID -> its row, while it is open
+        # The writer's own: sessions not yet written whole, by session ID.
+        self._open: dict[str, _OpenSession] = {}
+        self._last_row = 0
         self._next_prune = 0.0
 
     # -- the feeding side: any thread, cheap -----------------------------------------------
 
     def event(self, ts: float, event: OpsEvent) -> None:
-        if isinstance(event, InternalError) and not event.session:
-            return  # about no session or message: the event log has it
-        if isinstance(event, _KEPT):
-            self._put((ts, event))
+        if type(event) in _KEPT:
+            if len(self._pending) < MAX_PENDING:
+                self._pending.append((ts, event))
+            else:
+                self.dropped += 1
 
-    def session_lines(self, session: str, lines: Sequence[tuple[str, str]], ts: float) -> None:
-        """Lines of an inbound session that just went over the wire, stamped ``ts``."""
+    def session_lines(self, session: str, lines: list[tuple[str, str]], ts: float) -> None:
+        """Lines of an inbound session that just went over the wire, stamped ``ts``.
+
+        The list becomes the recorder's: the caller hands it over and starts a new one.
+        """
         if lines:
-            self._put((session, tuple((ts, direction, text) for direction, text in lines)))
+            if len(self._pending) < MAX_PENDING:
+                self._pending.append((session, ts, lines))
+            else:
+                self.dropped += 1
 
     def attempt(self, attempt: Attempt) -> None:
-        self._put(attempt)
-
-    def _put(self, item: _Item) -> None:
-        with self._lock:
-            if len(self._pending) >= MAX_PENDING:
-                self.dropped += 1
-            else:
-                self._pending.append(item)
+        if len(self._pending) < MAX_PENDING:
+            self._pending.append(attempt)
+        else:
+            self.dropped += 1
 
     # -- the writer --------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._store = TraceStore(self.path)
+        self.open_store()
         self._thread = threading.Thread(target=self._run, name="hato-trace", daemon=True)
         self._thread.start()
 
+    def open_store(self) -> None:
+        """Open the file (``start`` does; tests that call ``write_pending`` themselves too)."""
+        self._store = TraceStore(self.path)
+        self._last_row = self._store.last_session_row()
+
     def close(self) -> None:
-        """Write what is pending and stop."""
+        """Write what is pending, and every open session so far, and stop."""
         if self._thread is None:
             return
         with self._wake:
@@ -124,67 +248,111 @@ class Recorder:
                     if not self._closing:
                         self._wake.wait(self.flush_interval)
                     closing = self._closing
-                self.write_pending()
+                self.write_pending(everything=closing)
                 self._prune_when_due()
                 if closing:
                     break
         finally:
             store.close()
 
-    def write_pending(self) -> None:
-        """Write everything handed over so far in one transaction (the writer's thread)."""
+    def write_pending(self, *, everything: bool = False) -> None:
+        """Write what was handed over so far in one transaction (the writer's thread).
+
+        Sessions that ended are written whole; open ones only when they queued a message
+        (so its story shows them), have waited ``PARTIAL_AFTER``, or ``everything`` is set.
+        """
         store = self._store
         assert store is not None
-        with self._lock:
-            batch, self._pending = self._pending, []
-        if not batch:
+        batch = _Batch()
+        take = self._pending.popleft
+        handlers = self._handlers
+        open_session = self._open.get
+        for _ in range(len(self._pending)):
+            item = take()
+            if isinstance(item, Attempt):
+                batch.attempts.append(item)
+            elif len(item) == 3:
+                session, ts, lines = item
+                found = open_session(session) or self._session(session, ts)
+                found.lines.append((ts, lines))
+            else:
+                ts, event = item
+                handlers[type(event)](self, ts, event, batch)
+        now = self.clock()
+        for found in list(self._open.values()):
+            if found.queued or (everything and (found.lines or found.events)) or found.waited(now):
+                batch.sessions.append(found.take())
+                found.written = now
+            elif now - found.written >= FORGET_AFTER and not (found.lines or found.events):
+                del self._open[found.session]
+        if not (batch.sessions or batch.messages or batch.events or batch.attempts):
             return
         with store.batch():
-            for item in batch:
-                if isinstance(item, Attempt):
-                    store.add_attempt(item)
-                elif isinstance(item[1], OpsEvent):
-                    self._write_event(store, item[0], item[1])
-                else:
-                    session, lines = item
-                    store.add_lines(self._session_row(store, session, lines[0][0]), lines)
+            store.put_sessions(batch.sessions)
+            store.put_messages(batch.messages)
+            store.put_events(batch.event_rows())
+            store.mark_reports(batch.reports)
+            store.put_attempts(batch.attempts)
 
-    def _session_row(self, store: TraceStore, session: str, ts: float) -> int:
-        row = self._sessions.get(session)
-        if row is None:  # its connect event was dropped: the lines still need a home
-            row = self._sessions[session] = store.add_session(session, ts, "", "")
-        return row
+    def _session(self, session: str, ts: float) -> _OpenSession:
+        found = self._open.get(session)
+        if found is None:
+            # Ids follow connect times (microseconds), so rowid order is time order for
+            # pruning, and an id is never given twice even after every row was pruned.
+            row = self._last_row = max(self._last_row + 1, int(ts * 1_000_000))
+            found = self._open[session] = _OpenSession(row, session, ts)
+        return found
 
-    def _write_event(self, store: TraceStore, ts: float, event: OpsEvent) -> None:
-        data: dict[str, Any] = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
-        match event:
-            case Connected(session=session, client_ip=ip, client_port=port, listener=listener):
-                client = f"[{ip}]:{port}"
-                self._sessions[session] = store.add_session(session, ts, client, listener)
-                return
-            case Disconnected(session=session, reason=reason):
-                row = self._sessions.pop(session, None)
-                if row is not None:
-                    store.end_session(row, ts, reason)
-                return
-            case Queued(queue_id=queue_id):
-                origin = self._sessions.get(event.session) if event.session else None
-                store.add_message(
-                    queue_id,
-                    ts,
-                    session=origin,
-                    sender=event.reverse_path,
-                    recipients=event.recipients,
-                    message_id=event.message_id,
-                    size=event.size,
-                )
-                store.add_event(ts, event.name, event.describe(), data, session=None)
-                return
-            case ReportQueued(queue_id=queue_id, report_id=report_id):
-                store.mark_report(report_id, queue_id)
-        session_id = data.get("session") or ""
-        row = self._sessions.get(session_id) if session_id else None
-        store.add_event(ts, event.name, event.describe(), data, session=row)
+    # One per kept event type: (recorder, ts, event, batch).
+
+    def _on_connected(self, ts: float, event: Connected, batch: _Batch) -> None:
+        found = self._session(event.session, ts)
+        found.client, found.listener = f"[{event.client_ip}]:{event.client_port}", event.listener
+
+    def _on_disconnected(self, ts: float, event: Disconnected, batch: _Batch) -> None:
+        found = self._open.pop(event.session, None)
+        if found is not None:
+            batch.sessions.append(found.take(ts, event.reason))
+
+    def _on_session_event(self, ts: float, event: OpsEvent, batch: _Batch) -> None:
+        session: str = getattr(event, "session", "")
+        if session:  # an internal error about no session: the event log has it
+            found = self._session(session, ts)
+            found.events.append((ts, event.name, event.describe(), _data(event)))
+
+    def _on_queued(self, ts: float, event: Queued, batch: _Batch) -> None:
+        origin = self._open.get(event.session) if event.session else None
+        if origin is not None:
+            origin.queued = True
+        batch.messages.append(
+            (
+                event.queue_id,
+                ts,
+                None if origin is None else origin.row,
+                event.reverse_path,
+                "\n".join(event.recipients),
+                event.message_id,
+                event.size,
+            )
+        )
+        self._on_message_event(ts, event, batch)
+
+    def _on_report(self, ts: float, event: ReportQueued, batch: _Batch) -> None:
+        batch.reports.append((event.queue_id, event.report_id))
+        self._on_message_event(ts, event, batch)
+
+    def _on_message_event(self, ts: float, event: OpsEvent, batch: _Batch) -> None:
+        queue_id: str = getattr(event, "queue_id")  # noqa: B009 (every message event has one)
+        batch.add_event(queue_id, (ts, event.name, event.describe(), _data(event)))
+
+    _handlers: ClassVar[dict[type[OpsEvent], Callable[[Recorder, float, Any, _Batch], None]]] = {
+        Connected: _on_connected,
+        Disconnected: _on_disconnected,
+        Queued: _on_queued,
+        ReportQueued: _on_report,
+        **dict.fromkeys(_SESSION_EVENTS, _on_session_event),
+        **dict.fromkeys((Delivered, Deferred, DeliveryFailed, MessageRemoved), _on_message_event),
+    }
 
     def _prune_when_due(self) -> None:
         now = self.clock()
@@ -192,3 +360,7 @@ class Recorder:
             return
         self._next_prune = now + self.prune_every
         self._store.prune(now - self.retention)
+
+
+def _data(event: OpsEvent) -> dict[str, Any]:
+    return {name: getattr(event, name) for name in _FIELDS[type(event)]}

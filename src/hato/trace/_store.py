@@ -1,34 +1,63 @@
-"""The trace store: ``DATA/trace.sqlite3``, written by one recorder, read by ``hato trace``."""
+"""The trace store: ``DATA/trace.sqlite3``, written by one recorder, read by ``hato trace``.
+
+Rows are few and wide, since every row and every index entry costs the writer a B-tree
+insert under the GIL it shares with the server: a session is one row holding its whole
+transcript and its events, an attempt one row with its transcript, a message one row
+for the searches, and what happened to a message within a second or so (queued,
+delivered, removed) one row of events found by its queue ID.
+
+A session's transcript is text a recorder can append to with ``||`` when the session
+was written while still open (see ``encode_transcript``); its events are a run of JSON
+array elements, each followed by a comma, appendable the same way.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hato.trace._model import Attempt, TimedLine
+from hato.trace._model import Attempt
 
-__all__ = ["TRACE_FILE", "Summary", "TraceStore"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "TRACE_FILE",
+    "EventsRow",
+    "MessageRow",
+    "SessionRow",
+    "Summary",
+    "TraceStore",
+    "TraceVersionError",
+    "decode_transcript",
+    "encode_run",
+    "encode_transcript",
+]
 
 TRACE_FILE = "trace.sqlite3"
+# PRAGMA user_version of the file. The recorder replaces a file of another version (the
+# trace is a diagnostic: starting over loses days of history, never mail).
+SCHEMA_VERSION = 2
 # A reader waits this long for the recorder's transaction (WAL readers rarely wait at all).
 _BUSY_TIMEOUT = 5.0
 # Searches list at most this many messages, newest last.
 SEARCH_LIMIT = 200
 
+_TABLES = ("sessions", "messages", "events", "attempts", "lines")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY,     -- chosen by the recorder when the client connects
     session TEXT NOT NULL,      -- the session ID of the event log
     ts REAL NOT NULL,           -- connected
     client TEXT NOT NULL,       -- "[ip]:port"
     listener TEXT NOT NULL,
     ended REAL,
-    reason TEXT
+    reason TEXT,
+    transcript TEXT NOT NULL,   -- see encode_transcript
+    events TEXT NOT NULL        -- run of [ts, name, text, data]: refusals, TLS, AUTH
 );
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
@@ -40,34 +69,21 @@ CREATE TABLE IF NOT EXISTS attempts (
     port INTEGER NOT NULL,
     tls TEXT NOT NULL,
     reused INTEGER NOT NULL,
-    outcome TEXT NOT NULL
+    outcome TEXT NOT NULL,
+    transcript TEXT NOT NULL    -- JSON [[ts, direction, text], ...]
 );
 CREATE INDEX IF NOT EXISTS attempts_queue_id ON attempts (queue_id);
--- Conversation lines: of a session (session set) or of an attempt (attempt set).
-CREATE TABLE IF NOT EXISTS lines (
-    session INTEGER,
-    attempt INTEGER,
-    ts REAL NOT NULL,
-    direction TEXT NOT NULL,
-    text TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS lines_session ON lines (session) WHERE session IS NOT NULL;
-CREATE INDEX IF NOT EXISTS lines_attempt ON lines (attempt) WHERE attempt IS NOT NULL;
--- Events about a session (refusals, TLS, AUTH) or a message (queue_id set).
+-- What happened to a message: queued, delivered, deferred, failed, report, removed.
 CREATE TABLE IF NOT EXISTS events (
-    ts REAL NOT NULL,
-    session INTEGER,
-    queue_id TEXT,
-    name TEXT NOT NULL,
-    text TEXT NOT NULL,
-    data TEXT NOT NULL
+    ts REAL NOT NULL,           -- of the first event in the row
+    queue_id TEXT NOT NULL,
+    events TEXT NOT NULL        -- JSON [[ts, name, text, data], ...]
 );
-CREATE INDEX IF NOT EXISTS events_queue_id ON events (queue_id) WHERE queue_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_session ON events (session) WHERE session IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_queue_id ON events (queue_id);
 CREATE TABLE IF NOT EXISTS messages (
     queue_id TEXT PRIMARY KEY,
     ts REAL NOT NULL,
-    session INTEGER,            -- the inbound session; NULL for messages Hato wrote
+    session INTEGER,            -- the inbound session's row; NULL for messages Hato wrote
     sender TEXT NOT NULL,
     recipients TEXT NOT NULL,   -- one per line
     message_id TEXT NOT NULL,
@@ -76,16 +92,99 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_message_id ON messages (message_id);
 """
-# Each table and the column that says how old a row is; rows go in roughly in time order,
-# so pruning walks the rowids instead of keeping an index on every time column.
+# Each table and the column that says how old a row is; rows go in roughly in time order
+# (session rows by the id chosen at connect time), so pruning walks the rowids instead of
+# keeping an index on every time column.
 _AGES = (
-    ("lines", "ts"),
     ("events", "ts"),
     ("attempts", "ts"),
     ("sessions", "ts"),
     ("messages", "ts"),
 )
 _OUTCOMES = ("delivered", "deferred", "failed")
+
+_PUT_SESSION = (
+    "INSERT INTO sessions"
+    " (id, session, ts, client, listener, ended, reason, transcript, events)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET"
+    " client = excluded.client, listener = excluded.listener,"
+    " ended = excluded.ended, reason = excluded.reason,"
+    " transcript = transcript || excluded.transcript, events = events || excluded.events"
+)
+_PUT_MESSAGE = (
+    "INSERT OR REPLACE INTO messages"
+    " (queue_id, ts, session, sender, recipients, message_id, size)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_PUT_EVENTS = "INSERT INTO events (ts, queue_id, events) VALUES (?, ?, ?)"
+_PUT_ATTEMPT = (
+    "INSERT INTO attempts"
+    " (queue_id, ts, domain, host, address, port, tls, reused, outcome, transcript)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_MARK_REPORT = "UPDATE messages SET report_of = ? WHERE queue_id = ?"
+
+# (id, session, ts, client, listener, ended, reason, transcript, events run)
+SessionRow = tuple[int, str, float, str, str, float | None, str | None, str, str]
+# (queue_id, ts, session row, sender, recipients, message_id, size)
+MessageRow = tuple[str, float, int | None, str, str, str, int]
+# (ts, queue_id, JSON [[ts, name, text, data], ...])
+EventsRow = tuple[float, str, str]
+
+_JOIN = "".join
+
+
+def encode_transcript(
+    start: float, batches: Sequence[tuple[float, Sequence[tuple[str, str]]]]
+) -> str:
+    """Lines sent together at one time, as text: ``@`` and the time, then a line each.
+
+    The time is in microseconds after ``start`` (the session's). A line is its direction
+    (``C`` or ``S``) and its text. A line whose text holds a line feed (a client may send
+    a bare LF inside a command) would pass for two, so when there is one each batch is
+    written as ``!`` and the time, then each line as a JSON string instead.
+    """
+    parts: list[str] = []
+    for ts, lines in batches:
+        parts.append(f"@{round((ts - start) * 1_000_000)}")
+        parts += map(_JOIN, lines)
+    text = "\n".join(parts) + "\n"
+    if text.count("\n") == len(parts):
+        return text
+    parts = []
+    for ts, lines in batches:
+        parts.append(f"!{round((ts - start) * 1_000_000)}\n")
+        parts += (json.dumps(d + t) + "\n" for d, t in lines)
+    return "".join(parts)
+
+
+def decode_transcript(start: float, text: str) -> list[dict[str, Any]]:
+    """The lines of ``encode_transcript``'s text (appended runs included), in order."""
+    found: list[dict[str, Any]] = []
+    ts, quoted = start, False
+    for line in text.split("\n")[:-1]:
+        mark = line[:1]
+        if mark in ("@", "!"):
+            ts, quoted = start + int(line[1:]) / 1_000_000, mark == "!"
+            continue
+        if quoted:
+            line = json.loads(line)
+        found.append({"ts": ts, "direction": line[:1], "text": line[1:]})
+    return found
+
+
+def encode_run(items: Sequence[Any]) -> str:
+    """Items as JSON array elements, each followed by a comma: appendable with ``||``."""
+    return json.dumps(items, ensure_ascii=False, default=str)[1:-1] + "," if items else ""
+
+
+def _decode_run(text: str) -> list[Any]:
+    return json.loads(f"[{text[:-1]}]") if text else []
+
+
+class TraceVersionError(Exception):
+    """The file was written by a Hato with another layout; the next ``hato serve`` replaces it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,6 +214,13 @@ class TraceStore:
             self._conn = sqlite3.connect(
                 uri, uri=True, timeout=_BUSY_TIMEOUT, check_same_thread=False
             )
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                self._conn.close()
+                raise TraceVersionError(
+                    f"{path} was written by another version of Hato (layout {version},"
+                    f" this one reads {SCHEMA_VERSION}); hato serve starts a new one"
+                )
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(
@@ -123,6 +229,11 @@ class TraceStore:
         self._conn.execute("PRAGMA journal_mode = WAL")
         # Lost on a crash at worst: the trace is a diagnostic (see the package docstring).
         self._conn.execute("PRAGMA synchronous = OFF")
+        if self._conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            with self.batch():
+                for table in _TABLES:
+                    self._conn.execute(f"DROP TABLE IF EXISTS {table}")
+                self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._conn.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -147,78 +258,43 @@ class TraceStore:
             raise
         self._conn.execute("COMMIT")
 
-    def add_session(self, session: str, ts: float, client: str, listener: str) -> int:
-        cursor = self._conn.execute(
-            "INSERT INTO sessions (session, ts, client, listener) VALUES (?, ?, ?, ?)",
-            (session, ts, client, listener),
-        )
-        return int(cursor.lastrowid or 0)
+    def last_session_row(self) -> int:
+        """The highest session row id so far: new sessions' ids go above it."""
+        found = self._conn.execute("SELECT max(id) FROM sessions").fetchone()[0]
+        return int(found or 0)
 
-    def end_session(self, row: int, ts: float, reason: str) -> None:
-        self._conn.execute(
-            "UPDATE sessions SET ended = ?, reason = ? WHERE id = ?", (ts, reason, row)
-        )
+    def put_sessions(self, rows: Sequence[SessionRow]) -> None:
+        """Insert sessions, or append to the transcripts and events of rows already there."""
+        self._conn.executemany(_PUT_SESSION, rows)
 
-    def add_lines(self, session: int, lines: Iterable[TimedLine]) -> None:
+    def put_messages(self, rows: Sequence[MessageRow]) -> None:
+        self._conn.executemany(_PUT_MESSAGE, rows)
+
+    def put_events(self, rows: Sequence[EventsRow]) -> None:
+        self._conn.executemany(_PUT_EVENTS, rows)
+
+    def mark_reports(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """(original queue ID, report's queue ID): the report's message says what it reports."""
+        self._conn.executemany(_MARK_REPORT, pairs)
+
+    def put_attempts(self, attempts: Sequence[Attempt]) -> None:
         self._conn.executemany(
-            "INSERT INTO lines (session, ts, direction, text) VALUES (?, ?, ?, ?)",
-            ((session, ts, direction, text) for ts, direction, text in lines),
-        )
-
-    def add_event(
-        self, ts: float, name: str, text: str, data: dict[str, Any], *, session: int | None
-    ) -> None:
-        queue_id = data.get("queue_id") or None
-        self._conn.execute(
-            "INSERT INTO events (ts, session, queue_id, name, text, data)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (ts, session, queue_id, name, text, json.dumps(data, default=str)),
-        )
-
-    def add_message(
-        self,
-        queue_id: str,
-        ts: float,
-        *,
-        session: int | None,
-        sender: str,
-        recipients: Sequence[str],
-        message_id: str,
-        size: int,
-    ) -> None:
-        self._conn.execute(
-            "INSERT OR REPLACE INTO messages"
-            " (queue_id, ts, session, sender, recipients, message_id, size)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (queue_id, ts, session, sender, "\n".join(recipients), message_id, size),
-        )
-
-    def mark_report(self, report_id: str, original: str) -> None:
-        self._conn.execute(
-            "UPDATE messages SET report_of = ? WHERE queue_id = ?", (original, report_id)
-        )
-
-    def add_attempt(self, attempt: Attempt) -> None:
-        cursor = self._conn.execute(
-            "INSERT INTO attempts"
-            " (queue_id, ts, domain, host, address, port, tls, reused, outcome)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                attempt.queue_id,
-                attempt.started,
-                attempt.domain,
-                attempt.host,
-                attempt.address,
-                attempt.port,
-                attempt.tls,
-                int(attempt.reused),
-                attempt.outcome,
-            ),
-        )
-        row = cursor.lastrowid
-        self._conn.executemany(
-            "INSERT INTO lines (attempt, ts, direction, text) VALUES (?, ?, ?, ?)",
-            ((row, ts, direction, text) for ts, direction, text in attempt.lines),
+            _PUT_ATTEMPT,
+            [
+                (
+                    a.queue_id,
+                    a.started,
+                    a.domain,
+                    a.host,
+                    a.address,
+                    a.port,
+                    a.tls,
+                    int(a.reused),
+                    a.outcome,
+                    json.dumps(a.lines, ensure_ascii=False),
+                )
+                for a in attempts
+            ],
         )
 
     def prune(self, before: float) -> int:
@@ -296,22 +372,18 @@ class TraceStore:
     def _status(self, queue_id: str) -> str:
         """Each recipient's latest outcome, summed up: "delivered", "deferred, failed"..."""
         latest: dict[str, str] = {}
-        rows = self._conn.execute(
-            "SELECT name, data FROM events WHERE queue_id = ? AND name IN (?, ?, ?)"
-            " ORDER BY ts, rowid",
-            (queue_id, *_OUTCOMES),
-        )
-        for name, data in rows:
-            latest[json.loads(data).get("recipient", "")] = name
+        for event in self._events(queue_id):
+            if event["event"] in _OUTCOMES:
+                latest[event["data"].get("recipient", "")] = event["event"]
         states = sorted(set(latest.values()), key=_OUTCOMES.index)
         return ", ".join(states) if states else "queued"
 
     def story(self, queue_id: str) -> dict[str, Any] | None:
         """Everything recorded about one message, in time order; None if nothing was."""
         summary = self.summary(queue_id)
-        events = self._events("queue_id = ?", queue_id)
+        events = self._events(queue_id)
         attempts = self._conn.execute(
-            "SELECT id, ts, domain, host, address, port, tls, reused, outcome"
+            "SELECT ts, domain, host, address, port, tls, reused, outcome, transcript"
             " FROM attempts WHERE queue_id = ? ORDER BY ts, id",
             (queue_id,),
         ).fetchall()
@@ -326,7 +398,7 @@ class TraceStore:
             if session is not None:
                 steps.append(session)
         steps += [{"kind": "event", **event} for event in events]
-        for row_id, ts, domain, host, address, port, tls, reused, outcome in attempts:
+        for ts, domain, host, address, port, tls, reused, outcome, transcript in attempts:
             steps.append(
                 {
                     "kind": "attempt",
@@ -338,7 +410,10 @@ class TraceStore:
                     "tls": tls,
                     "reused_session": bool(reused),
                     "outcome": outcome,
-                    "transcript": self._lines("attempt", row_id),
+                    "transcript": [
+                        {"ts": when, "direction": direction, "text": text}
+                        for when, direction, text in json.loads(transcript)
+                    ],
                 }
             )
         steps.sort(key=lambda step: step["ts"])
@@ -352,12 +427,13 @@ class TraceStore:
 
     def _session(self, row: int) -> dict[str, Any] | None:
         found = self._conn.execute(
-            "SELECT session, ts, client, listener, ended, reason FROM sessions WHERE id = ?",
+            "SELECT session, ts, client, listener, ended, reason, transcript, events"
+            " FROM sessions WHERE id = ?",
             (row,),
         ).fetchone()
         if found is None:
             return None
-        session, ts, client, listener, ended, reason = found
+        session, ts, client, listener, ended, reason, transcript, events = found
         return {
             "kind": "session",
             "ts": ts,
@@ -366,22 +442,25 @@ class TraceStore:
             "listener": listener,
             "ended": ended,
             "end_reason": reason,
-            "transcript": self._lines("session", row),
-            "events": self._events("session = ?", row),
+            "transcript": decode_transcript(ts, transcript),
+            "events": sorted(
+                (
+                    {"ts": when, "event": name, "text": text, "data": data}
+                    for when, name, text, data in _decode_run(events)
+                ),
+                key=lambda event: event["ts"],
+            ),
         }
 
-    def _lines(self, column: str, row: int) -> list[dict[str, Any]]:
+    def _events(self, queue_id: str) -> list[dict[str, Any]]:
+        """Every event about the message, in time order."""
         found = self._conn.execute(
-            f"SELECT ts, direction, text FROM lines WHERE {column} = ? ORDER BY rowid", (row,)
+            "SELECT events FROM events WHERE queue_id = ? ORDER BY ts, rowid", (queue_id,)
         )
-        return [{"ts": ts, "direction": d, "text": text} for ts, d, text in found]
-
-    def _events(self, condition: str, value: object) -> list[dict[str, Any]]:
-        found = self._conn.execute(
-            f"SELECT ts, name, text, data FROM events WHERE {condition} ORDER BY ts, rowid",
-            (value,),
-        )
-        return [
-            {"ts": ts, "event": name, "text": text, "data": json.loads(data)}
-            for ts, name, text, data in found
+        events = [
+            {"ts": ts, "event": name, "text": text, "data": data}
+            for (run,) in found
+            for ts, name, text, data in json.loads(run)
         ]
+        events.sort(key=lambda event: event["ts"])
+        return events
