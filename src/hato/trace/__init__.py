@@ -9,14 +9,20 @@ What it promises:
 - Everything else comes from the event stream (``EventLog.subscribe``): refusals with
   their reasons, queueing, delivered/deferred (with the next attempt)/failed, reports
   queued with their own queue IDs, removal. Nothing in the hot path calls the recorder
-  but the session's transcript hand-over and that subscription, both a list append.
+  but the session's transcript hand-over and that subscription, both a deque append
+  (HELO, MAIL and RCPT events are dropped there: the transcript shows them).
 - Writing happens in one thread, a batch at a time (``FLUSH_INTERVAL``), in one SQLite
   transaction on ``DATA/trace.sqlite3`` (WAL, ``synchronous=OFF``): never a sync per
-  line. The trace is a diagnostic, not part of the durability promise: a crash loses
-  the last second or so of it, and a recorder that cannot keep up drops records
-  (``MAX_PENDING``) rather than hold up mail.
+  line, and rows per session and per message rather than per line or event. A session
+  is written when it ends; one still open only once it queued a message, its unwritten
+  lines are ``PARTIAL_AFTER`` old, or the recorder closes. The trace is a diagnostic,
+  not part of the durability promise: a crash loses the last second or so of it (and
+  what open sessions said since they were last written), and a recorder that cannot
+  keep up drops records (``MAX_PENDING``) rather than hold up mail.
 - Records older than ``retention`` seconds are pruned by the running server, each
   record by its own age (a message deferred for days keeps its recent attempts).
+- A file of another layout (its ``PRAGMA user_version``) is replaced when the server
+  starts; ``hato trace`` refuses to read one (``TraceVersionError``).
 - ``TraceStore.story(queue_id)`` returns a message's whole story in time order;
   ``render_story`` prints it. The store is read by ``hato trace`` from another process.
 """
