@@ -14,7 +14,6 @@ the caller answers in one pass goes out in one write.
 from __future__ import annotations
 
 import enum
-import functools
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -634,17 +633,11 @@ class ServerConnection:
             if limits.bare_newline == "reject":
                 self._refuse(_R_BARE_NEWLINE)
             segment = _BARE_NEWLINE.sub(b"\r\n", segment)
-        # Line lengths without a Python object per line: the first line continues what the
-        # last segment left open, the last may stay open, the rest are searched in C.
+        lines = segment.split(b"\r\n")
+        lines[0] = b"x" * self._partial_line + lines[0]
+        self._partial_line = 0 if ends_line else len(lines[-1])
         longest = limits.max_text_line - 2
-        first_end = segment.find(b"\r\n")
-        first = self._partial_line + (len(segment) if first_end < 0 else first_end)
-        last_start = segment.rfind(b"\r\n")
-        if ends_line:
-            self._partial_line = 0
-        else:
-            self._partial_line = first if last_start < 0 else len(segment) - last_start - 2
-        if first > longest or _long_line(longest).search(segment) is not None:
+        if max(map(len, lines)) > longest:
             self._refuse(reply(550, "5.6.0", f"Error: message has a line over {longest} octets"))
         return segment
 
@@ -686,12 +679,6 @@ class ServerConnection:
         else:
             self.state = State.RCPT
             self._emit(reply(250, "2.0.0", f"Ok: {self._size} octets received"))
-
-
-@functools.cache
-def _long_line(longest: int) -> re.Pattern[bytes]:
-    """A run of more than ``longest`` octets with no line end in it."""
-    return re.compile(b"[^\r\n]{%d}" % (longest + 1))
 
 
 def _needs_reply(event: Event) -> bool:
