@@ -63,10 +63,13 @@ POLL_INTERVAL = 0.02
 READ_TIMEOUT = 10.0
 
 
-def run_hato(*args: str | Path, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def run_hato(
+    *args: str | Path, timeout: float = 60.0, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run one ``hato`` command to completion and capture its output."""
     return subprocess.run(
         [str(HATO), *map(str, args)],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -333,6 +336,14 @@ class HatoProcess:
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``hato ARGS --data-dir DIR`` (e.g. ``cli("queue", "list", "--json")``)."""
         return run_hato(*args, "--data-dir", self.data_dir)
+
+    def add_user(self, address: str, password: str | None = None) -> None:
+        """``hato user add`` (the password, if any, through --password-stdin); must succeed."""
+        args = ["user", "add", address, "--data-dir", str(self.data_dir)]
+        if password is not None:
+            args.append("--password-stdin")
+        done = run_hato(*args, stdin=None if password is None else password + "\n")
+        assert done.returncode == 0, done.stdout + done.stderr
 
     def queue(self) -> list[QueuedMessage]:
         """What the spool holds, read beside the server (or after it stopped)."""

@@ -34,26 +34,14 @@ def unverified() -> ssl.SSLContext:
     return context
 
 
-def add_user(hato: HatoProcess, address: str, password: str) -> None:
-    done = subprocess.run(
-        [str(HATO), "user", "add", address, "--password-stdin", "--data-dir", str(hato.data_dir)],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 @pytest.fixture
 def server(hato_factory: Callable[..., HatoProcess]) -> HatoProcess:
     process = hato_factory(
         extra_args=("-o", ROUTES, "-o", "auth.failure_delay=0.1", "-o", "auth.max_failures=3")
     )
     process.start()
-    add_user(process, USER, PASSWORD)
-    add_user(process, "bob@localhost", "bobs password")
+    process.add_user(USER, PASSWORD)
+    process.add_user("bob@localhost", "bobs password")
     return process
 
 
@@ -168,7 +156,7 @@ def test_an_alias_leading_to_the_user_is_owned(server: HatoProcess) -> None:
 def test_sender_login_match_modes(hato_factory: Callable[..., HatoProcess], match: str) -> None:
     hato = hato_factory(extra_args=("-o", ROUTES, "-o", f'auth.sender_login_match="{match}"'))
     hato.start()
-    add_user(hato, USER, PASSWORD)
+    hato.add_user(USER, PASSWORD)
     with submission(hato) as client:
         client.login(USER, PASSWORD)
         assert client.mail("bob@localhost")[0] == 250  # same domain: allowed by both

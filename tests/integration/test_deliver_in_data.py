@@ -22,11 +22,6 @@ def mailbox(hato: HatoProcess, address: str) -> list[bytes]:
     return [m.path.read_bytes() for m in agent.messages(domain, local)]
 
 
-def add_user(hato: HatoProcess, address: str) -> None:
-    done = hato.cli("user", "add", address)
-    assert done.returncode == 0, done.stderr
-
-
 def spool_files(hato: HatoProcess) -> list[Path]:
     return [p for p in (hato.data_dir / "spool" / "msg").rglob("*") if p.is_file()]
 
@@ -38,7 +33,7 @@ def queue_id_of(reply: bytes) -> str:
 def started(hato_factory: Callable[..., HatoProcess], *options: str) -> HatoProcess:
     hato = hato_factory(accept_all=False, extra_args=tuple(a for o in options for a in ("-o", o)))
     hato.start()
-    add_user(hato, "gina@localhost")
+    hato.add_user("gina@localhost")
     return hato
 
 
@@ -46,7 +41,7 @@ def test_the_copy_is_in_the_mailbox_when_250_arrives(
     hato_factory: Callable[..., HatoProcess],
 ) -> None:
     hato = started(hato_factory)
-    add_user(hato, "hal@localhost")
+    hato.add_user("hal@localhost")
     with smtplib.SMTP("127.0.0.1", hato.port, timeout=10) as client:
         client.ehlo("client.example")
         client.mail("a@example.org")
@@ -87,7 +82,7 @@ def test_a_success_report_owed_goes_through_the_queue(
     hato_factory: Callable[..., HatoProcess],
 ) -> None:
     hato = started(hato_factory)
-    add_user(hato, "ivan@localhost")
+    hato.add_user("ivan@localhost")
     with smtplib.SMTP("127.0.0.1", hato.port, timeout=10) as client:
         client.ehlo("client.example")
         client.mail("ivan@localhost")

@@ -50,24 +50,12 @@ def codes(report: dict[str, Any]) -> list[str]:
     return found
 
 
-def add_user(hato: HatoProcess, address: str, password: str) -> None:
-    done = subprocess.run(
-        [str(HATO), "user", "add", address, "--password-stdin", "--data-dir", str(hato.data_dir)],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 @pytest.fixture
 def plain(hato_factory: Callable[..., HatoProcess]) -> HatoProcess:
     """A server that knows its users (no catch-all): unknown users get 550 5.1.1."""
     process = hato_factory(accept_all=False, name="plain")
     process.start()
-    add_user(process, USER, PASSWORD)
+    process.add_user(USER, PASSWORD)
     return process
 
 

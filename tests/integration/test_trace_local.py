@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,18 +17,6 @@ HATO = Path(sys.executable).with_name("hato")
 USER = "alice@localhost"
 PASSWORD = "never-in-the-trace-7731"
 BODY_MARK = "body-text-that-must-not-be-recorded"
-
-
-def add_user(hato: HatoProcess, address: str, password: str) -> None:
-    done = subprocess.run(
-        [str(HATO), "user", "add", address, "--password-stdin", "--data-dir", str(hato.data_dir)],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def trace_json(hato: HatoProcess, what: str, done: Callable[[dict[str, Any]], bool]) -> Any:
@@ -55,7 +42,7 @@ def test_auth_secrets_and_message_data_are_never_recorded(
         extra_args=("-o", "auth.allow_plaintext=true", "-o", "auth.failure_delay=0")
     )
     hato.start()
-    add_user(hato, USER, PASSWORD)
+    hato.add_user(USER, PASSWORD)
     plain = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()).decode()
     wrong = base64.b64encode(f"\0{USER}\0wrong-{PASSWORD}".encode()).decode()
     user64 = base64.b64encode(USER.encode()).decode()

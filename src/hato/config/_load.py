@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hato.config._settings import AccessRule, ListenAddress, RuleAction, Settings
-from hato.smtp import AddressError, domain_a_label, parse_reply
+from hato.smtp import AddressError, domain_a_label, is_ip_address, parse_reply
 
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound=enum.Enum)
@@ -397,7 +397,7 @@ def _to_networks(value: object, key: str) -> tuple[str, ...]:
 
 def _split_host_port(text: str, default_port: int | None) -> tuple[str, int]:
     """Split host, host:port, ip or [ipv6]:port into (host, port); ValueError saying why."""
-    if default_port is not None and _is_ip(text):
+    if default_port is not None and is_ip_address(text):
         return text.lower(), default_port
     if text.startswith("["):
         host, bracket, rest = text[1:].partition("]")
@@ -409,7 +409,7 @@ def _split_host_port(text: str, default_port: int | None) -> tuple[str, int]:
         host, _, port_text = text.rpartition(":") if ":" in text else (text, "", "")
         if ":" in host:
             raise ValueError(f"{_toml_string(text)}: an IPv6 address needs brackets")
-        if not _is_ip(host):
+        if not is_ip_address(host):
             _to_domain(host)
     if not port_text:
         if default_port is None:
@@ -418,14 +418,6 @@ def _split_host_port(text: str, default_port: int | None) -> tuple[str, int]:
     if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ValueError(f"{_toml_string(text)}: port must be 1-65535")
     return host.lower(), int(port_text)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _to_nexthop(value: object) -> str:
@@ -476,7 +468,7 @@ def _to_mechanism(value: object) -> str:
 def _to_nameserver(value: object) -> str:
     text = _to_str(value)
     host, port = _split_host_port(text, 53)
-    if not _is_ip(host):
+    if not is_ip_address(host):
         raise ValueError(f"{_toml_string(text)}: a name server is an IP address")
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -514,7 +506,7 @@ def _to_helo_pattern(value: object) -> str:
     if text.startswith("[") and text.endswith("]"):
         literal = text[1:-1]
         address = literal[5:] if literal.lower().startswith("ipv6:") else literal
-        if not _is_ip(address):
+        if not is_ip_address(address):
             raise ValueError(f"{_toml_string(text)} is not an address literal")
         return "[" + str(ipaddress.ip_address(address)) + "]"
     if text.startswith("."):

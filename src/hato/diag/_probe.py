@@ -4,13 +4,12 @@ finding from the catalog, and the conversation stops only where it cannot go on.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import ssl
 from dataclasses import dataclass
 from typing import Literal
 
-from ..smtp import Command, Reply, Response
+from ..smtp import Command, Reply, Response, is_ip_address
 from ._explain import explain_extension, finding, reply_finding
 from ._report import Extension, Finding, HostReport, RelayCheck, Step, StepStatus
 from ._tls import certificate_facts, not_yet_valid, unverified_context
@@ -267,7 +266,7 @@ class _Session:
 
     async def handshake(self) -> None:
         started = self.conv.elapsed()
-        server_name = None if _is_ip(self.host) else self.host
+        server_name = None if is_ip_address(self.host) else self.host
         try:
             injected = await self.conv.start_tls(unverified_context(), server_name)
         except (ssl.SSLError, OSError, TimeoutError) as error:
@@ -496,11 +495,3 @@ def _first_line(reply: Reply) -> str:
 def _when(step: str, detail: str) -> str:
     where = "before the banner" if step == "banner" else f"after {step}"
     return f"{where} ({detail})"
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True

@@ -4,11 +4,11 @@ with each as the plan says, and, with --wait, the delivery report."""
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import random
 from dataclasses import dataclass
 
 from ..routing import DnsError, NoSuchDomain
+from ..smtp import is_ip_address
 from ._dns import RecordingResolver, lookup_domain
 from ._explain import finding
 from ._loop import ReportMailbox, wait_for_report
@@ -97,7 +97,7 @@ async def _candidates(
             _Candidate(e.host, SMTP_PORT, e.preference, tuple(e.addresses))
             for e in lookup.exchangers
         ]
-    if _is_ip(host):
+    if is_ip_address(host):
         return [_Candidate(host, port, None, (host,))]
     try:
         addresses = await resolver.addresses(host)
@@ -143,11 +143,3 @@ def _judge_loop(report: Report, timeout: float) -> None:
         report.findings.append(finding("report-delayed", detail=loop.diagnostic or "?"))
     elif loop.outcome == "no-report":
         report.findings.append(finding("no-report", mailbox=loop.mailbox, timeout=timeout))
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
-from ..smtp import AddressError, domain_a_label, parse_path
+from ..smtp import AddressError, domain_a_label, is_ip_address, parse_path
 
 __all__ = ["SMTP_PORT", "Target", "TargetError", "parse_server", "parse_target"]
 
@@ -47,7 +46,7 @@ def parse_target(text: str) -> Target:
             return Target(text, "address", address=path.address, domain=path.domain, host=host)
         return Target(text, "address", address=path.address, domain=_domain(path.domain, text))
     host, port = _split_port(text)
-    if port is not None or _is_ip(host):
+    if port is not None or is_ip_address(host):
         return Target(text, "host", host=host, port=port or SMTP_PORT)
     return Target(text, "domain", domain=_domain(host, text))
 
@@ -57,7 +56,7 @@ def parse_server(text: str) -> tuple[str, int]:
     host, port = _split_port(text.strip())
     if not host:
         raise TargetError(f"--server {text!r}: expected HOST or HOST:PORT")
-    if not _is_ip(host):
+    if not is_ip_address(host):
         host = _domain(host, text)
     return host, port or SMTP_PORT
 
@@ -83,16 +82,8 @@ def _port(text: str, whole: str) -> int:
     return int(text)
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _check_ip(text: str, whole: str) -> None:
-    if not _is_ip(text):
+    if not is_ip_address(text):
         raise TargetError(f"{whole!r}: {text!r} is not an IP address")
 
 

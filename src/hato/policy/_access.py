@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..config import AccessRule, PolicySettings, RuleAction
-from ..smtp import AddressError, Reply, domain_a_label, parse_reply, reply
+from ..smtp import AddressError, Reply, domain_a_label, is_ip_address, parse_reply, reply
 from ._relay import Decision
 
 __all__ = ["STAGES", "AccessPolicy", "Facts", "dnsbl_listed", "dnsbl_query", "helo_is_valid"]
@@ -80,8 +80,8 @@ def helo_is_valid(name: str) -> bool:
         literal = name[1:-1]
         if literal[:5].lower() == "ipv6:":
             literal = literal[5:]
-            return _is_ip(literal) and ":" in literal
-        return _is_ip(literal) and "." in literal
+            return is_ip_address(literal) and ":" in literal
+        return is_ip_address(literal) and "." in literal
     try:
         a_label = domain_a_label(name)
     except AddressError:
@@ -195,14 +195,6 @@ class AccessPolicy:
 
 def _first(patterns: tuple[str, ...], test: Callable[[str], bool]) -> str | None:
     return next((p for p in patterns if test(p)), None)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _same_ip(a: str, b: str) -> bool:

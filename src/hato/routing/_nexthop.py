@@ -42,6 +42,8 @@ from hato.routing._dns import (
 )
 from hato.routing._mx import IsLocalHost, loop_error, mail_exchangers
 
+from ..smtp import is_ip_address
+
 __all__ = [
     "SMTP_PORT",
     "Hop",
@@ -203,7 +205,7 @@ def _entry(text: str) -> tuple[str, str]:
 
 def _parse_next_hop(text: str) -> _NextHop:
     """``[ip]:port``, ``[ip]``, ``ip``, ``host:port`` or ``host`` (``[host]`` too)."""
-    if _is_ip(text):
+    if is_ip_address(text):
         return _NextHop(str(ipaddress.ip_address(text)), SMTP_PORT, True)
     if text.startswith("["):
         host, bracket, rest = text[1:].partition("]")
@@ -215,7 +217,7 @@ def _parse_next_hop(text: str) -> _NextHop:
     port = int(port_text) if port_text else SMTP_PORT
     if not 0 < port < 65536:
         raise ValueError(f"{text!r}: port must be 1-65535")
-    if _is_ip(host):
+    if is_ip_address(host):
         return _NextHop(str(ipaddress.ip_address(host)), port, True)
     try:
         return _NextHop(normalize_domain(host), port, False)
@@ -243,11 +245,3 @@ def _domain_name(domain: str) -> str:
         return normalize_domain(domain)
     except InvalidInput as exc:
         raise RouteError(NO_SUCH_DOMAIN, False, str(exc)) from None
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True

@@ -15,6 +15,7 @@ __all__ = [
     "Path",
     "domain_a_label",
     "is_ascii",
+    "is_ip_address",
     "parse_path",
     "split_path",
     "xtext_decode",
@@ -59,6 +60,15 @@ class Path:
     @property
     def is_null(self) -> bool:
         return self.address == ""
+
+
+def is_ip_address(text: str) -> bool:
+    """Whether ``text`` is an IPv4 or IPv6 address as written (no brackets, no prefix)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def is_ascii(text: str) -> bool:
