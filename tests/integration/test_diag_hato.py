@@ -245,3 +245,25 @@ def test_readable_report_ends_with_the_verdict(plain: HatoProcess, tmp_path: Pat
     assert lines[-1] == "PASS: every step passed, with 1 warning"
     assert any("S: 220 mx.test.example ESMTP" in line for line in lines)
     assert "\x1b[" not in done.stdout  # not a terminal: no colour codes
+
+
+def test_refused_by_hatos_access_policy(
+    hato_factory: Callable[..., HatoProcess], tmp_path: Path
+) -> None:
+    # Hato refuses the client's address at the banner: hato test says it is the IP, and
+    # Hato's event log says which rule.
+    refusing = hato_factory(
+        config='[policy]\nconnect = [{ action = "reject", client = ["127.0.0.0/8"] }]\n'
+    )
+    refusing.start()
+    status, report, _ = hato_test(
+        f"postmaster@{HOST}", "--server", f"127.0.0.1:{refusing.port}", cwd=tmp_path
+    )
+    assert status == 1
+    assert codes(report) == ["banner-554"]
+    host = report["hosts"][0]
+    assert "your IP address" in host["findings"][0]["explanation"]
+    banner = next(e["text"] for e in host["transcript"] if e["direction"] == "S")
+    assert banner == "554 5.7.1 Client host [127.0.0.1] rejected: Access denied"
+    event = refusing.wait_for_event("reject", command="CONNECT")
+    assert event["rule"] == "connect[0]"
