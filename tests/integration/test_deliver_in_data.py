@@ -148,3 +148,24 @@ def test_switched_off_every_message_is_queued_first(
     assert len(mailbox(hato, "gina@localhost")) == 1
     story = [e["event"] for e in hato.events() if e.get("queue_id") == queue_id]
     assert story == ["queued", "delivered", "removed"]
+
+
+def test_a_loop_found_at_delivery_goes_through_the_queue_and_fails(
+    hato_factory: Callable[..., HatoProcess],
+) -> None:
+    # The mailbox copy is refused (Delivered-To names the mailbox already): the message
+    # is queued, and the queue's attempt fails it with 5.4.6 as for any queued loop.
+    hato = started(hato_factory)
+    looping = b"Delivered-To: gina@localhost\r\nSubject: round and round\r\n\r\nagain\r\n"
+    with smtplib.SMTP("127.0.0.1", hato.port, timeout=10) as client:
+        client.ehlo("client.example")
+        client.mail("")
+        client.rcpt("gina@localhost")
+        code, reply = client.data(looping)
+    assert code == 250
+    queue_id = queue_id_of(reply)
+    failed = hato.wait_for_event("failed", queue_id=queue_id)
+    assert failed["status"] == "5.4.6"
+    assert mailbox(hato, "gina@localhost") == []
+    story = [e["event"] for e in hato.events() if e.get("queue_id") == queue_id]
+    assert story[0] == "queued" and "delivered" not in story
