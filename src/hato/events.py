@@ -280,6 +280,24 @@ class TlsFailed(OpsEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DnsblUnavailable(OpsEvent):
+    """A DNS blocklist gave no answer in time: the client was taken as not listed there."""
+
+    name: ClassVar[str] = "dnsbl_unavailable"
+    level: ClassVar[str] = "warning"
+    session: str
+    client_ip: str
+    zone: str
+    reason: str
+
+    def describe(self) -> str:
+        return (
+            f"session={self.session} DNS blocklist {self.zone} unavailable for"
+            f" [{self.client_ip}] ({self.reason}): taken as not listed"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TlsReloaded(OpsEvent):
     """The certificate was (re)loaded; new handshakes use it, sessions in TLS keep theirs."""
 

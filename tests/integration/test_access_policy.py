@@ -341,3 +341,28 @@ def test_ipv6_client_rule(hato_factory: Callable[..., HatoProcess]) -> None:
     banner = sock.recv(4096)
     sock.close()
     assert banner == b"554 5.7.1 Client host [::1] rejected: Access denied\r\n"
+
+
+def test_a_blocklist_that_does_not_answer_lists_nobody_and_says_so(
+    hato_factory: Callable[..., HatoProcess], dns_server: DnsServer
+) -> None:
+    dns_server.add("bl.test", "SOA", "ns.bl.test. admin.bl.test. 1 60 60 60 60")
+    dns_server.silence("8.0.0.127.bl.test")
+    dns_server.servfail("9.0.0.127.bl.test")
+    hato = start(
+        hato_factory,
+        '[policy]\ndnsbl_timeout = 0.5\nconnect = [{ action = "reject", dnsbl = ["bl.test"] }]\n',
+        f'dns.nameservers=["{dns_server.address}"]',
+    )
+    for source in ("127.0.0.8", "127.0.0.9"):
+        started = time.monotonic()
+        client = Client(hato, source)
+        assert client.reply().startswith("220 ")
+        assert time.monotonic() - started < 5
+        client.close()
+    silent = hato.wait_for_event("dnsbl_unavailable", client_ip="127.0.0.8")
+    assert silent["zone"] == "bl.test"
+    assert "0.5 s" in silent["reason"]
+    failing = hato.wait_for_event("dnsbl_unavailable", client_ip="127.0.0.9")
+    assert failing["zone"] == "bl.test"
+    assert not hato.events("reject")

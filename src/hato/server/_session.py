@@ -26,6 +26,7 @@ from ..events import (
     AuthSucceeded,
     Connected,
     Disconnected,
+    DnsblUnavailable,
     HeloReceived,
     InternalError,
     MailAccepted,
@@ -243,8 +244,17 @@ class Session(asyncio.Protocol):
             return
         try:
             answer = await asyncio.wait_for(lookup(name), self.ctx.settings.policy.dnsbl_timeout)
-        except (TimeoutError, OSError, routing.DnsError):
-            return  # NXDOMAIN is "not listed"; a list that fails us lists nobody
+        except (routing.NoSuchDomain, routing.NoRecords):
+            return  # RFC 5782 2.1: no A record is "not listed"
+        except (TimeoutError, OSError, routing.DnsError) as error:
+            # A list that fails us lists nobody, and the log says so.
+            reason = str(error) or f"no answer within {self.ctx.settings.policy.dnsbl_timeout} s"
+            self.ctx.log.emit(
+                DnsblUnavailable(
+                    session=self.id, client_ip=self.client_ip, zone=zone, reason=reason
+                )
+            )
+            return
         listed = policy.dnsbl_listed(answer)
         if listed is not None:
             self._listed[zone] = listed
