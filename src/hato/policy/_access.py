@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ..config import AccessRule, PolicySettings, RuleAction
 from ..smtp import AddressError, Reply, domain_a_label, is_ip_address, parse_reply, reply
-from ._relay import Decision
+from ._relay import Decision, client_address
 
 __all__ = ["STAGES", "AccessPolicy", "Facts", "dnsbl_listed", "dnsbl_query", "helo_is_valid"]
 
@@ -49,12 +49,9 @@ class Facts:
 
 def dnsbl_query(ip: str, zone: str) -> str | None:
     """The name to look up in ``zone`` for ``ip`` (RFC 5782 2.1 and 2.4); None if not an IP."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
+    address = client_address(ip)
+    if address is None:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
     if isinstance(address, ipaddress.IPv4Address):
         labels = str(address).split(".")
     else:
@@ -207,12 +204,9 @@ def _same_ip(a: str, b: str) -> bool:
 def _client_network(
     ip: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 ) -> str | None:
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
+    address = client_address(ip)
+    if address is None:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
     return next((str(n) for n in networks if address in n), None)
 
 

@@ -37,13 +37,8 @@ class RelayPolicy:
         self.trusted = tuple(ipaddress.ip_network(n, strict=False) for n in trusted_networks)
 
     def is_trusted(self, client_ip: str) -> bool:
-        try:
-            address = ipaddress.ip_address(client_ip)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.trusted)
+        address = client_address(client_ip)
+        return address is not None and any(address in network for network in self.trusted)
 
     def may_relay(self, client_ip: str, *, authenticated: bool) -> bool:
         return authenticated or self.is_trusted(client_ip)
@@ -64,6 +59,17 @@ class RelayPolicy:
                 address, "routing characters (% ! @) in a local part from an untrusted client"
             )
         return None
+
+
+def client_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A client's address as networks compare it (``::ffff:a.b.c.d`` is ``a.b.c.d``)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def _denied(address: str, reason: str) -> Decision:
