@@ -14,11 +14,12 @@ client pipelined after STARTTLS (CVE-2011-0411), and the session starts over ins
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import re
 import ssl
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import __version__, policy, routing, smtp
 from ..accounts import AccountError
@@ -259,28 +260,31 @@ class Session(asyncio.Protocol):
         if listed is not None:
             self._listed[zone] = listed
 
-    def _access(self, stage: str, **known: object) -> policy.Decision | None:
+    def _access(self, stage: str, **known: Any) -> policy.Decision | None:
         """The access rules of ``stage``; facts are gathered only when there are rules."""
         if not self.ctx.access.has_rules(stage):
             return None
         return self.ctx.access.check(stage, self._policy_facts(**known))
 
-    def _policy_facts(self, **known: object) -> policy.Facts:
+    def _policy_facts(self, **known: Any) -> policy.Facts:
         """What the access rules may look at, now; ``known`` adds what the caller has."""
         transaction = self.conn.transaction
-        facts: dict[str, object] = {
-            "client_ip": self.client_ip,
-            "server_ip": self.server_ip,
-            "helo": self.conn.helo or "",
-            "sender": transaction.reverse_path if transaction is not None else None,
-            "authenticated": self.conn.authenticated,
-            "trusted": self.trusted,
-            "listed": self._listed,
-        } | known
-        sender = facts["sender"]
-        if isinstance(sender, str) and "@" in sender:
-            facts["sender_local"] = self.ctx.router.is_local_domain(sender.rpartition("@")[2])
-        return policy.Facts(**facts)  # type: ignore[arg-type]
+        facts = dataclasses.replace(
+            policy.Facts(
+                client_ip=self.client_ip,
+                server_ip=self.server_ip,
+                helo=self.conn.helo or "",
+                sender=transaction.reverse_path if transaction is not None else None,
+                authenticated=self.conn.authenticated,
+                trusted=self.trusted,
+                listed=self._listed,
+            ),
+            **known,
+        )
+        if facts.sender and "@" in facts.sender:
+            domain = facts.sender.rpartition("@")[2]
+            facts = dataclasses.replace(facts, sender_local=self.ctx.router.is_local_domain(domain))
+        return facts
 
     def _refused(self, command: str, decision: policy.Decision, **facts: str | None) -> None:
         """One event per refusal: stage, rule, client, HELO, sender, recipient and reply."""
