@@ -8,6 +8,7 @@ least one was delivered; otherwise it failed.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -100,14 +101,7 @@ def _outcome(
             state, status = FAILED, "4.4.7"
             days = retry.lifetime / 86400
             detail = f"message expired after {days:g} days in the queue; last: {detail}"
-            verdict = Verdict(
-                target=verdict.target,
-                result=Result.failed("4.4.7", detail),
-                remote=verdict.remote,
-                remote_mta=verdict.remote_mta,
-                diagnostic=verdict.diagnostic,
-                command=verdict.command,
-            )
+            verdict = dataclasses.replace(verdict, result=Result.failed("4.4.7", detail))
         else:
             next_attempt = now + retry.delay(attempts, rng)
     outcome = Outcome(
