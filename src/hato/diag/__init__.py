@@ -33,13 +33,12 @@ from ._report import (
     TranscriptEntry,
 )
 from ._run import Options, run
-from ._target import SMTP_PORT, Target, TargetError, parse_server, parse_target
+from ._target import Target, TargetError, parse_server, parse_target
 from ._tls import certificate_facts, name_matches
 
 __all__ = [
     "RELAY_DOMAIN",
     "RELAY_USER",
-    "SMTP_PORT",
     "Certificate",
     "DnsReport",
     "Extension",

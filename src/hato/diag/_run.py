@@ -7,14 +7,14 @@ import dataclasses
 import random
 from dataclasses import dataclass
 
-from ..routing import DnsError, NoSuchDomain
+from ..routing import SMTP_PORT, DnsError, NoSuchDomain
 from ..smtp import is_ip_address
 from ._dns import RecordingResolver, lookup_domain
 from ._explain import finding
 from ._loop import ReportMailbox, wait_for_report
 from ._probe import Plan, probe
 from ._report import Report
-from ._target import SMTP_PORT, Target
+from ._target import Target
 
 __all__ = ["Options", "run"]
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..routing import SMTP_PORT
 from ..smtp import AddressError, domain_a_label, is_ip_address, parse_path
 
-__all__ = ["SMTP_PORT", "Target", "TargetError", "parse_server", "parse_target"]
-
-SMTP_PORT = 25
+__all__ = ["Target", "TargetError", "parse_server", "parse_target"]
 
 
 class TargetError(ValueError):
