@@ -286,26 +286,8 @@ class Session(asyncio.Protocol):
             facts = dataclasses.replace(facts, sender_local=self.ctx.router.is_local_domain(domain))
         return facts
 
-    def _refused(self, command: str, decision: policy.Decision, **facts: str | None) -> None:
-        """One event per refusal: stage, rule, client, HELO, sender, recipient and reply."""
-        transaction = self.conn.transaction
-        known: dict[str, str | None] = {
-            "helo": self.conn.helo or "",
-            "sender": transaction.reverse_path if transaction is not None else None,
-        } | facts
-        self.ctx.log.emit(
-            Rejected(
-                session=self.id,
-                client_ip=self.client_ip,
-                command=command,
-                reply=str(decision.reply),
-                reason=decision.reason,
-                rule=decision.rule,
-                helo=known.get("helo") or "",
-                sender=known.get("sender"),
-                recipient=known.get("recipient") or "",
-            )
-        )
+    def _refused(self, command: str, decision: policy.Decision, **facts: str) -> None:
+        self._rejected(command, decision.reply, decision.reason, rule=decision.rule, **facts)
 
     def _greet(self) -> None:
         if self.ctx.stopping:
@@ -437,7 +419,15 @@ class Session(asyncio.Protocol):
             return Reply(250, None, (greeting, *self.conn.ehlo_keywords()))
         return reply(250, None, greeting)
 
-    def _rejected(self, command: str, refusal: Reply, reason: str) -> None:
+    def _rejected(
+        self, command: str, refusal: Reply, reason: str, *, rule: str = "", **facts: str
+    ) -> None:
+        """One event per refusal: stage, rule, client, HELO, sender, recipient and reply.
+
+        HELO and sender are the session's own unless ``facts`` has the ones being refused.
+        """
+        transaction = self.conn.transaction
+        sender = transaction.reverse_path if transaction is not None else None
         self.ctx.log.emit(
             Rejected(
                 session=self.id,
@@ -445,6 +435,10 @@ class Session(asyncio.Protocol):
                 command=command,
                 reply=str(refusal),
                 reason=reason,
+                rule=rule,
+                helo=facts.get("helo", self.conn.helo or ""),
+                sender=facts.get("sender", sender),
+                recipient=facts.get("recipient", ""),
             )
         )
 
@@ -452,7 +446,7 @@ class Session(asyncio.Protocol):
         if self.submission:
             refusal, reason = self._check_sender(event.reverse_path)
             if refusal is not None:
-                self._rejected("MAIL", refusal, reason)
+                self._rejected("MAIL", refusal, reason, sender=event.reverse_path)
                 self.conn.send_reply(refusal)
                 return
             self._headers = bytearray()
@@ -617,7 +611,7 @@ class Session(asyncio.Protocol):
             return
         refusal, reason = self._check_recipient(address)
         if refusal is not None:
-            self._rejected("RCPT", refusal, reason)
+            self._rejected("RCPT", refusal, reason, recipient=address)
             self.conn.send_reply(refusal)
             return
         params = event.params
