@@ -45,7 +45,7 @@ from ..delivery import (
     Status,
 )
 from ..events import Delivered, EventLog, InternalError, MessageRemoved, ReportQueued
-from ..routing import LocalRouter
+from ..routing import LocalRouter, Mailbox
 from ..spool import Envelope, QueueEntry, QueueState, RecipientState, SpoolError, message_path
 from ._outcomes import Notice, Plan, Verdict, conclude, removed_event
 from ._reports import render_notice
@@ -200,9 +200,9 @@ class QueueManager:
         self, queue_id: str, envelope: Envelope, source: Path | bytes
     ) -> list[MaildirJob]:
         """The mailbox jobs of a message that may be delivered at once; [] if it may not."""
-        in_memory = isinstance(source, bytes)
-        path = message_path(self.state.data_dir, queue_id) if in_memory else source
-        assert isinstance(path, Path)
+        # In memory, the path is only the name the spool would give the message's file.
+        data = source if isinstance(source, bytes) else None
+        path = source if isinstance(source, Path) else message_path(self.state.data_dir, queue_id)
         jobs: list[MaildirJob] = []
         for position, recipient in enumerate(envelope.recipients):
             if "SUCCESS" in recipient.notify:
@@ -211,18 +211,14 @@ class QueueManager:
             if expansion.failures or expansion.remote or not expansion.mailboxes:
                 return []
             jobs.extend(
-                MaildirJob(
-                    queue_id=queue_id,
-                    recipient_index=position,
-                    domain=mailbox.domain,
-                    local_part=mailbox.local_part,
-                    delivered_to=mailbox.address,
-                    reverse_path=envelope.reverse_path,
-                    message_path=path,
-                    arrival=envelope.arrival,
-                    message_data=source if isinstance(source, bytes) else None,
+                _mailbox_jobs(
+                    queue_id,
+                    position,
+                    envelope,
+                    expansion.mailboxes,
+                    path,
+                    data=data,
                 )
-                for mailbox in expansion.mailboxes
             )
         return jobs
 
@@ -366,21 +362,16 @@ class QueueManager:
             result = Result.failed(failure.status, failure.reason)
             plan.verdicts.append(Verdict(target=failure.address, result=result))
         plan.remote.extend(expansion.remote)
-        envelope = entry.envelope
-        for mailbox in expansion.mailboxes:
-            plan.jobs.append(
-                MaildirJob(
-                    queue_id=entry.queue_id,
-                    recipient_index=recipient.position,
-                    domain=mailbox.domain,
-                    local_part=mailbox.local_part,
-                    delivered_to=mailbox.address,
-                    reverse_path=envelope.reverse_path,
-                    message_path=message_path(self.state.data_dir, entry.queue_id),
-                    arrival=envelope.arrival,
-                    recheck=recheck,
-                )
+        plan.jobs.extend(
+            _mailbox_jobs(
+                entry.queue_id,
+                recipient.position,
+                entry.envelope,
+                expansion.mailboxes,
+                message_path(self.state.data_dir, entry.queue_id),
+                recheck=recheck,
             )
+        )
         return plan
 
     async def _attempt_remote(self, plans: list[Plan]) -> None:
@@ -477,6 +468,35 @@ class QueueManager:
                 sender=notice.entry.envelope.reverse_path,
             )
         )
+
+
+def _mailbox_jobs(
+    queue_id: str,
+    position: int,
+    envelope: Envelope,
+    mailboxes: Sequence[Mailbox],
+    path: Path,
+    *,
+    recheck: bool = False,
+    data: bytes | None = None,
+) -> list[MaildirJob]:
+    """One Maildir job per mailbox a recipient leads to; the same for the queue's attempts
+    and for delivery while the client waits, so both name the copies alike."""
+    return [
+        MaildirJob(
+            queue_id=queue_id,
+            recipient_index=position,
+            domain=mailbox.domain,
+            local_part=mailbox.local_part,
+            delivered_to=mailbox.address,
+            reverse_path=envelope.reverse_path,
+            message_path=path,
+            arrival=envelope.arrival,
+            recheck=recheck,
+            message_data=data,
+        )
+        for mailbox in mailboxes
+    ]
 
 
 def _attach_local(plans: Sequence[Plan], results: Sequence[Result]) -> None:
