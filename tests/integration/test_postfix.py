@@ -68,6 +68,24 @@ def header_block(message: bytes, newline: bytes) -> list[bytes]:
     return [field.replace(newline, b"") for field in re.split(newline + rb"(?![ \t])", head)]
 
 
+# Who stamped a Received field: "by HOST (SOFTWARE)", as a regular expression.
+BY_POSTFIX = rb"pf\.test \(Postfix\)"
+BY_HATO = rb"mx\.test\.example \(Hato [^)]+\)"
+
+
+def received_id(field: bytes, client: bytes, by: bytes, recipient: str) -> str:
+    """The queue ID in a Received field that must read, unfolded, exactly
+    ``from CLIENT by BY with ESMTP id ID for <RECIPIENT>; DATE`` (CLIENT and BY are regexes).
+    """
+    found = re.fullmatch(
+        rb"Received: from " + client + rb"\tby " + by + rb" with ESMTP id (\w+)"
+        rb"\tfor <" + re.escape(recipient.encode()) + rb">; .+",
+        field,
+    )
+    assert found is not None, field
+    return found[1].decode()
+
+
 def report_parts(raw: bytes) -> tuple[email.message.Message, list[email.message.Message]]:
     """A multipart/report's per-message fields and its per-recipient field groups."""
     report = email.message_from_bytes(raw, policy=email.policy.default)
@@ -122,23 +140,16 @@ def test_hato_relays_to_postfix_which_reports_success(
         b"X-Original-To: bob@pf.test",
         b"Delivered-To: bob@pf.test",
     ], fields
-    postfix_received = re.fullmatch(
-        rb"Received: from mx\.test\.example \(unknown \[127\.[0-9.]+\]\)"
-        rb"\tby pf\.test \(Postfix\) with ESMTP id (\w+)\tfor <bob@pf\.test>; .+",
-        fields[3],
+    postfix_id = received_id(
+        fields[3], rb"mx\.test\.example \(unknown \[127\.[0-9.]+\]\)", BY_POSTFIX, "bob@pf.test"
     )
-    assert postfix_received is not None, fields[3]
-    hato_received = re.fullmatch(
-        rb"Received: from client\.test \(unknown \[127\.0\.0\.1\]\)"
-        rb"\tby mx\.test\.example \(Hato [^)]+\) with ESMTP id (\w+)\tfor <bob@pf\.test>; .+",
-        fields[4],
+    hato_id = received_id(
+        fields[4], rb"client\.test \(unknown \[127\.0\.0\.1\]\)", BY_HATO, "bob@pf.test"
     )
-    assert hato_received is not None, fields[4]
-    postfix_id = postfix_received[1].decode()
 
     # Hato names Postfix (its next hop) and the queue ID Postfix answered with.
     delivered = hato_peer.wait_for_event("delivered", recipient="bob@pf.test")
-    assert delivered["queue_id"] == hato_received[1].decode()
+    assert delivered["queue_id"] == hato_id
     assert delivered["detail"] == f"{postfix.host} said: 250 2.0.0 Ok: queued as {postfix_id}"
     postfix.wait_for_log(rf"{postfix_id}: to=<bob@pf\.test>, relay=virtual, .*status=sent")
 
@@ -178,20 +189,13 @@ def test_postfix_relays_to_hato(postfix: Postfix, hato_peer: HatoProcess) -> Non
     assert stored.endswith(body), stored
     fields = header_block(stored, b"\r\n")
     assert fields[:2] == [b"Return-Path: <dave@pf.test>", b"Delivered-To: carol@hato.test"]
-    hato_received = re.fullmatch(
-        rb"Received: from pf\.test \(unknown \[127\.0\.0\.6\]\)"
-        rb"\tby mx\.test\.example \(Hato [^)]+\) with ESMTP id (\w+)\tfor <carol@hato\.test>; .+",
-        fields[2],
+    hato_id = received_id(
+        fields[2], rb"pf\.test \(unknown \[127\.0\.0\.6\]\)", BY_HATO, "carol@hato.test"
     )
-    assert hato_received is not None, fields[2]
-    postfix_received = re.fullmatch(
-        rb"Received: from client\.test \(unknown \[127\.[0-9.]+\]\)"
-        rb"\tby pf\.test \(Postfix\) with ESMTP id (\w+)\tfor <carol@hato\.test>; .+",
-        fields[3],
+    postfix_id = received_id(
+        fields[3], rb"client\.test \(unknown \[127\.[0-9.]+\]\)", BY_POSTFIX, "carol@hato.test"
     )
-    assert postfix_received is not None, fields[3]
 
-    hato_id, postfix_id = hato_received[1].decode(), postfix_received[1].decode()
     queued = hato_peer.wait_for_event("queued", queue_id=hato_id)
     assert queued["client_ip"] == postfix.host
     assert queued["reverse_path"] == "dave@pf.test"
