@@ -102,6 +102,7 @@ _AGES = (
     ("messages", "ts"),
 )
 _OUTCOMES = ("delivered", "deferred", "failed")
+_SUMMARY = "queue_id, ts, sender, recipients, message_id, size, report_of"
 
 _PUT_SESSION = (
     "INSERT INTO sessions"
@@ -342,59 +343,37 @@ class TraceStore:
             args.append(since)
         clause = " WHERE " + " AND ".join(where) if where else ""
         rows = self._conn.execute(
-            f"SELECT * FROM (SELECT queue_id, ts, sender, recipients, message_id, size, report_of"
+            f"SELECT * FROM (SELECT {_SUMMARY}"
             f" FROM messages{clause} ORDER BY ts DESC LIMIT ?) ORDER BY ts",
             (*args, limit),
         ).fetchall()
-        return [self._summary(row) for row in rows]
+        return [_summary(row, self._events(row[0])) for row in rows]
 
     def summary(self, queue_id: str) -> Summary | None:
-        row = self._conn.execute(
-            "SELECT queue_id, ts, sender, recipients, message_id, size, report_of"
-            " FROM messages WHERE queue_id = ?",
-            (queue_id,),
+        row = self._message(queue_id)
+        return None if row is None else _summary(row[:-1], self._events(queue_id))
+
+    def _message(self, queue_id: str) -> tuple[Any, ...] | None:
+        """The message's row: the columns of its summary, then its session's row id."""
+        row: tuple[Any, ...] | None = self._conn.execute(
+            f"SELECT {_SUMMARY}, session FROM messages WHERE queue_id = ?", (queue_id,)
         ).fetchone()
-        return None if row is None else self._summary(row)
-
-    def _summary(self, row: tuple[Any, ...]) -> Summary:
-        queue_id, ts, sender, recipients, message_id, size, report_of = row
-        return Summary(
-            queue_id=queue_id,
-            ts=ts,
-            sender=sender,
-            recipients=tuple(recipients.split("\n")) if recipients else (),
-            message_id=message_id,
-            size=size,
-            status=self._status(queue_id),
-            report_of=report_of,
-        )
-
-    def _status(self, queue_id: str) -> str:
-        """Each recipient's latest outcome, summed up: "delivered", "deferred, failed"..."""
-        latest: dict[str, str] = {}
-        for event in self._events(queue_id):
-            if event["event"] in _OUTCOMES:
-                latest[event["data"].get("recipient", "")] = event["event"]
-        states = sorted(set(latest.values()), key=_OUTCOMES.index)
-        return ", ".join(states) if states else "queued"
+        return row
 
     def story(self, queue_id: str) -> dict[str, Any] | None:
         """Everything recorded about one message, in time order; None if nothing was."""
-        summary = self.summary(queue_id)
+        row = self._message(queue_id)
         events = self._events(queue_id)
         attempts = self._conn.execute(
             "SELECT ts, domain, host, address, port, tls, reused, outcome, transcript"
             " FROM attempts WHERE queue_id = ? ORDER BY ts, id",
             (queue_id,),
         ).fetchall()
-        if summary is None and not events and not attempts:
+        if row is None and not events and not attempts:
             return None
         steps: list[dict[str, Any]] = []
-        session_row = self._conn.execute(
-            "SELECT session FROM messages WHERE queue_id = ?", (queue_id,)
-        ).fetchone()
-        if session_row is not None and session_row[0] is not None:
-            session = self._session(session_row[0])
+        if row is not None and row[-1] is not None:
+            session = self._session(row[-1])
             if session is not None:
                 steps.append(session)
         steps += [{"kind": "event", **event} for event in events]
@@ -422,7 +401,7 @@ class TraceStore:
             for e in events
             if e["event"] == "report"
         ]
-        head = summary.to_dict() if summary is not None else {"queue_id": queue_id}
+        head = _summary(row[:-1], events).to_dict() if row is not None else {"queue_id": queue_id}
         return {**head, "reports": reports, "steps": steps}
 
     def _session(self, row: int) -> dict[str, Any] | None:
@@ -464,3 +443,28 @@ class TraceStore:
         ]
         events.sort(key=lambda event: event["ts"])
         return events
+
+
+def _summary(row: tuple[Any, ...], events: list[dict[str, Any]]) -> Summary:
+    """A message's row (its summary's columns) and its events, as a search lists it."""
+    queue_id, ts, sender, recipients, message_id, size, report_of = row
+    return Summary(
+        queue_id=queue_id,
+        ts=ts,
+        sender=sender,
+        recipients=tuple(recipients.split("\n")) if recipients else (),
+        message_id=message_id,
+        size=size,
+        status=_status(events),
+        report_of=report_of,
+    )
+
+
+def _status(events: list[dict[str, Any]]) -> str:
+    """Each recipient's latest outcome, summed up: "delivered", "deferred, failed"..."""
+    latest: dict[str, str] = {}
+    for event in events:
+        if event["event"] in _OUTCOMES:
+            latest[event["data"].get("recipient", "")] = event["event"]
+    states = sorted(set(latest.values()), key=_OUTCOMES.index)
+    return ", ".join(states) if states else "queued"
