@@ -50,7 +50,7 @@ from typing import Any
 import procstat
 import report
 import scale
-from servers import RECIPIENT, SERVERS, Hato, Server, Unavailable
+from servers import RECIPIENT, SERVERS, Hato, Server, Unavailable, find_command
 
 BENCH = Path(__file__).resolve().parent
 TOKEN = re.compile(rb"X-Bench-Token: (\d+)|[<\s](\d+)user@bench\.test")
@@ -107,8 +107,8 @@ def raise_fd_limit(wanted: int) -> int:
 
 
 def smtp_source() -> str:
-    found = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
-    if not os.access(found, os.X_OK):
+    found = find_command("smtp-source")
+    if found is None:
         raise SystemExit("smtp-source is missing: apt-get install postfix (make bench does)")
     return found
 

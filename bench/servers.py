@@ -244,7 +244,8 @@ postlog    unix-dgram n  -      n      -      1       postlogd
 """
 
 
-def _command(name: str) -> str | None:
+def find_command(name: str) -> str | None:
+    """A Postfix tool on PATH or in /usr/sbin (often not on a user's PATH), else None."""
     found = shutil.which(name)
     if found is None and os.access(f"/usr/sbin/{name}", os.X_OK):
         found = f"/usr/sbin/{name}"
@@ -259,7 +260,7 @@ class Postfix(Server):
         return self.top / "mail" / DOMAIN / USER
 
     def start(self) -> None:
-        postfix, postconf = _command("postfix"), _command("postconf")
+        postfix, postconf = find_command("postfix"), find_command("postconf")
         if postfix is None or postconf is None:
             raise Unavailable("postfix is not installed (apt-get install postfix)")
         if os.geteuid() != 0:
@@ -348,7 +349,7 @@ class SmtpSink(Server):
     durable = False
 
     def start(self) -> None:
-        sink = _command("smtp-sink")
+        sink = find_command("smtp-sink")
         if sink is None:
             raise Unavailable("smtp-sink is not installed (apt-get install postfix)")
         self.top.mkdir(parents=True)
