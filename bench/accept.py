@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from procstat import cpu_seconds
+
 HATO = Path(sys.executable).with_name("hato")
 
 
@@ -91,11 +93,6 @@ async def session(port: int, count: int, body: bytes, persistent: bool) -> int:
         await client.command(b"QUIT\r\n", b"221")
         client.writer.close()
     return done
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_hato(data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
