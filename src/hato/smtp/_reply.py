@@ -50,12 +50,15 @@ class Reply:
     def is_permanent(self) -> bool:
         return self.code >= 500
 
-    def to_bytes(self) -> bytes:
+    def wire_lines(self) -> list[str]:
+        """The lines as sent, code (and enhanced code) first, without line ends."""
         prefix = f"{self.code} {self.enhanced} " if self.enhanced else f"{self.code} "
         dash = f"{self.code}-{self.enhanced} " if self.enhanced else f"{self.code}-"
         last = len(self.lines) - 1
-        out = [(prefix if i == last else dash) + line for i, line in enumerate(self.lines)]
-        return ("\r\n".join(out) + "\r\n").encode("utf-8")
+        return [(prefix if i == last else dash) + line for i, line in enumerate(self.lines)]
+
+    def to_bytes(self) -> bytes:
+        return ("\r\n".join(self.wire_lines()) + "\r\n").encode("utf-8")
 
     def __str__(self) -> str:
         return self.to_bytes().decode("utf-8").rstrip("\r\n").replace("\r\n", " / ")

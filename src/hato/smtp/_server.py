@@ -281,15 +281,16 @@ class ServerConnection:
     # -- replies ---------------------------------------------------------------------
 
     def _write(self, answer: Reply) -> None:
-        data = answer.to_bytes()
-        self._out += data
-        if self.transcript is not None:
-            if answer.code == 334:
-                # RFC 4954 4: the challenge is base64 that may echo what the client sent.
-                self.transcript.append(("S", "334 " + _SECRET))
-            else:
-                lines = data.decode("utf-8").split("\r\n")[:-1]
-                self.transcript.extend(("S", line) for line in lines)
+        if self.transcript is None:
+            self._out += answer.to_bytes()
+            return
+        lines = answer.wire_lines()
+        self._out += ("\r\n".join(lines) + "\r\n").encode("utf-8")
+        if answer.code == 334:
+            # RFC 4954 4: the challenge is base64 that may echo what the client sent.
+            self.transcript.append(("S", "334 " + _SECRET))
+        else:
+            self.transcript.extend(("S", line) for line in lines)
 
     def _emit(self, answer: Reply) -> None:
         self._write(answer)
