@@ -301,20 +301,17 @@ class MessageWriter:
         if memory is not None and len(memory) + len(data) <= SPILL:
             memory += data
             self.size += len(data)
-            if self._header is not None:
-                self._header += data
-                if b"\r\n\r\n" in self._header or len(self._header) > _HEADER_WATCH:
-                    self._scan_header()
-            return
-        file = self._open_file()
-        try:
-            self.size += file.write(data)
-        except OSError as exc:
-            self._discard(failed=True)
-            raise SpoolError(f"cannot write {self.queue_id}: {exc}") from exc
-        if self._header is not None:
-            self._header += data
-            if b"\r\n\r\n" in self._header or len(self._header) > _HEADER_WATCH:
+        else:
+            file = self._open_file()
+            try:
+                self.size += file.write(data)
+            except OSError as exc:
+                self._discard(failed=True)
+                raise SpoolError(f"cannot write {self.queue_id}: {exc}") from exc
+        header = self._header
+        if header is not None:
+            header += data
+            if b"\r\n\r\n" in header or len(header) > _HEADER_WATCH:
                 self._scan_header()
 
     def _scan_header(self) -> None:
