@@ -230,12 +230,7 @@ class SmtpAgent:
         self, job: RemoteJob, client: SmtpClient, hop: Hop
     ) -> list[RemoteResult] | _Failure:
         envelope = job.envelope
-        refusal = client.check_transaction(
-            size=job.size, needs_smtputf8=envelope.smtputf8, eight_bit=envelope.body == "8BITMIME"
-        )
         mta = hop.host
-        if refusal is not None:
-            return _all(job.targets, _replied(refusal, mta))  # nothing was sent
         sent = await client.send(
             reverse_path=envelope.reverse_path,
             recipients=[(t.address, t.notify, t.orcpt) for t in job.targets],
@@ -246,6 +241,8 @@ class SmtpAgent:
             ret=envelope.ret,
             envid=envelope.envid,
         )
+        if sent.local_refusal is not None:
+            return _all(job.targets, _replied(sent.local_refusal, mta))  # nothing was sent
         with_dsn = client.dsn
         if sent.mail is not None and sent.mail.code >= 400:
             mail = _sent_line(client.transcript, "MAIL FROM:")

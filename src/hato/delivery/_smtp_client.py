@@ -278,14 +278,6 @@ class SmtpClient:
     def dsn(self) -> bool:
         return self.connection.dsn
 
-    def check_transaction(
-        self, size: int | None, *, needs_smtputf8: bool, eight_bit: bool
-    ) -> Reply | None:
-        """The refusal to report without sending (see ``ClientConnection.check_transaction``)."""
-        return self.connection.check_transaction(
-            size, needs_smtputf8=needs_smtputf8, eight_bit=eight_bit
-        )
-
     # -- the session -------------------------------------------------------------------
 
     async def _open(
