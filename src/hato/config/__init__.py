@@ -23,6 +23,7 @@ from hato.config._load import (
     settings_to_toml,
 )
 from hato.config._settings import (
+    RULE_FLAGS,
     AccessRule,
     AccountsSettings,
     AuthSettings,
@@ -49,6 +50,7 @@ from hato.config._settings import (
 )
 
 __all__ = [
+    "RULE_FLAGS",
     "AccessRule",
     "AccountsSettings",
     "AuthSettings",

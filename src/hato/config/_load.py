@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hato.config._settings import AccessRule, ListenAddress, RuleAction, Settings
+from hato.config._settings import RULE_FLAGS, AccessRule, ListenAddress, RuleAction, Settings
 from hato.smtp import AddressError, domain_a_label, is_ip_address, parse_reply
 
 _T = TypeVar("_T")
@@ -476,7 +476,6 @@ def _to_nameserver(value: object) -> str:
 # --- Access rules (policy.connect, .helo, .mail, .rcpt, .data) -------------------------------
 
 _RULE_FIELDS = {f.name: f for f in dataclasses.fields(AccessRule)}
-_RULE_FLAGS = ("authenticated", "trusted", "sender_local", "helo_valid", "helo_ours")
 
 
 def _to_address_pattern(value: object) -> str:
@@ -544,7 +543,7 @@ def _to_rules(stage: str) -> _Parser:
             "sender": lambda v, k: _unique(_array(_to_address_pattern)(v, k)),
             "recipient": lambda v, k: _unique(_array(_to_address_pattern)(v, k)),
             "dnsbl": _to_domains,
-        } | {flag: _scalar(_to_bool) for flag in _RULE_FLAGS}
+        } | {flag: _scalar(_to_bool) for flag in RULE_FLAGS}
         if "action" not in table:
             problems.append(
                 ConfigProblem(f"{key}.action", 'missing: "accept", "reject" or "defer"')

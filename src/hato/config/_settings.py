@@ -618,6 +618,10 @@ class AccessRule:
     helo_ours: bool | None = None  # our hostname, a local domain or our own address
 
 
+# AccessRule's boolean conditions, in the order a refusal's reason names them.
+RULE_FLAGS = ("authenticated", "trusted", "sender_local", "helo_valid", "helo_ours")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PolicySettings:
     """Who may connect and send: ordered access rules per stage, and per-IP rate limits."""

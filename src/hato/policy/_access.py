@@ -18,7 +18,7 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from ..config import AccessRule, PolicySettings, RuleAction
+from ..config import RULE_FLAGS, AccessRule, PolicySettings, RuleAction
 from ..smtp import AddressError, Reply, domain_a_label, is_ip_address, parse_reply, reply
 from ._relay import Decision, client_address
 
@@ -160,25 +160,28 @@ class AccessPolicy:
             if not found:
                 return None
             why.append(f"recipient <{found[0][1]}> matches {found[0][0]}")
-        flags = {
-            "authenticated": facts.authenticated,
-            "trusted": facts.trusted,
-            "sender_local": facts.sender is not None and facts.sender_local,
-            "helo_valid": helo_is_valid(facts.helo) if facts.helo else False,
-            "helo_ours": bool(facts.helo) and self._helo_is_ours(facts),
-        }
-        for flag, value in flags.items():
+        for flag in RULE_FLAGS:
             wanted = getattr(rule, flag)
             if wanted is None:
                 continue
-            if flag in ("helo_valid", "helo_ours") and not facts.helo:
-                return None  # nothing to judge before HELO
-            if flag == "sender_local" and facts.sender is None:
-                return None
-            if value != wanted:
-                return None
+            if self._flag(flag, facts) is not wanted:
+                return None  # false, or nothing to judge yet (no HELO, no MAIL)
             why.append(f"{flag} = {'true' if wanted else 'false'}")
         return why
+
+    def _flag(self, flag: str, facts: Facts) -> bool | None:
+        """A boolean condition's value, worked out only for the rules that name it."""
+        match flag:
+            case "authenticated":
+                return facts.authenticated
+            case "trusted":
+                return facts.trusted
+            case "sender_local":
+                return None if facts.sender is None else facts.sender_local
+            case "helo_valid":
+                return helo_is_valid(facts.helo) if facts.helo else None
+            case _:  # helo_ours
+                return self._helo_is_ours(facts) if facts.helo else None
 
     def _helo_is_ours(self, facts: Facts) -> bool:
         name = facts.helo.lower()
