@@ -266,15 +266,13 @@ class Recorder:
         batch = _Batch()
         take = self._pending.popleft
         handlers = self._handlers
-        open_session = self._open.get
         for _ in range(len(self._pending)):
             item = take()
             if isinstance(item, Attempt):
                 batch.attempts.append(item)
             elif len(item) == 3:
                 session, ts, lines = item
-                found = open_session(session) or self._session(session, ts)
-                found.lines.append((ts, lines))
+                self._session(session, ts).lines.append((ts, lines))
             else:
                 ts, event = item
                 handlers[type(event)](self, ts, event, batch)
@@ -356,9 +354,10 @@ class Recorder:
 
     def _prune_when_due(self) -> None:
         now = self.clock()
-        if now < self._next_prune or self._store is None:
+        if now < self._next_prune:
             return
         self._next_prune = now + self.prune_every
+        assert self._store is not None
         self._store.prune(now - self.retention)
 
 
