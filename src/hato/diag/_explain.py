@@ -432,43 +432,32 @@ def reply_finding(
 ) -> Finding:
     """The failure class of a refusal (4xx/5xx) to ``command``."""
     text = str(reply)
+    code = _reply_class(command, reply, text)
+    return finding(code, host=host, reply=text, command=command, rcpt=rcpt, sender=sender)
+
+
+def _reply_class(command: str, reply: Reply, text: str) -> str:
     enhanced = reply.enhanced or ""
     if reply.code == 421:
-        return finding("closing", host=host, reply=text, command=command, rcpt=rcpt, sender=sender)
+        return "closing"
     if reply.code == 530 or (enhanced == "5.7.0" and "auth" in text.lower()):
-        return finding(
-            "auth-required", host=host, reply=text, command=command, rcpt=rcpt, sender=sender
-        )
+        return "auth-required"
     if reply.is_transient:
-        return finding(
-            "greylisted", host=host, reply=text, command=command, rcpt=rcpt, sender=sender
-        )
+        return "greylisted"
     if reply.code == 552 or enhanced in ("5.2.2", "5.3.4"):
-        return finding(
-            "mailbox-full", host=host, reply=text, command=command, rcpt=rcpt, sender=sender
-        )
+        return "mailbox-full"
     if command == "RCPT":
         if enhanced == "5.1.1" or (reply.code == 550 and _says(text, "unknown", "no such")):
-            return finding(
-                "unknown-user", host=host, reply=text, command=command, rcpt=rcpt, sender=sender
-            )
+            return "unknown-user"
         if enhanced == "5.7.1" or _says(text, "relay"):
-            return finding(
-                "relay-denied", host=host, reply=text, command=command, rcpt=rcpt, sender=sender
-            )
+            return "relay-denied"
     if enhanced.startswith("5.7."):
-        return finding(
-            "policy-refused", host=host, reply=text, command=command, rcpt=rcpt, sender=sender
-        )
+        return "policy-refused"
     if command == "MAIL":
-        return finding(
-            "sender-refused", host=host, reply=text, command=command, rcpt=rcpt, sender=sender
-        )
+        return "sender-refused"
     if command == "message":
-        return finding(
-            "message-refused", host=host, reply=text, command=command, rcpt=rcpt, sender=sender
-        )
-    return finding("refused", host=host, reply=text, command=command, rcpt=rcpt, sender=sender)
+        return "message-refused"
+    return "refused"
 
 
 def _says(text: str, *words: str) -> bool:
