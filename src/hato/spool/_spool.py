@@ -518,8 +518,8 @@ class Spool:
             try:
                 self._ensure_subdir(path.parent)
                 if in_memory:
-                    if path.exists():
-                        continue
+                    # No file yet to claim the ID: IDs are unique by time and chance (see
+                    # QueueIdSource), and the file, if ever made, is still made O_EXCL.
                     return MessageWriter(
                         queue_id=queue_id, path=path, file=None, committer=committer
                     )
