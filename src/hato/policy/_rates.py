@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ..smtp import reply
 from ._relay import Decision
@@ -20,12 +19,6 @@ __all__ = ["ClientLimits"]
 WINDOW = 60.0  # the rates are per minute
 # Past this many tracked IPs, stale entries are swept so memory stays bounded.
 _SWEEP_AT = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class _Limit:
-    kind: str  # "connection", "message", "recipient"
-    per_minute: int
 
 
 class ClientLimits:
@@ -42,10 +35,10 @@ class ClientLimits:
         self.max_connections = max_connections
         self.hostname = hostname
         self.clock = clock
-        self._limits = {
-            "connection": _Limit("connection", connection_rate),
-            "message": _Limit("message", message_rate),
-            "recipient": _Limit("recipient", recipient_rate),
+        self._per_minute = {
+            "connection": connection_rate,
+            "message": message_rate,
+            "recipient": recipient_rate,
         }
         self._open: dict[str, int] = {}
         self._seen: dict[tuple[str, str], deque[float]] = {}
@@ -79,7 +72,7 @@ class ClientLimits:
         return self._count("recipient", ip)
 
     def _count(self, kind: str, ip: str) -> Decision | None:
-        limit = self._limits[kind].per_minute
+        limit = self._per_minute[kind]
         if not limit:
             return None
         now = self.clock()
