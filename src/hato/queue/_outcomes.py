@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..config import DsnSettings
 from ..delivery import MaildirJob, Result, Status
-from ..dsn import Action, wants_report
+from ..dsn import Action, should_report, wants_report
 from ..events import Deferred, Delivered, DeliveryFailed, MessageRemoved, OpsEvent
 from ..spool import DEFERRED, DELIVERED, FAILED, Outcome, QueueEntry, RecipientState
 from ._retry import RetryPolicy
@@ -135,21 +135,26 @@ def _report_action(
     plan: Plan, outcome: Outcome, verdict: Verdict, *, now: float, dsn: DsnSettings
 ) -> Action | None:
     """Which report this recipient's outcome owes its sender, if any (RFC 3461 4.1)."""
-    if not plan.entry.envelope.reverse_path:
-        return None  # a report to <> would be a bounce of a bounce
-    notify = plan.recipient.notify
     if outcome.state == FAILED:
         action = Action.FAILED
     elif outcome.state == DEFERRED:
-        return Action.DELAYED if outcome.warned and not plan.recipient.warned else None
+        if not outcome.warned or plan.recipient.warned:
+            return None  # no warning due yet, or one went out already
+        action = Action.DELAYED
     elif any(v.remote and not v.dsn_forwarded for v in plan.verdicts):
         action = Action.RELAYED  # the next hop cannot report delivery itself
     elif any(v.remote for v in plan.verdicts):
         return None  # NOTIFY went on with the message; the next hop reports
     else:
         action = Action.DELIVERED
-    wanted = wants_report(notify, action, delay_without_notify=dsn.delay_warning_without_notify)
-    return action if wanted else None
+    # A report to <> would be a bounce of a bounce: should_report says no to it.
+    owed = should_report(
+        plan.entry.envelope.reverse_path,
+        plan.recipient.notify,
+        action,
+        delay_without_notify=dsn.delay_warning_without_notify,
+    )
+    return action if owed else None
 
 
 def _events(plan: Plan, outcome: Outcome, verdict: Verdict) -> list[OpsEvent]:
