@@ -6,10 +6,7 @@ relay too), never a traceback or a hang."""
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,29 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from diag_helpers import codes, run_test
 from scripted_smtp import ScriptedSmtp
 
-HATO = Path(sys.executable).with_name("hato")
 TIMEOUT = 2  # --timeout for these runs: silence must be diagnosed quickly
 
 
 def hato_test(*args: str) -> tuple[int, dict[str, Any]]:
     started = time.monotonic()
-    done = subprocess.run(
-        [str(HATO), "test", *args, "--json", "--timeout", str(TIMEOUT), "--no-tls"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert "Traceback" not in done.stderr, done.stderr
+    status, report, _ = run_test(*args, "--no-tls", timeout=TIMEOUT)
     # Every wait is bounded: a few timeouts at most, never a hang.
     assert time.monotonic() - started < 10 * TIMEOUT + 10
-    return done.returncode, json.loads(done.stdout)
-
-
-def codes(report: dict[str, Any]) -> list[str]:
-    return [f["code"] for host in report["hosts"] for f in host["findings"]]
+    return status, report
 
 
 def free_port() -> int:

@@ -7,48 +7,24 @@ addresses no other test uses; without the right to bind there, the tests skip.""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from diag_helpers import codes, run_test
 from scripted_smtp import ScriptedSmtp
 
 from dns_server import DnsServer, dns_server_fixture  # noqa: F401
 
-HATO = Path(sys.executable).with_name("hato")
 LIVE = "127.0.83.1"  # an MX that answers (port 25)
 DEAD = "127.0.83.2"  # an MX where nothing listens
 
 
 def hato_test(dns: DnsServer, *args: str) -> tuple[int, dict[str, Any]]:
-    done = subprocess.run(
-        [
-            str(HATO),
-            "test",
-            *args,
-            "--json",
-            "--timeout",
-            "5",
-            "--no-tls",
-            "-o",
-            f'dns.nameservers=["{dns.address}"]',
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert "Traceback" not in done.stderr, done.stderr
-    return done.returncode, json.loads(done.stdout)
-
-
-def codes(report: dict[str, Any]) -> list[str]:
-    found = [f["code"] for f in report["dns"]["findings"]] if report["dns"] else []
-    return found + [f["code"] for host in report["hosts"] for f in host["findings"]]
+    """``hato test`` with the test zone's name server as Hato's own ``dns.nameservers``."""
+    nameservers = f'dns.nameservers=["{dns.address}"]'
+    status, report, _ = run_test(*args, "--no-tls", "-o", nameservers, timeout=5)
+    return status, report
 
 
 @pytest.fixture

@@ -5,49 +5,24 @@ AUTH, refusals (unknown user, relay denied), a closed relay, and the loop closed
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from diag_helpers import codes, hato, run_test
 
 if TYPE_CHECKING:
     from conftest import HatoProcess
 
-HATO = Path(sys.executable).with_name("hato")
 HOST = "mx.test.example"  # the test servers' hostname (tests/conftest.py)
 USER = "alice@localhost"
 PASSWORD = "correct horse battery"
 
 
-def hato_test(*args: str, cwd: Path, stdin: str | None = None) -> tuple[int, dict[str, Any], str]:
-    """Run ``hato test ARGS --json``: exit status, the report, stderr."""
-    done = subprocess.run(
-        [str(HATO), "test", *args, "--json", "--timeout", "10"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=cwd,
-        input=stdin,
-    )
-    assert "Traceback" not in done.stderr, done.stderr
-    report = json.loads(done.stdout) if done.stdout.strip() else {}
-    return done.returncode, report, done.stderr
-
-
 def steps(report: dict[str, Any], host: int = 0) -> dict[str, str]:
     """The last status of each step name of one server."""
     return {step["name"]: step["status"] for step in report["hosts"][host]["steps"]}
-
-
-def codes(report: dict[str, Any]) -> list[str]:
-    found = [f["code"] for f in report["findings"]]
-    for host in report["hosts"]:
-        found += [f["code"] for f in host["findings"]]
-    return found
 
 
 @pytest.fixture
@@ -60,7 +35,7 @@ def plain(hato_factory: Callable[..., HatoProcess]) -> HatoProcess:
 
 
 def test_success_against_hato(plain: HatoProcess, tmp_path: Path) -> None:
-    status, report, _ = hato_test(
+    status, report, _ = run_test(
         USER,
         "--server",
         f"127.0.0.1:{plain.port}",
@@ -101,7 +76,7 @@ def test_success_against_hato(plain: HatoProcess, tmp_path: Path) -> None:
 
 
 def test_unknown_user_is_diagnosed(plain: HatoProcess, tmp_path: Path) -> None:
-    status, report, _ = hato_test(
+    status, report, _ = run_test(
         f"nobody@{HOST}", "--server", f"127.0.0.1:{plain.port}", cwd=tmp_path
     )
     assert status == 1
@@ -114,7 +89,7 @@ def test_unknown_user_is_diagnosed(plain: HatoProcess, tmp_path: Path) -> None:
 
 
 def test_relay_denied_and_relay_test_closed(plain: HatoProcess, tmp_path: Path) -> None:
-    status, report, _ = hato_test(
+    status, report, _ = run_test(
         "someone@elsewhere.example",
         "--server",
         f"127.0.0.1:{plain.port}",
@@ -141,7 +116,7 @@ def test_relay_denied_and_relay_test_closed(plain: HatoProcess, tmp_path: Path) 
 
 
 def test_require_tls_fails_on_self_signed(plain: HatoProcess, tmp_path: Path) -> None:
-    status, report, _ = hato_test(
+    status, report, _ = run_test(
         USER, "--server", f"127.0.0.1:{plain.port}", "--require-tls", cwd=tmp_path
     )
     assert status == 1
@@ -151,7 +126,7 @@ def test_require_tls_fails_on_self_signed(plain: HatoProcess, tmp_path: Path) ->
 
 def test_auth_success_and_wrong_password(plain: HatoProcess, tmp_path: Path) -> None:
     server = f"127.0.0.1:{plain.port}"
-    status, report, _ = hato_test(
+    status, report, _ = run_test(
         USER, "--server", server, "--auth-user", USER, "--auth-password", PASSWORD, cwd=tmp_path
     )
     assert status == 0, report
@@ -160,7 +135,7 @@ def test_auth_success_and_wrong_password(plain: HatoProcess, tmp_path: Path) -> 
     assert PASSWORD not in transcript
     assert "AUTH PLAIN ****" in transcript
     # The password prompt reads standard input when --auth-password is not given.
-    status, report, _ = hato_test(
+    status, report, _ = run_test(
         USER, "--server", server, "--auth-user", USER, cwd=tmp_path, stdin="wrong\n"
     )
     assert status == 1
@@ -169,7 +144,7 @@ def test_auth_success_and_wrong_password(plain: HatoProcess, tmp_path: Path) -> 
 
 
 def test_send_dsn_wait_closes_the_loop(plain: HatoProcess, tmp_path: Path) -> None:
-    status, report, stderr = hato_test(
+    status, report, stderr = run_test(
         f"postmaster@{HOST}",
         "--server",
         f"127.0.0.1:{plain.port}",
@@ -204,27 +179,20 @@ def test_send_dsn_wait_closes_the_loop(plain: HatoProcess, tmp_path: Path) -> No
 
 
 def test_wait_needs_a_local_sender(plain: HatoProcess, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            str(HATO),
-            "test",
-            USER,
-            "--server",
-            f"127.0.0.1:{plain.port}",
-            "--send",
-            "--dsn",
-            "--wait",
-            "--from",
-            "someone@elsewhere.example",
-            "--data-dir",
-            str(plain.data_dir),
-            "-o",
-            f"server.hostname={HOST}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = hato(
+        "test",
+        USER,
+        "--server",
+        f"127.0.0.1:{plain.port}",
+        "--send",
+        "--dsn",
+        "--wait",
+        "--from",
+        "someone@elsewhere.example",
+        "--data-dir",
+        str(plain.data_dir),
+        "-o",
+        f"server.hostname={HOST}",
     )
     assert done.returncode == 2
     assert "not a mailbox this Hato hosts" in done.stderr
@@ -232,13 +200,8 @@ def test_wait_needs_a_local_sender(plain: HatoProcess, tmp_path: Path) -> None:
 
 
 def test_readable_report_ends_with_the_verdict(plain: HatoProcess, tmp_path: Path) -> None:
-    done = subprocess.run(
-        [str(HATO), "test", USER, "--server", f"127.0.0.1:{plain.port}", "--timeout", "10"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=tmp_path,
+    done = hato(
+        "test", USER, "--server", f"127.0.0.1:{plain.port}", "--timeout", "10", cwd=tmp_path
     )
     assert done.returncode == 0
     lines = done.stdout.rstrip().splitlines()
@@ -256,7 +219,7 @@ def test_refused_by_hatos_access_policy(
         config='[policy]\nconnect = [{ action = "reject", client = ["127.0.0.0/8"] }]\n'
     )
     refusing.start()
-    status, report, _ = hato_test(
+    status, report, _ = run_test(
         f"postmaster@{HOST}", "--server", f"127.0.0.1:{refusing.port}", cwd=tmp_path
     )
     assert status == 1

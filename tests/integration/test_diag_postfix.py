@@ -4,32 +4,13 @@ message into the Maildir."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-from typing import Any
-
+from diag_helpers import run_test
 from postfix_server import DOMAIN, Postfix, postfix_fixture  # noqa: F401
-
-HATO = Path(sys.executable).with_name("hato")
-
-
-def hato_test(*args: str) -> tuple[int, dict[str, Any]]:
-    done = subprocess.run(
-        [str(HATO), "test", *args, "--json", "--timeout", "10"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert "Traceback" not in done.stderr, done.stderr
-    return done.returncode, json.loads(done.stdout)
 
 
 def test_postfix_known_and_unknown_mailbox(postfix: Postfix) -> None:
     server = f"{postfix.host}:{postfix.port}"
-    status, report = hato_test(f"bob@{DOMAIN}", "--server", server, "--send")
+    status, report, _ = run_test(f"bob@{DOMAIN}", "--server", server, "--send")
     assert status == 0, report
     host = report["hosts"][0]
     assert host["banner_host"] == DOMAIN
@@ -43,7 +24,7 @@ def test_postfix_known_and_unknown_mailbox(postfix: Postfix) -> None:
     delivered = postfix.wait_for_mailbox("bob")
     assert b"Subject: Test message from hato" in delivered[0]
 
-    status, report = hato_test(f"nobody@{DOMAIN}", "--server", server)
+    status, report, _ = run_test(f"nobody@{DOMAIN}", "--server", server)
     assert status == 1
     findings = report["hosts"][0]["findings"]
     unknown = [f for f in findings if f["code"] == "unknown-user"]
