@@ -79,7 +79,7 @@ def conclude(
         outcome, verdict = _outcome(plan, now=now, retry=retry, dsn=dsn, rng=rng)
         outcomes.append(outcome)
         events += _events(plan, outcome, verdict)
-        action = _report_action(plan, outcome, verdict, now=now, dsn=dsn)
+        action = _report_action(plan, outcome, dsn=dsn)
         if action is not None:
             key = (plan.entry.queue_id, action)
             notices.setdefault(key, Notice(entry=plan.entry, action=action)).recipients.append(
@@ -131,9 +131,7 @@ def _delay_due(plan: Plan, state: str, now: float, dsn: DsnSettings) -> bool:
     )
 
 
-def _report_action(
-    plan: Plan, outcome: Outcome, verdict: Verdict, *, now: float, dsn: DsnSettings
-) -> Action | None:
+def _report_action(plan: Plan, outcome: Outcome, *, dsn: DsnSettings) -> Action | None:
     """Which report this recipient's outcome owes its sender, if any (RFC 3461 4.1)."""
     if outcome.state == FAILED:
         action = Action.FAILED
