@@ -21,7 +21,6 @@ _STATUS_STYLE = {
     "fail": "bold red",
     "warn": "yellow",
     "skip": "dim",
-    "info": "cyan",
     "open": "bold red",
     "closed": "green",
     "inconclusive": "yellow",

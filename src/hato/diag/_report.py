@@ -27,8 +27,8 @@ __all__ = [
     "TranscriptEntry",
 ]
 
-# fail: the target failed a step (exit 1); warn: worth fixing, not a failure; info: context.
-Severity = Literal["fail", "warn", "info"]
+# fail: the target failed a step (exit 1); warn: worth fixing, not a failure.
+Severity = Literal["fail", "warn"]
 StepStatus = Literal["pass", "fail", "warn", "skip"]
 
 
