@@ -68,8 +68,8 @@ async def lookup_domain(domain: str, recording: RecordingResolver, rng: random.R
     try:
         exchangers = await mail_exchangers(domain, recording, rng)
     except RouteError as error:
-        report.findings.append(_route_finding(domain, error))
-        report.kind = _kind(error)
+        report.kind, failure = _route_failure(domain, error)
+        report.findings.append(failure)
     report.seconds = round(time.monotonic() - started, 3)
     answer = recording.mx_answer
     if isinstance(answer, list) and answer:
@@ -100,26 +100,18 @@ def _mx_host(record: MxRecord, answers: dict[str, list[str] | DnsError]) -> MxHo
     return MxHost(preference=record.preference, host=record.exchange, addresses=(), error=error)
 
 
-def _kind(error: RouteError) -> str:
+def _route_failure(domain: str, error: RouteError) -> tuple[str, Finding]:
+    """The report's ``kind`` for a failed MX selection, and the finding that explains it."""
     if error.status == NO_SUCH_DOMAIN:
-        return "nxdomain"
+        return "nxdomain", finding("nxdomain", domain=domain)
     if error.status == NULL_MX:
-        return "null"
+        return "null", finding("null-mx", domain=domain)
     if error.transient:
-        return "temporary"
-    return "none" if error.status == NO_ROUTE else "mx"
-
-
-def _route_finding(domain: str, error: RouteError) -> Finding:
-    if error.status == NO_SUCH_DOMAIN:
-        return finding("nxdomain", domain=domain)
-    if error.status == NULL_MX:
-        return finding("null-mx", domain=domain)
-    if error.transient:
-        return finding("dns-temporary", domain=domain, detail=error.detail)
+        return "temporary", finding("dns-temporary", domain=domain, detail=error.detail)
+    kind = "none" if error.status == NO_ROUTE else "mx"
     if "no MX host" in error.detail:
-        return finding("mx-no-address", domain=domain, detail=error.detail)
+        return kind, finding("mx-no-address", domain=domain, detail=error.detail)
     if error.status == NO_ROUTE:
-        return finding("no-mx-no-address", domain=domain)
+        return kind, finding("no-mx-no-address", domain=domain)
     # 5.4.6: with no local-host matcher given this cannot happen; report it as it is.
-    return finding("dns-temporary", domain=domain, detail=error.detail, severity="fail")
+    return kind, finding("dns-temporary", domain=domain, detail=error.detail, severity="fail")
