@@ -113,6 +113,13 @@ def test_relay_denied_and_relay_test_closed(plain: HatoProcess, tmp_path: Path) 
     sent = [e["text"] for e in report["hosts"][0]["transcript"] if e["direction"] == "C"]
     assert "DATA" not in sent
     assert "RCPT TO:<hato-relay-test%example.net@elsewhere.example>" in sent
+    # The step's time covers all five forms: from before the first form's MAIL (the
+    # transcript's second MAIL; the first is the test's own transaction).
+    host = report["hosts"][0]
+    relay = next(step for step in host["steps"] if step["name"] == "relay test")
+    mails = [e["seconds"] for e in host["transcript"] if e["text"].startswith("MAIL FROM:")]
+    assert len(mails) == 6
+    assert relay["started"] <= mails[1]
 
 
 def test_require_tls_fails_on_self_signed(plain: HatoProcess, tmp_path: Path) -> None:

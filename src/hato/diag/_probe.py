@@ -438,7 +438,7 @@ class _Session:
         conn, started = self.conn, self.conv.elapsed()
         local = self.plan.relay_domain or self.report.banner_host or self.host
         for form, recipient in relay_forms(local):
-            response, started = await self.command("MAIL", conn.mail(self.plan.sender))
+            response, _ = await self.command("MAIL", conn.mail(self.plan.sender))
             if not response.reply.is_positive:
                 self.report.relay_checks.append(
                     RelayCheck(
@@ -449,7 +449,7 @@ class _Session:
                     )
                 )
                 continue
-            response, started = await self.command("RCPT", conn.rcpt(recipient))
+            response, _ = await self.command("RCPT", conn.rcpt(recipient))
             reply = response.reply
             verdict: Literal["open", "closed", "inconclusive"] = (
                 "open" if reply.is_positive else "closed" if reply.is_permanent else "inconclusive"
