@@ -213,10 +213,10 @@ def test_plain_with_other_authzid_fails_and_malformed_is_501(server: HatoProcess
 SWAKS = shutil.which("swaks")
 
 
-def swaks(*args: str) -> subprocess.CompletedProcess[str]:
+def swaks(*args: str, sender: str = USER) -> subprocess.CompletedProcess[str]:
     if SWAKS is None:
         pytest.skip("swaks is not installed: AUTH not tested against it (apt-get install swaks)")
-    command = [SWAKS, "--from", USER, "--to", "bob@localhost", "--auth-user", USER, *args]
+    command = [SWAKS, "--from", sender, "--to", "bob@localhost", "--auth-user", USER, *args]
     command += ["--auth-password", PASSWORD]
     return subprocess.run(
         command,
@@ -239,3 +239,84 @@ def test_swaks_implicit_tls_auth_plain(server: HatoProcess) -> None:
     done = swaks("--server", f"127.0.0.1:{server.tls_port}", "--tlsc", "--auth", "PLAIN")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "235 2.7.0 Authentication successful" in done.stdout
+
+
+# -- the sender check on every listener, and what "owned" means ----------------------------
+
+
+def logged_in(hato: HatoProcess, listener: str) -> smtplib.SMTP:
+    """A client logged in as USER on ``listener``: submission, port 25 or implicit TLS."""
+    client: smtplib.SMTP
+    if listener == "implicit-tls":
+        client = smtplib.SMTP_SSL("127.0.0.1", hato.tls_port, timeout=10, context=unverified())
+        client.ehlo("client.example")
+    else:
+        port = hato.submission_port if listener == "submission" else hato.port
+        client = smtplib.SMTP("127.0.0.1", port, timeout=10)
+        client.ehlo("client.example")
+        client.starttls(context=unverified())
+        client.ehlo("client.example")
+    assert client.login(USER, PASSWORD)[0] == 235
+    return client
+
+
+LISTENERS = ["submission", "port-25", "implicit-tls"]
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_an_authenticated_sender_is_checked_on_every_listener(
+    server: HatoProcess, listener: str
+) -> None:
+    with logged_in(server, listener) as client:
+        code, text = client.mail("bob@localhost")
+        assert (code, text) == (
+            553,
+            b"5.7.1 <bob@localhost>: Sender address rejected: not owned by user alice@localhost",
+        )
+        with pytest.raises(smtplib.SMTPSenderRefused):
+            client.sendmail("bob@localhost", ["friend@example.net"], MESSAGE)
+        client.rset()
+        assert client.sendmail(USER, ["friend@example.net"], MESSAGE) == {}
+    queued = server.poll(lambda: server.events("queued"))
+    assert [event["reverse_path"] for event in queued] == [USER]
+
+
+def test_swaks_on_implicit_tls_cannot_send_as_another_user(server: HatoProcess) -> None:
+    address = f"127.0.0.1:{server.tls_port}"
+    done = swaks("--server", address, "--tlsc", "--auth", "PLAIN", sender="bob@localhost")
+    assert done.returncode != 0
+    assert "553 5.7.1 <bob@localhost>: Sender address rejected" in done.stdout
+    assert server.events("queued") == []
+
+
+def test_a_catch_all_does_not_make_its_target_own_the_domain(server: HatoProcess) -> None:
+    # The catch-all of localhost (seeded by the harness) now leads to alice as well.
+    for source in ("@localhost", "sales@localhost"):
+        added = server.cli("alias", "add", source, USER)
+        assert added.returncode == 0, added.stdout + added.stderr
+    for listener in LISTENERS:
+        with logged_in(server, listener) as client:
+            code, text = client.mail("nobody-in-particular@localhost")
+            assert code == 553, (listener, text)
+            client.rset()
+            assert client.mail("sales@localhost")[0] == 250  # an alias by its own name
+            client.rset()
+            assert client.mail("alice+lists@localhost")[0] == 250  # the login, with a tag
+            client.rset()
+            assert client.mail("ALICE@LOCALHOST")[0] == 250
+
+
+def test_sender_login_match_delivered_lets_a_catch_all_target_use_the_domain(
+    hato_factory: Callable[..., HatoProcess],
+) -> None:
+    hato = hato_factory(extra_args=("-o", ROUTES, "-o", 'auth.sender_login_match="delivered"'))
+    hato.start()
+    hato.add_user(USER, PASSWORD)
+    hato.add_user("bob@localhost", "bobs password")
+    added = hato.cli("alias", "add", "@localhost", USER)
+    assert added.returncode == 0, added.stdout + added.stderr
+    with logged_in(hato, "port-25") as client:
+        assert client.mail("nobody-in-particular@localhost")[0] == 250
+        client.rset()
+        assert client.mail("bob@localhost")[0] == 553  # bob's own mailbox is not alice's
+

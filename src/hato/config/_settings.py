@@ -520,9 +520,10 @@ class TlsSettings:
 
 
 class SenderLoginMatch(enum.StrEnum):
-    """Which MAIL FROM addresses an authenticated submission user may use."""
+    """Which MAIL FROM addresses an authenticated user may use."""
 
     OWNED = "owned"
+    DELIVERED = "delivered"
     DOMAIN = "domain"
     ANY = "any"
 
@@ -569,9 +570,12 @@ class AuthSettings:
     sender_login_match: SenderLoginMatch = field(
         default=SenderLoginMatch.OWNED,
         metadata=_meta(
-            'Which envelope senders a submission user may use: "owned" (the login address,'
-            ' or a local address whose aliases lead to that user\'s mailbox), "domain" (any'
-            ' address in the login\'s domain) or "any" (no check). Others get 553 5.7.1.'
+            "Which envelope senders an authenticated user may use, on every listener:"
+            ' "owned" (the login address, with or without a +tag, or an alias by its own name'
+            ' that leads to the login\'s mailbox; never a catch-all), "delivered" (any local'
+            " address whose mail reaches the login's mailbox, a catch-all's unassigned"
+            ' addresses included), "domain" (any address in the login\'s domain) or "any" (no'
+            " check). Others get 553 5.7.1."
         ),
     )
     failure_delay: float = field(

@@ -22,7 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 from .. import __version__, policy, routing, smtp
-from ..accounts import AccountError
+from ..accounts import AccountError, InvalidInput, parse_address
 from ..events import (
     AuthSucceeded,
     Connected,
@@ -60,6 +60,7 @@ R_AUTH_FAILED = reply(535, "5.7.8", "Authentication credentials invalid")
 R_AUTH_MALFORMED = reply(501, "5.5.2", "Cannot decode AUTH response")
 R_AUTH_TEMPFAIL = reply(454, "4.7.0", "Temporary authentication failure")
 R_AUTH_REQUIRED = reply(530, "5.7.0", "Authentication required")
+R_STARTTLS_FIRST = reply(530, "5.7.0", "Must issue a STARTTLS command first")  # RFC 3207 4
 # Submission (RFC 6409 8.2, 8.3): how much of a message's header section is held while
 # looking for Date: and Message-ID:; past it, the header section is taken as it is.
 MAX_HEADER_SCAN = 64 * 1024
@@ -443,12 +444,15 @@ class Session(asyncio.Protocol):
         )
 
     def _mail(self, event: smtp.MailFrom) -> None:
-        if self.submission:
+        # Submission wants AUTH first; whoever authenticated, on any listener, sends only as
+        # an address the user owns (RFC 6409 6.1; RFC 8314 makes implicit TLS submission too).
+        if self.submission or self.auth_user is not None:
             refusal, reason = self._check_sender(event.reverse_path)
             if refusal is not None:
                 self._rejected("MAIL", refusal, reason, sender=event.reverse_path)
                 self.conn.send_reply(refusal)
                 return
+        if self.submission:
             self._headers = bytearray()
         decision = self._mail_policy(event.reverse_path)
         if decision is not None:
@@ -498,16 +502,24 @@ class Session(asyncio.Protocol):
         router = self.ctx.router
         if match == "domain":
             return _same_domain(sender.rpartition("@")[2], user.rpartition("@")[2])
-        login = router.lookup(user)
+        try:
+            login, found = router.lookup(user), router.lookup(sender)
+        except InvalidInput:
+            return False  # a sender no mailbox could have: nobody's
         if not isinstance(login, routing.Mailbox):
             return False
+        if match == "owned" and isinstance(found, routing.AliasMatch) and found.is_catch_all:
+            return False  # a catch-all receives for addresses; it does not hand them out
         owner = login.address.casefold()
         return any(m.address.casefold() == owner for m in router.expand(sender).mailboxes)
 
     def _check_sender(self, sender: str) -> tuple[Reply | None, str]:
-        """Submission (RFC 6409 4.3, 6.1): AUTH first, and only the user's own address."""
+        """Submission (RFC 6409 4.3, 6.1): AUTH first; after AUTH: the user's own address."""
         user = self.auth_user
         if user is None:
+            if not self.conn.auth_mechanisms and self.tls is None and self.conn.tls_available:
+                # AUTH is offered only inside TLS: asking for it would send the client nowhere.
+                return R_STARTTLS_FIRST, "submission before STARTTLS"
             return R_AUTH_REQUIRED, "submission without authentication"
         if not self._sender_owned(sender, user):
             return reply(
