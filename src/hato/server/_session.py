@@ -298,9 +298,7 @@ class Session(asyncio.Protocol):
             self.conn.close_with(self._limit_refusal.reply)
             self.close_reason = "per-IP limit"
         elif self.ctx.auth_limit.banned(self.client_ip):
-            refusal = reply(
-                421, "4.7.0", f"{self.ctx.hostname} Error: too many failed authentications"
-            )
+            refusal = self._banned_reply()
             self._rejected("CONNECT", refusal, "client IP banned after failed AUTH attempts")
             self.conn.close_with(refusal)
             self.close_reason = "banned"
@@ -534,12 +532,25 @@ class Session(asyncio.Protocol):
     def _offer_auth(self) -> None:
         """AUTH is offered inside TLS only, unless auth.allow_plaintext says otherwise."""
         settings = self.ctx.settings.auth
-        may = self.ctx.accounts is not None and (
-            self.implicit_tls or self.tls is not None or settings.allow_plaintext
-        )
+        offered = self.ctx.accounts is not None and bool(settings.mechanisms)
+        may = offered and (self.implicit_tls or self.tls is not None or settings.allow_plaintext)
         self.conn.auth_mechanisms = settings.mechanisms if may else ()
+        self.conn.auth_needs_tls = offered and not may and self.conn.tls_available
+
+    def _banned_reply(self) -> Reply:
+        return reply(421, "4.7.0", f"{self.ctx.hostname} Error: too many failed authentications")
+
+    def _end_banned(self, stage: str) -> None:
+        """A ban holds in every session of the IP, those opened before it included."""
+        refusal = self._banned_reply()
+        self._rejected(stage, refusal, "client IP banned after failed AUTH attempts")
+        self.conn.close_with(refusal)
+        self.close_reason = "banned"
 
     def _auth_start(self, mechanism: str, initial: str | None) -> None:
+        if self.ctx.auth_limit.banned(self.client_ip):
+            self._end_banned("AUTH")
+            return
         self._auth = (mechanism,)
         if initial is None:
             challenge = "" if mechanism == "PLAIN" else LOGIN_USERNAME
@@ -573,37 +584,7 @@ class Session(asyncio.Protocol):
         self._task = asyncio.ensure_future(self._check_password(mechanism, user, password))
 
     async def _check_password(self, mechanism: str, user: str, password: str | None) -> None:
-        accounts = self.ctx.accounts
-        assert accounts is not None
-        answer: Reply
-        try:
-            ok = password is not None and await asyncio.to_thread(
-                accounts.verify_password, user, password
-            )
-        except AccountError as error:
-            self.ctx.log.emit(InternalError(where="auth", error=str(error), session=self.id))
-            answer = R_AUTH_TEMPFAIL
-            self._rejected("AUTH", answer, f"authentication error for user {user!r}")
-        else:
-            if ok:
-                self.auth_user = user
-                answer = R_AUTH_OK
-                self.ctx.log.emit(
-                    AuthSucceeded(
-                        session=self.id, client_ip=self.client_ip, user=user, mechanism=mechanism
-                    )
-                )
-            else:
-                over = self.ctx.auth_limit.failed(self.client_ip)
-                await asyncio.sleep(self.ctx.settings.auth.failure_delay)
-                if over:
-                    answer = reply(
-                        421, "4.7.0", f"{self.ctx.hostname} Error: too many failed authentications"
-                    )
-                else:
-                    answer = R_AUTH_FAILED
-                reason = f"authentication failed for user {user!r} ({mechanism})"
-                self._rejected("AUTH", answer, reason + (", IP banned" if over else ""))
+        answer = await self._password_answer(mechanism, user, password)
         if self.transport is None or self.transport.is_closing():
             return
         if answer.code == 421:
@@ -613,6 +594,40 @@ class Session(asyncio.Protocol):
             self.conn.send_reply(answer)
         self.busy = False
         self._process()
+
+    async def _password_answer(self, mechanism: str, user: str, password: str | None) -> Reply:
+        accounts, limiter, ip = self.ctx.accounts, self.ctx.auth_limit, self.client_ip
+        assert accounts is not None
+        banned = limiter.banned(ip)
+        try:
+            ok = (
+                not banned
+                and password is not None
+                and await asyncio.to_thread(accounts.verify_password, user, password)
+            )
+        except AccountError as error:
+            self.ctx.log.emit(InternalError(where="auth", error=str(error), session=self.id))
+            self._rejected("AUTH", R_AUTH_TEMPFAIL, f"authentication error for user {user!r}")
+            return R_AUTH_TEMPFAIL
+        if banned or limiter.banned(ip):
+            # Banned before or while the password was checked: right or wrong, no entry.
+            answer = self._banned_reply()
+            self._rejected("AUTH", answer, "client IP banned after failed AUTH attempts")
+            return answer
+        if ok:
+            # The address as the store reads it: without the spaces, brackets or final dot
+            # the password check forgave, which would otherwise reach replies and logs.
+            self.auth_user = user = parse_address(user).text
+            self.ctx.log.emit(
+                AuthSucceeded(session=self.id, client_ip=ip, user=user, mechanism=mechanism)
+            )
+            return R_AUTH_OK
+        over = limiter.failed(ip)
+        await asyncio.sleep(self.ctx.settings.auth.failure_delay)
+        answer = self._banned_reply() if over else R_AUTH_FAILED
+        reason = f"authentication failed for user {user!r} ({mechanism})"
+        self._rejected("AUTH", answer, reason + (", IP banned" if over else ""))
+        return answer
 
     def _rcpt(self, event: smtp.RcptTo) -> None:
         address = event.forward_path

@@ -107,6 +107,14 @@ _R_OK = reply(250, "2.0.0", "Ok")
 _R_REFUSED = reply(503, "5.5.1", "Error: this server refused the connection; send QUIT")
 # What stands in the transcript for AUTH data (credentials, challenges).
 _SECRET = "****"
+# What an unknown line gets while the client may be sending SASL answers (see _masking).
+_R_MASKED = reply(500, "5.5.2", "Error: command unrecognized (not shown: it may be an AUTH answer)")
+# RFC 4954 6: the mechanisms exist, but only inside TLS, so they are not advertised yet.
+_R_ENCRYPTION_REQUIRED = reply(
+    538,
+    "5.7.11",
+    "Encryption required for requested authentication mechanism (issue STARTTLS first)",
+)
 _R_VRFY = reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
 
 
@@ -127,6 +135,8 @@ class ServerConnection:
         self.tls_available = tls_available
         self.tls_active = tls_active
         self.auth_mechanisms = auth_mechanisms
+        # AUTH is offered once TLS is up: before, AUTH gets 538 (RFC 4954 6), not 502.
+        self.auth_needs_tls = False
         self.state = State.CONNECTED
         self.helo: str | None = None
         self.extended = False
@@ -141,6 +151,9 @@ class ServerConnection:
         self._ready: deque[Event] = deque()
         self._pending: Event | None = None
         self._skipping_long_line = 0  # while a too-long line is skipped: its limit
+        # After an AUTH that did not succeed, the client's next lines may be its pipelined
+        # SASL answers: until the next known command, unknown lines are never shown.
+        self._masking = False
         self._resume = State.GREETED  # where AUTH and BDAT return to
         # Message reading (DATA and BDAT).
         self._line_start = True
@@ -308,6 +321,7 @@ class ServerConnection:
             self.state = State.AUTH
             return
         self.state = State.GREETED
+        self._masking = code != 235
         if code == 235:
             self.authenticated = True
 
@@ -336,7 +350,11 @@ class ServerConnection:
             self._skipping_long_line = 0
             if self.transcript is not None:
                 self.transcript.append(("C", f"<line too long, {len(line)} octets kept>"))
-            self._reject("", reply(500, "5.5.6", f"Error: line too long (limit {limit} octets)"))
+            command = ""
+            if self.state is State.AUTH:
+                # RFC 4954 4 and 6 (500 5.5.6): the exchange fails, and the session leaves it.
+                self.state, self._masking, command = State.GREETED, True, "AUTH"
+            self._reject(command, reply(500, "5.5.6", f"Error: line too long (limit {limit} octets)"))
         else:
             self._dispatch(line)
         return True
@@ -350,18 +368,22 @@ class ServerConnection:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
             if self.transcript is not None:
-                self.transcript.append(("C", raw.decode("utf-8", errors="replace")))
+                shown = _SECRET if self._masking else raw.decode("utf-8", errors="replace")
+                self.transcript.append(("C", shown))
             self._reject("", reply(500, "5.5.2", "Error: command is not valid UTF-8"))
-            return
-        if self.transcript is not None:
-            self.transcript.append(("C", self._shown(line)))
-        if self.state is State.AUTH:
-            self._auth_line(line)
             return
         verb, _, argument = line.strip(" \t").partition(" ")
         command = verb.upper()
+        if self.state is not State.AUTH and command in _COMMANDS:
+            self._masking = command == "AUTH"  # until answered 235 (_after_auth_reply)
+        if self.transcript is not None:
+            self.transcript.append(("C", self._shown(line, command)))
+        if self.state is State.AUTH:
+            self._auth_line(line)
+            return
         if self.state is State.REFUSED and command != "QUIT":
-            self._reject(command[:32], _R_REFUSED)
+            masked = self._masking and command not in _COMMANDS
+            self._reject(_SECRET if masked else command[:32], _R_REFUSED)
             return
         handler = _COMMANDS.get(command)
         if handler is not None:
@@ -371,6 +393,8 @@ class ServerConnection:
             self.close_with(_R_HTTP)
         elif not command:
             self._reject("", reply(500, "5.5.2", "Error: empty command"))
+        elif self._masking:
+            self._reject(_SECRET, _R_MASKED)
         else:
             shown = "".join(c if c.isprintable() else "?" for c in verb[:32])
             self._reject(
@@ -378,10 +402,12 @@ class ServerConnection:
                 reply(500, "5.5.2", f'Command unrecognized: "{shown}" (type HELP for the list)'),
             )
 
-    def _shown(self, line: str) -> str:
+    def _shown(self, line: str, command: str) -> str:
         """The command line as the transcript keeps it: SASL data never appears."""
         if self.state is State.AUTH:
             return "*" if line.strip() == "*" else _SECRET
+        if self._masking and command and command not in _COMMANDS:
+            return _SECRET
         words = line.split()
         if len(words) > 2 and words[0].upper() == "AUTH":
             return f"{words[0]} {words[1]} {_SECRET}"  # the initial response (RFC 4954 4)
@@ -566,7 +592,9 @@ class ServerConnection:
 
     def _cmd_auth(self, argument: str) -> None:
         words = argument.split()
-        if not self.auth_mechanisms:
+        if not self.auth_mechanisms and self.auth_needs_tls and not self.tls_active:
+            self._reject("AUTH", _R_ENCRYPTION_REQUIRED)
+        elif not self.auth_mechanisms:
             self._reject("AUTH", reply(502, "5.5.1", "Error: authentication not enabled"))
         elif self.authenticated:
             self._reject("AUTH", reply(503, "5.5.1", "Error: already authenticated"))
