@@ -350,14 +350,17 @@ class ServerConnection:
             self._skipping_long_line = 0
             if self.transcript is not None:
                 self.transcript.append(("C", f"<line too long, {len(line)} octets kept>"))
-            command = ""
-            if self.state is State.AUTH:
-                # RFC 4954 4 and 6 (500 5.5.6): the exchange fails, and the session leaves it.
-                self.state, self._masking, command = State.GREETED, True, "AUTH"
-            self._reject(command, reply(500, "5.5.6", f"Error: line too long (limit {limit} octets)"))
+            self._refuse_line(reply(500, "5.5.6", f"Error: line too long (limit {limit} octets)"))
         else:
             self._dispatch(line)
         return True
+
+    def _refuse_line(self, answer: Reply) -> None:
+        """A line refused unread; inside AUTH that fails the exchange (RFC 4954 4 and 6)."""
+        command = ""
+        if self.state is State.AUTH:
+            self.state, self._masking, command = State.GREETED, True, "AUTH"
+        self._reject(command, answer)
 
     def _dispatch(self, raw: bytes) -> None:
         if raw.endswith(b"\r"):
@@ -370,7 +373,7 @@ class ServerConnection:
             if self.transcript is not None:
                 shown = _SECRET if self._masking else raw.decode("utf-8", errors="replace")
                 self.transcript.append(("C", shown))
-            self._reject("", reply(500, "5.5.2", "Error: command is not valid UTF-8"))
+            self._refuse_line(reply(500, "5.5.2", "Error: command is not valid UTF-8"))
             return
         verb, _, argument = line.strip(" \t").partition(" ")
         command = verb.upper()

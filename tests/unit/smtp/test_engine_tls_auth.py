@@ -300,3 +300,15 @@ def test_a_successful_auth_ends_the_precaution(session: Session) -> None:
         "235 2.7.0 Authentication successful",
         '500 5.5.2 Command unrecognized: "FOO" (type HELP for the list)',
     ]
+
+
+def test_an_auth_answer_that_is_not_utf8_ends_the_exchange(session: Session) -> None:
+    smtp = session(auth_mechanisms=MECHANISMS)
+    smtp.feed(GREETED)
+    assert smtp.feed(b"AUTH PLAIN\r\n") == ["334 "]
+    assert smtp.feed(b"\x80\r\nNOOP\r\n") == [
+        "500 5.5.2 Error: command is not valid UTF-8",
+        "250 2.0.0 Ok",
+    ]
+    assert smtp.conn.state is State.GREETED
+    assert smtp.of_type(AuthResponse) == []
