@@ -524,6 +524,26 @@ def shared_hato(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HatoProces
         process.close()
 
 
+@pytest.fixture(scope="module")
+def module_hato_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., HatoProcess]]:
+    """Like ``hato_factory``, for servers that every test of a module shares (started here,
+    with ``-o`` options); every one is killed after the module."""
+    made: list[HatoProcess] = []
+
+    def make(name: str, *options: str) -> HatoProcess:
+        args = tuple(arg for option in options for arg in ("-o", option))
+        process = HatoProcess(tmp_path_factory.mktemp(name) / "data", extra_args=args)
+        made.append(process)
+        process.start()
+        return process
+
+    yield make
+    for process in made:
+        process.close()
+
+
 @pytest.fixture
 def hato_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run a ``hato`` command to completion: ``hato_cli("config", "check", path)``."""

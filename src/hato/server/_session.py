@@ -442,14 +442,15 @@ class Session(asyncio.Protocol):
         )
 
     def _mail(self, event: smtp.MailFrom) -> None:
+        refusal, reason = _sender_syntax(event.reverse_path)
         # Submission wants AUTH first; whoever authenticated, on any listener, sends only as
         # an address the user owns (RFC 6409 6.1; RFC 8314 makes implicit TLS submission too).
-        if self.submission or self.auth_user is not None:
+        if refusal is None and (self.submission or self.auth_user is not None):
             refusal, reason = self._check_sender(event.reverse_path)
-            if refusal is not None:
-                self._rejected("MAIL", refusal, reason, sender=event.reverse_path)
-                self.conn.send_reply(refusal)
-                return
+        if refusal is not None:
+            self._rejected("MAIL", refusal, reason, sender=event.reverse_path)
+            self.conn.send_reply(refusal)
+            return
         if self.submission:
             self._headers = bytearray()
         decision = self._mail_policy(event.reverse_path)
@@ -653,7 +654,12 @@ class Session(asyncio.Protocol):
 
     def _check_recipient(self, address: str) -> tuple[Reply | None, str]:
         """Refuse at RCPT what would only bounce later: unknown users, relaying, full boxes."""
-        lookup = self.ctx.router.lookup(address)
+        try:
+            lookup = self.ctx.router.lookup(address)
+        except InvalidInput as error:
+            # The grammar allows it (u@1.2, an xn-- label that is not Punycode), routing not.
+            answer = reply(501, "5.1.3", f"Bad recipient address syntax ({_brief(error)})")
+            return answer, str(error)
         decision = self.ctx.relay.check(
             address,
             local=not isinstance(lookup, routing.NotLocal),
@@ -958,6 +964,22 @@ class Session(asyncio.Protocol):
 
 def _shutdown_reply(hostname: str) -> Reply:
     return reply(421, "4.3.2", f"{hostname} Service shutting down, closing transmission channel")
+
+
+def _sender_syntax(sender: str) -> tuple[Reply | None, str]:
+    """A sender the grammar allows but no report could be returned to (u@1.2): 501."""
+    try:
+        if sender:
+            parse_address(sender, allow_literal=True)
+    except InvalidInput as error:
+        return reply(501, "5.1.7", f"Bad sender address syntax ({_brief(error)})"), str(error)
+    return None, ""
+
+
+def _brief(error: Exception) -> str:
+    # A reply line holds 512 octets (RFC 5321 4.5.3.1.5); the event log keeps all of it.
+    text = str(error)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _same_domain(a: str, b: str) -> bool:

@@ -442,7 +442,8 @@ class ServerConnection:
     def _cmd_hello(self, argument: str, *, extended: bool) -> None:
         name = argument.strip(" \t")
         verb = "EHLO" if extended else "HELO"
-        if not name or " " in name:
+        # A control character (a CR, an escape) in the name would reach replies and logs.
+        if not name or " " in name or not name.isprintable():
             self._reject(verb, reply(501, "5.5.4", f"Syntax: {verb} hostname"))
             return
         self._ready.append(Hello(name=name, extended=extended))
