@@ -166,7 +166,11 @@ class Session(asyncio.Protocol):
             self._greet()
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = time.monotonic()
+        # smtp.idle_timeout is the time for a complete command line (an AUTH answer too): a
+        # line dripped a byte at a time does not renew it. Message data renews it with every
+        # read, however small, as Postfix's smtpd_timeout does.
+        if b"\n" in data or self.conn.in_message:
+            self.last_activity = time.monotonic()
         if self._handshaking:
             # Decrypted already: the TLS layer may deliver the client's first command before
             # start_tls() has returned to us. Plaintext never arrives here in this state.
