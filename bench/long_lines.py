@@ -34,7 +34,9 @@ from hato.smtp import ServerConnection as Engine
 HATO = Path(sys.executable).with_name("hato")
 PIECE = 64 * 1024
 MB = 1_000_000
-ENVELOPE = b"EHLO bench.example\r\nMAIL FROM:<a@bench.example>\r\nRCPT TO:<postmaster@localhost>\r\n"
+ENVELOPE = (
+    b"EHLO bench.example\r\nMAIL FROM:<a@bench.example>\r\nRCPT TO:<postmaster@localhost>\r\n"
+)
 
 
 def one_line_message(megabytes: int) -> bytes:
@@ -131,7 +133,9 @@ def main() -> None:
                 before = cpu_seconds(proc.pid)
                 seconds, last = server_seconds(port, one_line_message(size))
                 cpu = cpu_seconds(proc.pid) - before
-                print(f"  {size:3d} MB line: {seconds:7.2f} s to the reply, {cpu:6.2f} s CPU  ({last})")
+                print(
+                    f"  {size:3d} MB line: {seconds:7.2f} s to the reply, {cpu:6.2f} s CPU  ({last})"
+                )
         finally:
             proc.terminate()
             proc.wait(timeout=30)

@@ -113,5 +113,7 @@ class ContentCheck:
             self._partial = len(data) - last
             longest = max(longest, self._partial)
         if longest > self._longest:
-            self.refuse(reply(550, "5.6.0", f"Error: message has a line over {self._longest} octets"))
+            self.refuse(
+                reply(550, "5.6.0", f"Error: message has a line over {self._longest} octets")
+            )
         return data
