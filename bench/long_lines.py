@@ -27,8 +27,8 @@ from pathlib import Path
 
 from procstat import cpu_seconds
 
-from hato.smtp import NEED_DATA, DataCommand, Hello, MailFrom, MessageEnd, RcptTo, reply
 from hato.smtp import CLOSED as ENGINE_CLOSED
+from hato.smtp import NEED_DATA, DataCommand, Hello, MailFrom, MessageEnd, RcptTo, reply
 from hato.smtp import ServerConnection as Engine
 
 HATO = Path(sys.executable).with_name("hato")
@@ -102,7 +102,7 @@ def server_seconds(port: int, message: bytes) -> tuple[float, str]:
     """Wall-clock seconds from the first message octet to the server's reply."""
     with socket.create_connection(("127.0.0.1", port)) as sock:
         _read_reply(sock)
-        for line in ENVELOPE.split(b"\r\n")[:-1] + [b"DATA"]:
+        for line in [*ENVELOPE.split(b"\r\n")[:-1], b"DATA"]:
             sock.sendall(line + b"\r\n")
             _read_reply(sock)
         started = time.monotonic()
@@ -133,9 +133,8 @@ def main() -> None:
                 before = cpu_seconds(proc.pid)
                 seconds, last = server_seconds(port, one_line_message(size))
                 cpu = cpu_seconds(proc.pid) - before
-                print(
-                    f"  {size:3d} MB line: {seconds:7.2f} s to the reply, {cpu:6.2f} s CPU  ({last})"
-                )
+                timing = f"{seconds:7.2f} s to the reply, {cpu:6.2f} s CPU"
+                print(f"  {size:3d} MB line: {timing}  ({last})")
         finally:
             proc.terminate()
             proc.wait(timeout=30)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import tracemalloc
+from collections.abc import Callable
 
 import pytest
 from smtp_harness import HOST, AcceptAll
