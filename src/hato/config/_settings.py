@@ -215,8 +215,20 @@ class SmtpSettings:
         default=20,
         metadata=_meta(
             'Error replies one session may collect before it is closed with "421 4.7.0", so a'
-            " confused or hostile client cannot hold a connection forever.",
+            " confused or hostile client cannot hold a connection forever. A 452 for too"
+            " many recipients is no error, unless a client sends 1000 more RCPTs than"
+            " max_recipients without a message accepted in between.",
             ge=1,
+        ),
+    )
+    junk_command_limit: int = field(
+        default=100,
+        metadata=_meta(
+            "NOOP, VRFY and RSET commands one session may send before each one more counts"
+            " as an error toward max_errors (Postfix's smtpd_junk_command_limit), so a client"
+            " cannot hold a connection with commands that move no mail. An accepted message"
+            " starts the count again.",
+            ge=0,
         ),
     )
     idle_timeout: float = field(
@@ -230,9 +242,10 @@ class SmtpSettings:
     bare_newline: BareNewline = field(
         default=BareNewline.REJECT,
         metadata=_meta(
-            '"reject": a CR or LF in DATA outside a CRLF pair refuses the message with'
-            ' 550 5.5.2, which closes the door to SMTP smuggling. "normalize": such a line'
-            " ending becomes CRLF inside the message; the end of DATA is still only CRLF.CRLF."
+            '"reject": a CR or LF in message data (DATA or BDAT) outside a CRLF pair refuses'
+            ' the message with 550 5.5.2, which closes the door to SMTP smuggling. "normalize":'
+            " such a line ending becomes CRLF inside the message; the end of DATA is still only"
+            " CRLF.CRLF. Either way Hato sends every line on with CRLF."
         ),
     )
 

@@ -15,10 +15,11 @@ What it promises:
   transaction on ``DATA/trace.sqlite3`` (WAL, ``synchronous=OFF``): never a sync per
   line, and rows per session and per message rather than per line or event. A session
   is written when it ends; one still open only once it queued a message, its unwritten
-  lines are ``PARTIAL_AFTER`` old, or the recorder closes. The trace is a diagnostic,
-  not part of the durability promise: a crash loses the last second or so of it (and
-  what open sessions said since they were last written), and a recorder that cannot
-  keep up drops records (``MAX_PENDING``) rather than hold up mail.
+  lines are ``PARTIAL_AFTER`` old or ``PARTIAL_LINES`` many, or the recorder closes.
+  The trace is a diagnostic, not part of the durability promise: a crash loses the
+  last second or so of it (and what open sessions said since they were last written),
+  and a recorder that cannot keep up drops records (``MAX_PENDING``) rather than hold
+  up mail.
 - Records older than ``retention`` seconds are pruned by the running server, each
   record by its own age (a message deferred for days keeps its recent attempts).
 - A file of another layout (its ``PRAGMA user_version``) is replaced when the server
@@ -28,7 +29,13 @@ What it promises:
 """
 
 from hato.trace._model import Attempt, TimedLine
-from hato.trace._recorder import FLUSH_INTERVAL, MAX_PENDING, PARTIAL_AFTER, Recorder
+from hato.trace._recorder import (
+    FLUSH_INTERVAL,
+    MAX_PENDING,
+    PARTIAL_AFTER,
+    PARTIAL_LINES,
+    Recorder,
+)
 from hato.trace._render import render_story, render_summaries
 from hato.trace._store import TRACE_FILE, Summary, TraceStore, TraceVersionError
 
@@ -36,6 +43,7 @@ __all__ = [
     "FLUSH_INTERVAL",
     "MAX_PENDING",
     "PARTIAL_AFTER",
+    "PARTIAL_LINES",
     "TRACE_FILE",
     "Attempt",
     "Recorder",

@@ -69,6 +69,7 @@ def test_defaults_are_the_documented_schema(
         max_text_line=1000,
         max_recipients=100,
         max_errors=20,
+        junk_command_limit=100,
         idle_timeout=300.0,
         bare_newline=BareNewline.REJECT,
     )

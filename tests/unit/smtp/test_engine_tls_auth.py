@@ -235,3 +235,18 @@ def test_starttls_forgets_authentication(session: Session) -> None:
     assert not smtp.conn.authenticated
     assert "AUTH PLAIN LOGIN" in keywords(smtp.feed(GREETED))
     assert smtp.of_type(Hello)[-1] == Hello(name="client.example", extended=True)
+
+
+@pytest.mark.parametrize("response", [b"YWxp\x00Y2U=", b"YWxp\xffY2U="])
+def test_auth_response_that_is_no_text_ends_the_exchange(response: bytes) -> None:
+    smtp = AcceptAll(auth_mechanisms=("PLAIN", "LOGIN"))
+    smtp.conn.transcript = []
+    smtp.feed(b"EHLO client.example\r\nAUTH LOGIN\r\n")
+    assert smtp.conn.state is State.AUTH
+    (answer,) = smtp.feed(response + b"\r\n")
+    assert answer.startswith("501 5.5.2 Error: AUTH response has ")
+    assert smtp.conn.state is State.GREETED
+    assert not smtp.conn.authenticated
+    # What the client sent in answer to a challenge is a secret, even when refused.
+    assert all("Y2U" not in text for _side, text in smtp.conn.transcript)
+    assert smtp.feed(b"NOOP\r\n") == ["250 2.0.0 Ok"]
