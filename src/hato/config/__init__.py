@@ -8,7 +8,9 @@ What this package promises:
   problem, each under the dotted key it concerns (``smtp.max_recipients``,
   ``server.listen[1]``); nothing half-valid is ever returned.
 - Loaded settings need no further interpretation: the hostname and local domains are filled
-  in, domains are lowercase A-labels, and data_dir and events_file are absolute paths.
+  in, domains are lowercase A-labels, data_dir and events_file are absolute paths, and
+  next hops and name servers are ``HostPort`` values (the one ``host:port`` grammar), so no
+  other layer parses configuration text again.
 - Each setting is documented once, on its dataclass field; ``example_toml`` (the text of
   hato.example.toml) and ``settings_to_toml`` are written from those documents.
 """
@@ -30,6 +32,7 @@ from hato.config._settings import (
     BareNewline,
     DnsSettings,
     DsnSettings,
+    HostPort,
     ListenAddress,
     LogLevel,
     LogSettings,
@@ -45,8 +48,10 @@ from hato.config._settings import (
     SpoolSettings,
     SyncMode,
     TlsPolicy,
+    TlsPolicyEntry,
     TlsSettings,
     TraceSettings,
+    Transport,
 )
 
 __all__ = [
@@ -59,6 +64,7 @@ __all__ = [
     "ConfigProblem",
     "DnsSettings",
     "DsnSettings",
+    "HostPort",
     "ListenAddress",
     "LogLevel",
     "LogSettings",
@@ -74,8 +80,10 @@ __all__ = [
     "SpoolSettings",
     "SyncMode",
     "TlsPolicy",
+    "TlsPolicyEntry",
     "TlsSettings",
     "TraceSettings",
+    "Transport",
     "check_file",
     "example_toml",
     "load_settings",

@@ -18,7 +18,17 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hato.config._settings import RULE_FLAGS, AccessRule, ListenAddress, RuleAction, Settings
+from hato.config._settings import (
+    RULE_FLAGS,
+    AccessRule,
+    HostPort,
+    ListenAddress,
+    RuleAction,
+    Settings,
+    TlsPolicy,
+    TlsPolicyEntry,
+    Transport,
+)
 from hato.smtp import AddressError, domain_a_label, is_ip_address, parse_reply
 
 _T = TypeVar("_T")
@@ -27,6 +37,9 @@ _N = TypeVar("_N", int, float)
 
 # Turns a raw TOML value at a dotted key into its setting; raises ConfigError naming the key.
 _Parser = Callable[[object, str], object]
+
+_SMTP_PORT = 25  # RFC 5321 4.5.4: the port of a next hop that names none
+_DNS_PORT = 53
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -395,36 +408,44 @@ def _to_networks(value: object, key: str) -> tuple[str, ...]:
     return _unique(_array(_to_network)(value, key))
 
 
-def _split_host_port(text: str, default_port: int | None) -> tuple[str, int]:
-    """Split host, host:port, ip or [ipv6]:port into (host, port); ValueError saying why."""
-    if default_port is not None and is_ip_address(text):
-        return text.lower(), default_port
+def _to_host_port(text: str, default_port: int) -> HostPort:
+    """``host``, ``host:port``, ``ip``, ``[ip]`` or ``[ip]:port``: the one grammar of every
+    next hop and name server. Raises ValueError saying why.
+
+    A bare IPv6 address takes the default port; with a port it needs brackets, since
+    ``::1:25`` is itself an address. Brackets hold only an address: Postfix's ``[host]``
+    means "no MX lookup", which a configured next hop never does anyway.
+    """
+    if is_ip_address(text):
+        return HostPort(str(ipaddress.ip_address(text)), default_port)
     if text.startswith("["):
         host, bracket, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
         if not bracket or (rest and not rest.startswith(":")):
             raise ValueError(f'{_toml_string(text)} needs the form "[ADDRESS]:PORT"')
-        ipaddress.ip_address(host)
+        if not is_ip_address(host):
+            raise ValueError(
+                f"{_toml_string(text)}: brackets are for IP addresses; write a host name without"
+                " them"
+            )
+        has_port, port_text = bool(rest), rest[1:]
+        host = str(ipaddress.ip_address(host))
     else:
-        host, _, port_text = text.rpartition(":") if ":" in text else (text, "", "")
+        host, colon, port_text = text.rpartition(":") if ":" in text else (text, "", "")
         if ":" in host:
             raise ValueError(f"{_toml_string(text)}: an IPv6 address needs brackets")
-        if not is_ip_address(host):
-            _to_domain(host)
-    if not port_text:
-        if default_port is None:
-            raise ValueError(f"{_toml_string(text)} needs a port")
-        return host.lower(), default_port
+        has_port = bool(colon)
+        host = str(ipaddress.ip_address(host)) if is_ip_address(host) else _to_domain(host)
+    if not has_port:
+        return HostPort(host, default_port)
+    # int() would also take "+25", " 25" and non-ASCII digits; "" is a port left out by mistake.
     if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ValueError(f"{_toml_string(text)}: port must be 1-65535")
-    return host.lower(), int(port_text)
+    return HostPort(host, int(port_text))
 
 
-def _to_nexthop(value: object) -> str:
+def _to_nexthop(value: object) -> HostPort | None:
     text = _to_str(value)
-    if text:
-        _split_host_port(text, 25)
-    return text
+    return _to_host_port(text, _SMTP_PORT) if text else None
 
 
 def _to_port(value: object) -> int:
@@ -434,27 +455,46 @@ def _to_port(value: object) -> int:
     return port
 
 
-def _pair(value: object, check: Callable[[str], object]) -> str:
+def _pair(value: object) -> tuple[str, str]:
+    """A "domain value" table entry: the domain as an A-label, and the value's text."""
     domain, _, target = _to_str(value).strip().partition(" ")
     target = target.strip()
     if not domain or not target:
         raise ValueError('expected "domain value", e.g. "example.com 192.0.2.1:25"')
-    check(target)
-    return f"{_to_domain(domain)} {target}"
+    return _to_domain(domain), target
 
 
-def _to_transport(value: object) -> str:
-    return _pair(value, lambda target: target == "local" or _split_host_port(target, 25))
+def _to_transport(value: object) -> Transport:
+    domain, target = _pair(value)
+    return Transport(domain, None if target == "local" else _to_host_port(target, _SMTP_PORT))
 
 
-def _to_tls_policy_entry(value: object) -> str:
-    allowed = ("none", "may", "encrypt", "verify")
+def _to_tls_policy_entry(value: object) -> TlsPolicyEntry:
+    domain, policy = _pair(value)
+    return TlsPolicyEntry(domain, _to_choice(TlsPolicy, policy))
 
-    def check(policy: str) -> None:
-        if policy not in allowed:
-            raise ValueError(f"policy must be one of {', '.join(allowed)}; got {policy!r}")
 
-    return _pair(value, check)
+_Entry = TypeVar("_Entry", Transport, TlsPolicyEntry)
+
+
+def _to_domain_table(entry: Callable[[object], _Entry]) -> _Parser:
+    """A per-domain table: one entry per domain, since of two different ones for a domain
+    one would be ignored without a word. The same entry twice is kept once."""
+
+    def parse(value: object, key: str) -> tuple[_Entry, ...]:
+        entries = _array(entry)(value, key)
+        first_at: dict[str, int] = {}
+        problems: list[ConfigProblem] = []
+        for index, item in enumerate(entries):
+            first = first_at.setdefault(item.domain, index)
+            if entries[first] != item:
+                message = f"{_toml_string(item.domain)} is already in {key}[{first}]"
+                problems.append(ConfigProblem(f"{key}[{index}]", message))
+        if problems:
+            raise ConfigError(problems)
+        return _unique(entries)
+
+    return parse
 
 
 def _to_mechanism(value: object) -> str:
@@ -465,12 +505,14 @@ def _to_mechanism(value: object) -> str:
     return name
 
 
-def _to_nameserver(value: object) -> str:
+def _to_nameserver(value: object) -> HostPort:
     text = _to_str(value)
-    host, port = _split_host_port(text, 53)
-    if not is_ip_address(host):
+    if not text:  # not "a domain cannot be empty": no name is ever right here
+        raise ValueError('a name server is an IP address, got ""')
+    server = _to_host_port(text, _DNS_PORT)
+    if not server.is_ip:
         raise ValueError(f"{_toml_string(text)}: a name server is an IP address")
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return server
 
 
 # --- Access rules (policy.connect, .helo, .mail, .rcpt, .data) -------------------------------
@@ -586,8 +628,8 @@ _SPECIAL_PARSERS: dict[str, _Parser] = {
     "networks": _to_networks,
     "nexthop": _scalar(_to_nexthop),
     "port": _scalar(_to_port),
-    "transports": lambda value, key: _unique(_array(_to_transport)(value, key)),
-    "tls_policies": lambda value, key: _unique(_array(_to_tls_policy_entry)(value, key)),
+    "transports": _to_domain_table(_to_transport),
+    "tls_policies": _to_domain_table(_to_tls_policy_entry),
     "nameservers": lambda value, key: _unique(_array(_to_nameserver)(value, key)),
     "mechanisms": lambda value, key: _unique(_array(_to_mechanism)(value, key)),
     "delimiter": _scalar(_to_delimiter),
@@ -670,11 +712,11 @@ def _file_default(f: dataclasses.Field[Any]) -> object:
 
 def _plain(value: object) -> object:
     if value is None:
-        return ""  # Optional paths (events_file, tls.certificate): "" in the file is None.
+        return ""  # Optional paths (events_file, tls.certificate), smarthost: "" is None.
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, Path | ListenAddress):
-        return str(value)
+    if isinstance(value, Path | ListenAddress | HostPort | Transport | TlsPolicyEntry):
+        return str(value)  # each one's canonical text, which its parser reads back
     if isinstance(value, tuple | list):
         return [_plain(item) for item in value]
     if isinstance(value, AccessRule):

@@ -374,6 +374,59 @@ class TlsPolicy(enum.StrEnum):
     VERIFY = "verify"  # STARTTLS required, certificate verified for the host name
 
 
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    """A host to connect to, as the loader parsed it from ``host:port`` text.
+
+    ``host`` is a lowercase A-label domain or an IP address in its canonical form (no
+    brackets); ``is_ip`` says which, so routing never parses it again. ``str()`` gives the
+    canonical text the loader reads back to an equal value: ``host:port``, ``[v6]:port``.
+    """
+
+    host: str
+    port: int
+    is_ip: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port {self.port} is outside 1-65535")
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            is_ip = False
+        else:
+            is_ip = True
+        object.__setattr__(self, "is_ip", is_ip)  # derived, so it cannot disagree with host
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """One transport table entry: mail for exactly ``domain`` goes to ``next_hop``, or is
+    delivered here when ``next_hop`` is None (the file's ``local``)."""
+
+    domain: str
+    next_hop: HostPort | None
+
+    def __str__(self) -> str:
+        return f"{self.domain} {self.next_hop or 'local'}"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsPolicyEntry:
+    """One TLS policy table entry: what Hato insists on towards ``domain``'s hosts."""
+
+    domain: str
+    policy: TlsPolicy
+
+    def __str__(self) -> str:
+        return f"{self.domain} {self.policy}"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RelaySettings:
     """Who may relay through Hato, and how mail for other domains leaves it."""
@@ -386,8 +439,8 @@ class RelaySettings:
             kind="networks",
         ),
     )
-    smarthost: str = field(
-        default="",
+    smarthost: HostPort | None = field(
+        default=None,
         metadata=_meta(
             'Send all mail for other domains to this "host:port" (or "host", port 25) instead'
             ' of looking up MX records; "" looks up MX records.',
@@ -409,7 +462,7 @@ class RelaySettings:
         default="",
         metadata=_meta("Password for AUTH at the smarthost (sent only over TLS)."),
     )
-    transports: tuple[str, ...] = field(
+    transports: tuple[Transport, ...] = field(
         default=(),
         metadata=_meta(
             'Per-domain next hops, as "domain next-hop" where next-hop is "host:port",'
@@ -417,7 +470,7 @@ class RelaySettings:
             kind="transports",
         ),
     )
-    tls_policy: tuple[str, ...] = field(
+    tls_policy: tuple[TlsPolicyEntry, ...] = field(
         default=(),
         metadata=_meta(
             'Per-domain TLS policy, as "domain policy" with policy none, may, encrypt or'
@@ -456,7 +509,7 @@ class RelaySettings:
 class DnsSettings:
     """Where Hato looks up MX, A and AAAA records."""
 
-    nameservers: tuple[str, ...] = field(
+    nameservers: tuple[HostPort, ...] = field(
         default=(),
         metadata=_meta(
             'Name servers as "ip" or "ip:port" ("[ipv6]:port"); [] uses the system resolver'
