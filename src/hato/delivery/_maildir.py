@@ -6,6 +6,7 @@ import contextlib
 import errno
 import itertools
 import os
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from io import BufferedReader, BytesIO
@@ -326,8 +327,9 @@ class MaildirAgent:
 
         Ordinary addresses stay readable and as they are (so Dovecot's ``%d/%n`` finds
         them); "/", "%", controls and a leading "." become ``%XX`` (UTF-8 bytes), so no name
-        can leave the tree or be taken for another. ``ValueError`` if a part is empty or
-        too long for a file name.
+        can leave the tree or be taken for another. Names are in Unicode NFC, as the account
+        store keeps them, so two spellings of one local part share one directory.
+        ``ValueError`` if a part is empty or too long for a file name.
         """
         return self.root / _directory_name(domain) / _directory_name(local_part)
 
@@ -368,6 +370,8 @@ class MaildirAgent:
 def _directory_name(text: str) -> str:
     if not text:
         raise ValueError("an empty name")
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
     parts = []
     for position, char in enumerate(text):
         plain = char in _PLAIN or (not char.isascii() and char.isprintable())
