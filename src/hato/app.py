@@ -221,6 +221,7 @@ class Hato:
             log=self.log,
             hostname=settings.server.hostname,
             dsn=settings.dsn,
+            trusted_networks=relay.trusted_networks,
             concurrency=queue.concurrency,
             per_destination=relay.per_destination,
         )

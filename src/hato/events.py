@@ -337,6 +337,11 @@ class Delivered(OpsEvent):
         return f"{self.queue_id}: to=<{self.recipient}>{via} status=sent ({self.detail})"
 
 
+def _orig_to(original: str | None) -> str:
+    """Postfix's ``orig_to=``: the address as queued, beside the one it expanded to."""
+    return "" if original is None else f" orig_to=<{original}>"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Deferred(OpsEvent):
     name: ClassVar[str] = "deferred"
@@ -347,11 +352,14 @@ class Deferred(OpsEvent):
     detail: str
     attempts: int
     next_attempt: float
+    # The queued recipient, when ``recipient`` is an address it expanded to (an alias).
+    original: str | None = None
 
     def describe(self) -> str:
         when = time.strftime("%H:%M:%S", time.localtime(self.next_attempt))
         return (
-            f"{self.queue_id}: to=<{self.recipient}> status=deferred {self.status} "
+            f"{self.queue_id}: to=<{self.recipient}>{_orig_to(self.original)} status=deferred"
+            f" {self.status} "
             f"({self.detail}); attempt {self.attempts}, next at {when}"
         )
 
@@ -367,10 +375,12 @@ class DeliveryFailed(OpsEvent):
     status: str
     detail: str
     reverse_path: str
+    original: str | None = None  # as in Deferred
 
     def describe(self) -> str:
         return (
-            f"{self.queue_id}: to=<{self.recipient}> status=bounced {self.status} "
+            f"{self.queue_id}: to=<{self.recipient}>{_orig_to(self.original)} status=bounced"
+            f" {self.status} "
             f"({self.detail}); sender <{self.reverse_path}>"
         )
 

@@ -30,7 +30,7 @@ from ..accounts import (
     parse_address,
 )
 from ..config import Settings
-from ..routing import LocalRouter, Unknown
+from ..routing import ALIAS_LOOP, LocalRouter, Unknown
 from ._common import config_options, settings_from
 
 __all__ = ["alias", "domain", "user"]
@@ -254,9 +254,33 @@ def user_add(
     store = _open(settings)
     with store, _reported():
         added = store.add_user(address, password, quota)
+        shadow = _shadowing_alias(_router(settings, store), store, added)
     details = [f"quota {format_size(quota)}"] if quota else []
     details.append("password set" if added.has_password else "no password: it cannot log in")
     click.echo(f"added user {added.address} ({', '.join(details)})")
+    if shadow is not None:
+        _warn(
+            f"the alias {shadow.source} -> {', '.join(shadow.targets)} wins at delivery: mail"
+            f" for {added.address} goes to {', '.join(shadow.targets)}, not into this mailbox;"
+            f" to keep a copy here: hato alias add {shadow.source} {added.address}"
+        )
+
+
+def _shadowing_alias(router: LocalRouter, store: AccountStore, user: User) -> Alias | None:
+    """The alias of the user's own address, when it keeps mail out of the mailbox (an alias
+    is looked up before a mailbox; one that lists the address itself delivers there too)."""
+    found = store.get_alias(user.address)
+    if found is None or _reaches(router, user.address, user):
+        return None
+    return found
+
+
+def _reaches(router: LocalRouter, address: str, user: User) -> bool:
+    return any(m.address == user.address for m in router.expand(address).mailboxes)
+
+
+def _warn(text: str) -> None:
+    click.echo(f"warning: {text}", err=True)
 
 
 def _user_dict(found: User) -> dict[str, object]:
@@ -366,9 +390,40 @@ def alias_add(
         added = store.add_alias(source, targets)
         router = _router(settings, store)
         missing = [t for t in added.targets if isinstance(router.lookup(t), Unknown)]
+        warnings = _alias_warnings(router, store, added)
     click.echo(f"{added.source} -> {', '.join(added.targets)}")
     for target in missing:
-        click.echo(f"warning: {target} does not exist (yet); mail for it will bounce", err=True)
+        _warn(f"{target} does not exist (yet); mail for it will bounce")
+    for text in warnings:
+        _warn(text)
+
+
+def _alias_warnings(router: LocalRouter, store: AccountStore, added: Alias) -> list[str]:
+    """What the alias will do that its author may not expect: hide a mailbox, or loop."""
+    if added.source.startswith("@"):
+        return []  # a catch-all only takes what no user or alias has
+    found: list[str] = []
+    expansion = router.expand(added.source)
+    user = store.get_user(added.source)
+    if user is not None and not _reaches(router, added.source, user):
+        found.append(
+            f"the user {user.address} exists, and the alias wins at delivery: mail for"
+            f" {user.address} goes to {', '.join(added.targets)}, not into its mailbox;"
+            f" to keep a copy there: hato alias add {added.source} {user.address}"
+        )
+    reached = [m.address for m in expansion.mailboxes] + list(expansion.remote)
+    rest = (
+        f"while the other addresses it leads to ({', '.join(reached)}) still get their copy"
+        if reached
+        else "and nothing is delivered"
+    )
+    for failure in expansion.failures:
+        if failure.status == ALIAS_LOOP:
+            found.append(
+                f"{failure.reason}; mail for {added.source} that goes round it is returned to"
+                f" its sender as undeliverable ({ALIAS_LOOP}), {rest}"
+            )
+    return found
 
 
 @alias.command("list")

@@ -552,6 +552,16 @@ class DsnSettings:
             ge=0,
         ),
     )
+    outside_full_limit: int = field(
+        default=4096,
+        metadata=_meta(
+            "A failure report for a message from an outside client (not authenticated, not"
+            " in relay.trusted_networks), whose sender may be forged, returns only the"
+            " header section, unless the message came with RET=FULL and is at most this many"
+            " bytes (0: never the whole message). This keeps backscatter small.",
+            ge=0,
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
