@@ -60,6 +60,15 @@ _CONTROL_BUT_LINES = re.compile(
 )
 
 
+# JSON leaves these unescaped (only C0 must be), and a person may still `tail` the file: they
+# are written as \u escapes, which every JSON reader turns back into the same text.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
     if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the byte that was not UTF-8
@@ -500,7 +509,8 @@ class EventLog:
         with self._lock:
             if self._file is not None:
                 record = {"ts": round(now, 6), "event": event.name, **_fields(event)}
-                self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                line = json.dumps(record, ensure_ascii=False, default=str)
+                self._file.write(_JSON_UNSAFE.sub(_json_escape, line) + "\n")
             if show and self._stream is not None:
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
                 line = printable(event.describe())

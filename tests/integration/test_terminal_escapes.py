@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from conftest import HatoProcess, SmtpLineClient
 
 HATO = Path(sys.executable).with_name("hato")
-# Set the window title, ring the bell, clear the screen: what a terminal obeys.
-ESCAPES = "\x1b]0;PWNED\x07\x1b[2J"
+# Set the window title, ring the bell, clear the screen, a C1 CSI: what a terminal obeys.
+ESCAPES = "\x1b]0;PWNED\x07\x1b[2J\u009b31m"
 REMOTE = "remote.test.example"
 # Any C0 control but tab and line feed, DEL, or a C1 control (U+0080-U+009F).
 RAW_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -114,6 +114,7 @@ def test_hostile_client_and_next_hop_text_is_escaped_in_every_readable_output(
         }
         hato.stop()
     outputs["the server's stderr"] = hato.stderr_path.read_bytes().decode("utf-8", "replace")
+    outputs["events.jsonl"] = hato.events_path.read_bytes().decode("utf-8", "replace")
     for what, text in outputs.items():
         assert_no_raw_controls(text, what)
     # Escaped visibly, not dropped: each place still shows what was sent.
@@ -128,6 +129,7 @@ def test_hostile_client_and_next_hop_text_is_escaped_in_every_readable_output(
     stories = json.loads(run("trace", queue_id, "--json", "--data-dir", hato.data_dir))
     lines = [line["text"] for step in stories["steps"] for line in step.get("transcript", [])]
     assert f"EHLO evil{ESCAPES}.example" in lines
+    assert hato.events("helo")[0]["helo"] == f"evil{ESCAPES}.example"
 
 
 def hostile_next_hop() -> ScriptedSmtp:
@@ -150,7 +152,7 @@ def test_hato_test_escapes_a_hostile_servers_text_in_plain_output() -> None:
     assert b"Traceback" not in done.stderr, done.stderr
     text = done.stdout.decode("utf-8", "surrogateescape")
     assert_no_raw_controls(text, "hato test")
-    assert "evil\\x1b]0;PWNED\\x07\\x1b[2J[/][blink].test" in text
+    assert "evil\\x1b]0;PWNED\\x07\\x1b[2J\\x9b31m[/][blink].test" in text
     assert "no\\x1b]0;PWNED\\x07" in text
 
 

@@ -5,8 +5,9 @@ What this module promises:
 - :class:`ServerTls` always holds a usable server :class:`ssl.SSLContext` (TLS 1.2 at
   least) or, at start-up, raises :class:`TlsError` naming the setting at fault.
 - With no configured certificate, a self-signed one for the hostname is kept in
-  ``DATA/tls/cert.pem`` and ``key.pem`` (0600); it is reused across restarts and made
-  anew only when it is missing, unreadable, expired or for another hostname.
+  ``DATA/tls/cert.pem`` and ``key.pem`` (0600, as everything in the data directory); it is
+  reused across restarts and made anew only when it is missing, unreadable, expired or for
+  another hostname.
 - :meth:`ServerTls.reload` (SIGHUP) builds a new context for new handshakes; a session
   already in TLS keeps the one it started with. A failed reload keeps the old context.
   Listeners created with an earlier context pick the new one up too: every context
@@ -113,7 +114,7 @@ def ensure_self_signed(
     )
     # The key first: a certificate must never be found beside a key that is not its own.
     _write_atomically(key_path, key_pem, 0o600)
-    _write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    _write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o600)
     return cert_path, key_path
 
 
