@@ -7,9 +7,10 @@ beats plain text (RFC 7435). TLS 1.3 is offered everywhere.
 
 from __future__ import annotations
 
+import signal
 import smtplib
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -105,3 +106,19 @@ def test_what_submission_offers_is_the_intermediate_profile(server: HatoProcess)
         offered.append(suite["name"])
     assert offered, "no TLS 1.2 suite at all"
     assert all(("GCM" in name or "CHACHA20" in name) for name in offered), offered
+
+
+def test_after_a_reload_each_listener_keeps_its_suites(
+    hato_factory: Callable[..., HatoProcess],
+) -> None:
+    """SIGHUP moves handshakes onto new contexts; each listener's onto one of its kind."""
+    hato = hato_factory(accept_all=False)
+    hato.start()
+    loaded = len(hato.events("tls_reloaded"))
+    hato.signal(signal.SIGHUP)
+    hato.poll(lambda: len(hato.events("tls_reloaded")) > loaded, what="the reload")
+    for listener in ("submission", "implicit TLS"):
+        with pytest.raises(ssl.SSLError):
+            negotiate(hato, listener, client_context(CBC_ONLY))
+        assert negotiate(hato, listener, client_context(AEAD))[0] == "TLSv1.2"
+    assert negotiate(hato, "port 25", client_context(CBC_ONLY))[0] == "TLSv1.2"
