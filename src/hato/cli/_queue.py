@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from ..events import printable
 from ..spool import QueueEntry, QueueState, SpoolError, is_queue_id, message_path
 from ._common import config_options, settings_from
 
@@ -71,12 +72,15 @@ def _print_queue(entries: list[QueueEntry]) -> None:
         arrival = time.strftime("%a %b %d %H:%M:%S", time.localtime(envelope.arrival))
         sender = envelope.reverse_path or "MAILER-DAEMON"
         mark = "!" if entry.held else " "  # as in mailq: ! is a held message
-        click.echo(f"{entry.queue_id + mark:<16} {entry.size:>9} {arrival:<20}  {sender}")
+        click.echo(
+            printable(f"{entry.queue_id + mark:<16} {entry.size:>9} {arrival:<20}  {sender}")
+        )
         for recipient in entry.pending:
             if recipient.detail:
                 when = time.strftime("%H:%M:%S", time.localtime(recipient.next_attempt))
-                click.echo(f"{'':<49}({recipient.status} {recipient.detail}; retry {when})")
-            click.echo(f"{'':<49}{recipient.address}")
+                line = f"{'':<49}({recipient.status} {recipient.detail}; retry {when})"
+                click.echo(printable(line))
+            click.echo(printable(f"{'':<49}{recipient.address}"))
     total = sum(e.size for e in entries)
     noun = "Request" if len(entries) == 1 else "Requests"
     click.echo(f"-- {(total + 1023) // 1024} Kbytes in {len(entries)} {noun}.")
@@ -109,7 +113,8 @@ def show(
         raise click.ClickException(f"{queue_id}: cannot read the message: {error}") from None
     _print_entry(entry)
     click.echo(f"*** MESSAGE {'CONTENTS' if full else 'HEADER'} {queue_id} ***")
-    click.echo(content.decode("utf-8", errors="replace").replace("\r\n", "\n"), nl=False)
+    text = content.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    click.echo(printable(text, lines=True), nl=False)
 
 
 def _print_entry(entry: QueueEntry) -> None:
@@ -118,13 +123,13 @@ def _print_entry(entry: QueueEntry) -> None:
         if key == "arrival":
             value = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(float(value)))
         if key != "recipients":
-            click.echo(f"{key}: {value}")
+            click.echo(printable(f"{key}: {value}"))
     for recipient, original in zip(entry.recipients, entry.envelope.recipients, strict=True):
         notify = ",".join(original.notify) or "-"
         line = f"recipient: {recipient.address} (notify={notify}) {recipient.state}"
         if recipient.detail:
             line += f" after {recipient.attempts} attempts: {recipient.status} {recipient.detail}"
-        click.echo(line)
+        click.echo(printable(line))
     click.echo(f"size: {entry.size}")
 
 

@@ -15,7 +15,9 @@ What this package promises:
   hato.example.toml) and ``settings_to_toml`` are written from those documents.
 """
 
+from hato.config._hostname import hostname_warning, is_fully_qualified
 from hato.config._load import (
+    MASKED,
     ConfigError,
     ConfigProblem,
     check_file,
@@ -55,6 +57,7 @@ from hato.config._settings import (
 )
 
 __all__ = [
+    "MASKED",
     "RULE_FLAGS",
     "AccessRule",
     "AccountsSettings",
@@ -86,6 +89,8 @@ __all__ = [
     "Transport",
     "check_file",
     "example_toml",
+    "hostname_warning",
+    "is_fully_qualified",
     "load_settings",
     "settings_to_dict",
     "settings_to_toml",

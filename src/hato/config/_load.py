@@ -14,7 +14,7 @@ import socket
 import textwrap
 import tomllib
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -175,9 +175,17 @@ def _parse_section(
         try:
             values[name] = _parser_for(f, hints[name])(raw, key)
         except ConfigError as exc:
-            problems.extend(exc.problems)
+            problems.extend(_hidden(exc.problems) if f.metadata.get("secret") else exc.problems)
             valid = False
     return values if valid else None
+
+
+def _hidden(problems: Sequence[ConfigProblem]) -> list[ConfigProblem]:
+    # The messages quote the value given ("got an integer (1234)"): not for a password.
+    return [
+        ConfigProblem(p.key, "expected a string in quotes (the value is a secret: not shown)")
+        for p in problems
+    ]
 
 
 def _unknown_keys(
@@ -675,20 +683,37 @@ _EFFECTIVE_HEADER = (
 )
 
 
-def settings_to_dict(settings: Settings) -> dict[str, dict[str, object]]:
-    """The settings as plain JSON and TOML values, in the file's shape."""
+# What a secret that is set shows as, unless secrets are asked for.
+MASKED = "********"
+
+
+def settings_to_dict(
+    settings: Settings, *, show_secrets: bool = True
+) -> dict[str, dict[str, object]]:
+    """The settings as plain JSON and TOML values, in the file's shape.
+
+    Without ``show_secrets``, a secret that is set (a password) is ``MASKED``; an unset one
+    stays "", which says that none is configured.
+    """
     return {
         section.name: {
-            f.name: _plain(getattr(getattr(settings, section.name), f.name))
+            f.name: _shown(f, getattr(getattr(settings, section.name), f.name), show_secrets)
             for f in dataclasses.fields(getattr(settings, section.name))
         }
         for section in dataclasses.fields(Settings)
     }
 
 
-def settings_to_toml(settings: Settings) -> str:
-    """The settings as documented TOML that load_settings reads back to equal settings."""
-    return _render(settings_to_dict(settings), _EFFECTIVE_HEADER)
+def _shown(f: dataclasses.Field[Any], value: object, show_secrets: bool) -> object:
+    if f.metadata.get("secret") and value and not show_secrets:
+        return MASKED
+    return _plain(value)
+
+
+def settings_to_toml(settings: Settings, *, show_secrets: bool = True) -> str:
+    """The settings as documented TOML that load_settings reads back to equal settings
+    (secrets included only with ``show_secrets``)."""
+    return _render(settings_to_dict(settings, show_secrets=show_secrets), _EFFECTIVE_HEADER)
 
 
 def example_toml() -> str:

@@ -22,10 +22,15 @@ def _meta(
     kind: str | None = None,
     ge: float | None = None,
     gt: float | None = None,
+    secret: bool = False,
 ) -> dict[str, object]:
-    rules = {"file_default": file_default, "kind": kind, "ge": ge, "gt": gt}
+    # secret: never printed unless asked for (hato config show --show-secrets), not even
+    # when the value is wrong. A path to a file holding a secret is no secret.
+    rules = {"file_default": file_default, "kind": kind, "ge": ge, "gt": gt, "secret": secret}
     return {"doc": doc} | {
-        name: rule for name, rule in rules.items() if rule is not None and rule is not MISSING
+        name: rule
+        for name, rule in rules.items()
+        if rule is not None and rule is not MISSING and rule is not False
     }
 
 
@@ -460,7 +465,7 @@ class RelaySettings:
     )
     smarthost_password: str = field(
         default="",
-        metadata=_meta("Password for AUTH at the smarthost (sent only over TLS)."),
+        metadata=_meta("Password for AUTH at the smarthost (sent only over TLS).", secret=True),
     )
     transports: tuple[Transport, ...] = field(
         default=(),

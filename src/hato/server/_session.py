@@ -844,7 +844,7 @@ class Session(asyncio.Protocol):
             upgraded = await loop.start_tls(
                 transport,
                 self,
-                tls.context,
+                tls.context_for(submission=self.submission),
                 server_side=True,
                 ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
             )

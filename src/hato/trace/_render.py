@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from hato.events import printable
 from hato.trace._store import Summary
 
 __all__ = ["render_story", "render_summaries"]
@@ -102,7 +103,13 @@ def render_story(story: dict[str, Any]) -> str:
             if kind == "session"
             else (_attempt(step) if kind == "attempt" else _event(step))
         )
-    return "\n".join(out) + "\n"
+    return _lines(out)
+
+
+def _lines(out: list[str]) -> str:
+    # Clients and remote servers chose much of this text (EHLO names, commands, replies,
+    # addresses): each line is escaped as a whole, so none can hold a control or a break.
+    return "".join(printable(line) + "\n" for line in out)
 
 
 def render_summaries(summaries: Sequence[Summary]) -> str:
@@ -117,4 +124,4 @@ def render_summaries(summaries: Sequence[Summary]) -> str:
             out.append(f"{_INDENT}Message-ID: {found.message_id}")
         if found.report_of:
             out.append(f"{_INDENT}report about {found.report_of}")
-    return "\n".join(out) + ("\n" if out else "")
+    return _lines(out)
