@@ -30,7 +30,7 @@ from ..diag import (
     test_message,
 )
 from ..routing import LocalRouter
-from ._common import config_options, override_option, settings_from
+from ._common import config_options, data_settings, override_option
 
 __all__ = ["test"]
 
@@ -139,7 +139,7 @@ def test(
         raise _usage("--wait must be more than 0 seconds")
     if auth_password is not None and auth_user is None:
         raise _usage("--auth-password needs --auth-user")
-    settings = settings_from(config_path, settings_overrides, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir, settings_overrides, require=False)
     hostname = settings.server.hostname
     sender = sender if sender is not None else f"postmaster@{hostname}"
     if recipient is None:

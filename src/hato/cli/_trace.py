@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..trace import TRACE_FILE, TraceStore, TraceVersionError, render_story, render_summaries
-from ._common import config_options, settings_from
+from ._common import config_options, data_settings
 
 __all__ = ["trace"]
 
@@ -62,7 +62,7 @@ def trace(
     if what is None and sender is None and recipient is None and since_text is None:
         raise click.UsageError("give a queue ID or Message-ID, or --sender/--recipient/--since")
     since = _since(since_text) if since_text is not None else None
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     path = settings.server.data_dir / TRACE_FILE
     if not path.exists():
         raise click.ClickException(f"no trace recorded in {settings.server.data_dir} yet")

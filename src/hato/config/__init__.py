@@ -22,6 +22,12 @@ from hato.config._load import (
     settings_to_dict,
     settings_to_toml,
 )
+from hato.config._record import (
+    SERVER_RECORD,
+    ServerRecord,
+    read_server_record,
+    write_server_record,
+)
 from hato.config._settings import (
     RULE_FLAGS,
     AccessRule,
@@ -51,6 +57,7 @@ from hato.config._settings import (
 
 __all__ = [
     "RULE_FLAGS",
+    "SERVER_RECORD",
     "AccessRule",
     "AccountsSettings",
     "AuthSettings",
@@ -68,6 +75,7 @@ __all__ = [
     "RelaySettings",
     "RuleAction",
     "SenderLoginMatch",
+    "ServerRecord",
     "ServerSettings",
     "Settings",
     "SmtpSettings",
@@ -79,6 +87,8 @@ __all__ = [
     "check_file",
     "example_toml",
     "load_settings",
+    "read_server_record",
     "settings_to_dict",
     "settings_to_toml",
+    "write_server_record",
 ]

@@ -62,19 +62,25 @@ def _fail(key: str, message: str) -> ConfigError:
 
 
 def load_settings(
-    path: Path | None = None, *, overrides: Mapping[str, object] | None = None
+    path: Path | None = None,
+    *,
+    overrides: Mapping[str, object] | None = None,
+    fallbacks: Mapping[str, object] | None = None,
 ) -> Settings:
     """Read ``path`` (None: all defaults), apply ``overrides`` and validate the result.
 
     ``overrides`` maps dotted keys (``"server.listen"``) to values as TOML would give them;
     they replace what the file says before anything is checked, so they are checked alike.
-    Raises ConfigError listing every problem found.
+    ``fallbacks`` are alike, but only for keys that neither the file nor the overrides set
+    (or set to "" or [], which mean "work it out"): the CLI takes what the running server
+    uses this way. Raises ConfigError listing every problem found.
     """
     problems: list[ConfigProblem] = []
     raw: dict[str, Any] = {}
     if path is not None:
         raw = _read_file(path, problems)
     _apply_overrides(raw, overrides or {}, problems)
+    _apply_fallbacks(raw, fallbacks or {})
     settings = _build(raw, problems)
     if problems or settings is None:
         raise ConfigError(problems)
@@ -122,6 +128,14 @@ def _apply_overrides(
         table = raw.setdefault(section, {})
         # A section that is not a table is reported when the sections are checked.
         if isinstance(table, dict):
+            table[key] = value
+
+
+def _apply_fallbacks(raw: dict[str, Any], fallbacks: Mapping[str, object]) -> None:
+    for dotted, value in fallbacks.items():
+        section, _, key = dotted.partition(".")
+        table = raw.setdefault(section, {})
+        if isinstance(table, dict) and table.get(key, "") in ("", []):
             table[key] = value
 
 
