@@ -57,6 +57,27 @@ def test_config_check_example_is_valid(hato_cli: Run) -> None:
     assert result.stdout.strip() == f"{EXAMPLE}: ok"
 
 
+def test_config_check_warns_of_an_open_relay_and_names_a_stray_key(
+    tmp_path: Path, hato_cli: Run
+) -> None:
+    wide = tmp_path / "wide.toml"
+    wide.write_text('[relay]\ntrusted_networks = ["127.0.0.0/8", "0.0.0.0/0", "::/0"]\n')
+    result = hato_cli("config", "check", wide)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f'{wide}: relay.trusted_networks[1]: warning: "0.0.0.0/0"')
+    assert "OPEN RELAY" in lines[0] and "OPEN RELAY" in lines[1]
+    assert lines[2] == f"{wide}: ok, with 2 warning(s)"
+    stray = tmp_path / "stray.toml"
+    stray.write_text('hostname = "mx.example.com"\n[server]\nlisten = ["127.0.0.1:2525"]\n')
+    result = hato_cli("config", "check", stray)
+    assert result.returncode == 1
+    assert result.stdout == (
+        f"{stray}: hostname: not a section: settings go in one;"
+        " did you mean server.hostname (under [server])?\n"
+    )
+
+
 def test_serve_with_a_bad_config_exits_before_listening(
     hato_factory: Callable[..., HatoProcess], tmp_path: Path
 ) -> None:

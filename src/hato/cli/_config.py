@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..config import check_file, settings_to_dict, settings_to_toml
+from ..config import check_file, file_warnings, settings_to_dict, settings_to_toml
 from ._common import config_options, override_option, settings_from
 
 __all__ = ["config"]
@@ -27,7 +27,10 @@ def check(file: Path) -> None:
         click.echo(f"{file}: {problem.key or '(file)'}: {problem.message}")
     if problems:
         raise SystemExit(1)
-    click.echo(f"{file}: ok")
+    warnings = file_warnings(file)
+    for warning in warnings:
+        click.echo(f"{file}: {warning.key}: warning: {warning.message}")
+    click.echo(f"{file}: ok" + (f", with {len(warnings)} warning(s)" if warnings else ""))
 
 
 @config.command()

@@ -18,9 +18,11 @@ from hato.config._load import (
     ConfigProblem,
     check_file,
     example_toml,
+    file_warnings,
     load_settings,
     settings_to_dict,
     settings_to_toml,
+    settings_warnings,
 )
 from hato.config._record import (
     SERVER_RECORD,
@@ -86,9 +88,11 @@ __all__ = [
     "TraceSettings",
     "check_file",
     "example_toml",
+    "file_warnings",
     "load_settings",
     "read_server_record",
     "settings_to_dict",
     "settings_to_toml",
+    "settings_warnings",
     "write_server_record",
 ]
