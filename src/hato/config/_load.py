@@ -96,10 +96,9 @@ def check_file(path: Path) -> list[ConfigProblem]:
     return []
 
 
-# A trusted network this wide lets a good part of the Internet relay; the IPv4-mapped
-# block is all of IPv4 to a dual-stack listener.
+# A trusted network wider than this lets a good part of the Internet relay. (An IPv4
+# client seen as ::ffff:a.b.c.d is compared as a.b.c.d, so ::ffff:0:0/96 trusts no one.)
 _WIDEST_TRUSTED = {4: 8, 6: 32}
-_MAPPED_IPV4 = ipaddress.ip_network("::ffff:0:0/96")
 
 
 def settings_warnings(settings: Settings) -> list[ConfigProblem]:
@@ -111,11 +110,6 @@ def settings_warnings(settings: Settings) -> list[ConfigProblem]:
             message = (
                 f"{_toml_string(text)} trusts every client: an OPEN RELAY that relays anyone's"
                 " mail anywhere; trust your own networks only, and let others use AUTH"
-            )
-        elif network.version == 6 and network.supernet_of(_MAPPED_IPV4):  # type: ignore[arg-type]
-            message = (
-                f"{_toml_string(text)} holds every IPv4 address (as ::ffff:a.b.c.d): to a"
-                " dual-stack listener that is an OPEN RELAY"
             )
         elif network.prefixlen < _WIDEST_TRUSTED[network.version]:
             message = (
