@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hato.config._settings import ListenAddress
+
 __all__ = ["SERVER_RECORD", "ServerRecord", "read_server_record", "write_server_record"]
 
 SERVER_RECORD = "server.json"
@@ -73,7 +75,7 @@ def read_server_record(data_dir: Path) -> ServerRecord | None:
             hostname=str(raw["hostname"]),
             local_domains=tuple(map(str, raw["local_domains"])),
             trusted_networks=tuple(map(str, raw["trusted_networks"])),
-            listening=tuple(map(str, raw["listening"])),
+            listening=tuple(str(ListenAddress.parse(str(text))) for text in raw["listening"]),
         )
     except (OSError, ValueError, KeyError, TypeError):
         # Unreadable or of another shape: as if no server had written one.
