@@ -14,11 +14,12 @@ import os
 import signal
 import stat
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
 from .accounts import ACCOUNTS_FILE, AccountError, AccountStore
-from .config import Settings
+from .config import ServerRecord, Settings, write_server_record
 from .delivery import MaildirAgent, SmtpAgent
 from .events import (
     EventLog,
@@ -239,6 +240,7 @@ class Hato:
             self.spool.close()
             raise
         self._flusher = asyncio.ensure_future(self._flush_log())
+        self._record()
         self.log.emit(
             ServerStarted(
                 hostname=self.settings.server.hostname,
@@ -250,6 +252,21 @@ class Hato:
             )
         )
         self.log.flush()
+
+    def _record(self) -> None:
+        """What this server uses, for the other commands (see config.ServerRecord)."""
+        server = self.settings.server
+        bound = [*self.bound, *self.smtp.bound_tls, *self.smtp.bound_submission]
+        record = ServerRecord(
+            pid=os.getpid(),
+            started=time.time(),
+            version=__version__,
+            hostname=server.hostname,
+            local_domains=server.local_domains,
+            trusted_networks=self.settings.relay.trusted_networks,
+            listening=tuple(_address(host, port) for host, port in bound),
+        )
+        write_server_record(server.data_dir, record)
 
     def _queue_manager(self) -> QueueManager:
         settings = self.settings

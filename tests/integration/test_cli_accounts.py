@@ -30,6 +30,7 @@ class Admin:
 
     def __init__(self, tmp_path: Path) -> None:
         self.data_dir = tmp_path / "data"
+        self.data_dir.mkdir()  # the commands refuse a data directory that does not exist
         self.config = tmp_path / "hato.toml"
         self.config.write_text(CONFIG)
 
@@ -113,7 +114,7 @@ def test_listing_an_empty_data_dir_creates_nothing(admin: Admin) -> None:
     assert admin.json("user", "list") == []
     assert admin.json("alias", "list") == []
     assert admin.ok("alias", "list") == ""
-    assert not admin.data_dir.exists()
+    assert list(admin.data_dir.iterdir()) == []
 
 
 # --- users ---------------------------------------------------------------------------------

@@ -330,8 +330,10 @@ def test_temporary_failure_is_deferred_shown_in_the_queue_and_retried(
     assert 0.5 <= deferred["next_attempt"] - deferred["ts"] <= 1.101
     listing = cli(a, "queue", "list").stdout
     when = time.strftime("%H:%M:%S", time.localtime(deferred["next_attempt"]))
-    reason = f"(4.3.0 mx.d.test said: 451 4.3.0 Mailbox busy, try again later; retry {when})"
-    assert queue_id in listing and reason in listing and "later@d.test" in listing
+    reason = "(4.3.0 mx.d.test said: 451 4.3.0 Mailbox busy, try again later; "
+    # Listed within the second, it shows the time; later, that the retry is running.
+    assert f"{reason}retry {when})" in listing or f"{reason}being retried now)" in listing
+    assert queue_id in listing and "later@d.test" in listing
     assert a.events("delivered") == []
 
     hop.release()

@@ -31,7 +31,7 @@ from ..accounts import (
 )
 from ..config import Settings
 from ..routing import ALIAS_LOOP, LocalRouter, Unknown
-from ._common import config_options, settings_from
+from ._common import config_options, data_settings
 
 __all__ = ["alias", "domain", "user"]
 
@@ -134,7 +134,7 @@ def domain() -> None:
 @click.argument("name")
 def domain_add(config_path: Path | None, data_dir: Path | None, name: str) -> None:
     """Make NAME a local domain, so that users and aliases can be added to it."""
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     store = _open(settings)
     with store, _reported():
         added = store.add_domain(name)
@@ -147,7 +147,7 @@ def domain_add(config_path: Path | None, data_dir: Path | None, name: str) -> No
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of domains.")
 def domain_list(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
     """List local domains: those of the configuration (marked) and of the store."""
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     configured = settings.server.local_domains
     rows = []
     with _existing(settings) as store:
@@ -181,7 +181,7 @@ def domain_list(config_path: Path | None, data_dir: Path | None, as_json: bool) 
 @click.option("--force", is_flag=True, help="Remove the domain's users and aliases with it.")
 def domain_remove(config_path: Path | None, data_dir: Path | None, name: str, force: bool) -> None:
     """Remove the local domain NAME; refused while it has users or aliases, unless --force."""
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     with _reported():
         wanted = normalize_domain(name)
     store = _open(settings)
@@ -246,7 +246,7 @@ def user_add(
     """Add the mailbox ADDRESS. Without a password it receives mail but cannot log in."""
     if password is not None and password_stdin:
         raise click.UsageError("give either --password or --password-stdin, not both")
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     with _reported():
         parse_address(address)
     if password_stdin:
@@ -295,7 +295,7 @@ def user_list(
     config_path: Path | None, data_dir: Path | None, domain_name: str | None, as_json: bool
 ) -> None:
     """List users, all or those of DOMAIN."""
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     with _reported():
         wanted = None if domain_name is None else normalize_domain(domain_name)
     found: tuple[User, ...] = ()
@@ -322,7 +322,7 @@ def user_list(
 @click.argument("address")
 def user_remove(config_path: Path | None, data_dir: Path | None, address: str) -> None:
     """Remove the user ADDRESS (the mail already delivered to it stays on disk)."""
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     store = _open(settings)
     with store, _reported():
         found = store.get_user(address)
@@ -345,7 +345,7 @@ def user_passwd(
     """Set the password of ADDRESS, asked for twice when stdin is a terminal."""
     if clear and password_stdin:
         raise click.UsageError("give either --clear or --password-stdin, not both")
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     store = _open(settings)
     with store, _reported():
         found = store.get_user(address)
@@ -384,7 +384,7 @@ def alias_add(
     config_path: Path | None, data_dir: Path | None, source: str, targets: tuple[str, ...]
 ) -> None:
     """Send mail for SOURCE to each TARGET (local or remote); adds to an existing alias."""
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     store = _open(settings)
     with store, _reported():
         added = store.add_alias(source, targets)
@@ -431,7 +431,7 @@ def _alias_warnings(router: LocalRouter, store: AccountStore, added: Alias) -> l
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of aliases.")
 def alias_list(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
     """List aliases and their targets."""
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     found: tuple[Alias, ...] = ()
     with _existing(settings) as store:
         if store is not None:
@@ -451,7 +451,7 @@ def alias_remove(
     config_path: Path | None, data_dir: Path | None, source: str, target: str | None
 ) -> None:
     """Remove the alias SOURCE, or only its TARGET (the alias goes with its last target)."""
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     store = _open(settings)
     with store, _reported():
         store.remove_alias(source, target)

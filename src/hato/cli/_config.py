@@ -10,8 +10,7 @@ import click
 from ..config import (
     MASKED,
     check_file,
-    hostname_warning,
-    load_settings,
+    file_warnings,
     settings_to_dict,
     settings_to_toml,
 )
@@ -34,9 +33,10 @@ def check(file: Path) -> None:
         click.echo(f"{file}: {problem.key or '(file)'}: {problem.message}")
     if problems:
         raise SystemExit(1)
-    if (warning := hostname_warning(load_settings(file).server.hostname)) is not None:
-        click.echo(f"{file}: warning: {warning}")
-    click.echo(f"{file}: ok")
+    warnings = file_warnings(file)
+    for warning in warnings:
+        click.echo(f"{file}: {warning.key}: warning: {warning.message}")
+    click.echo(f"{file}: ok" + (f", with {len(warnings)} warning(s)" if warnings else ""))
 
 
 @config.command()

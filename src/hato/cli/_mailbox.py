@@ -19,7 +19,7 @@ import click
 from ..accounts import InvalidInput, parse_address
 from ..delivery import MaildirAgent, MaildirMessage
 from ..events import printable
-from ._common import config_options, settings_from
+from ._common import config_options, data_settings
 
 __all__ = ["mailbox"]
 
@@ -38,7 +38,7 @@ class _Mailbox:
     """One address's mailbox: the agent that knows its layout, and its name parts."""
 
     def __init__(self, address: str, config_path: Path | None, data_dir: Path | None) -> None:
-        settings = settings_from(config_path, data_dir=data_dir)
+        settings = data_settings(config_path, data_dir)
         try:
             parsed = parse_address(address)
         except InvalidInput as exc:

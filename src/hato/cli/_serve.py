@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .. import app
-from ..config import hostname_warning
+from ..config import settings_warnings
 from ._common import config_options, override_option, settings_from
 
 __all__ = ["serve"]
@@ -45,6 +45,6 @@ def serve(
         hostname=hostname,
         log_level=log_level,
     )
-    if (warning := hostname_warning(settings.server.hostname)) is not None:
-        click.echo(f"hato: warning: {warning}", err=True)
+    for warning in settings_warnings(settings):
+        click.echo(f"hato: warning: {warning.key}: {warning.message}", err=True)
     raise SystemExit(app.run(settings))

@@ -22,9 +22,17 @@ from hato.config._load import (
     ConfigProblem,
     check_file,
     example_toml,
+    file_warnings,
     load_settings,
     settings_to_dict,
     settings_to_toml,
+    settings_warnings,
+)
+from hato.config._record import (
+    SERVER_RECORD,
+    ServerRecord,
+    read_server_record,
+    write_server_record,
 )
 from hato.config._settings import (
     RULE_FLAGS,
@@ -59,6 +67,7 @@ from hato.config._settings import (
 __all__ = [
     "MASKED",
     "RULE_FLAGS",
+    "SERVER_RECORD",
     "AccessRule",
     "AccountsSettings",
     "AuthSettings",
@@ -77,6 +86,7 @@ __all__ = [
     "RelaySettings",
     "RuleAction",
     "SenderLoginMatch",
+    "ServerRecord",
     "ServerSettings",
     "Settings",
     "SmtpSettings",
@@ -89,9 +99,13 @@ __all__ = [
     "Transport",
     "check_file",
     "example_toml",
+    "file_warnings",
     "hostname_warning",
     "is_fully_qualified",
     "load_settings",
+    "read_server_record",
     "settings_to_dict",
     "settings_to_toml",
+    "settings_warnings",
+    "write_server_record",
 ]

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hato.config._hostname import hostname_warning
 from hato.config._settings import (
     RULE_FLAGS,
     AccessRule,
@@ -29,7 +30,7 @@ from hato.config._settings import (
     TlsPolicyEntry,
     Transport,
 )
-from hato.smtp import AddressError, domain_a_label, is_ip_address, parse_reply
+from hato.smtp import AddressError, domain_a_label, is_ip_address, parse_path, parse_reply
 
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound=enum.Enum)
@@ -75,19 +76,25 @@ def _fail(key: str, message: str) -> ConfigError:
 
 
 def load_settings(
-    path: Path | None = None, *, overrides: Mapping[str, object] | None = None
+    path: Path | None = None,
+    *,
+    overrides: Mapping[str, object] | None = None,
+    fallbacks: Mapping[str, object] | None = None,
 ) -> Settings:
     """Read ``path`` (None: all defaults), apply ``overrides`` and validate the result.
 
     ``overrides`` maps dotted keys (``"server.listen"``) to values as TOML would give them;
     they replace what the file says before anything is checked, so they are checked alike.
-    Raises ConfigError listing every problem found.
+    ``fallbacks`` are alike, but only for keys that neither the file nor the overrides set
+    (or set to "" or [], which mean "work it out"): the CLI takes what the running server
+    uses this way. Raises ConfigError listing every problem found.
     """
     problems: list[ConfigProblem] = []
     raw: dict[str, Any] = {}
     if path is not None:
         raw = _read_file(path, problems)
     _apply_overrides(raw, overrides or {}, problems)
+    _apply_fallbacks(raw, fallbacks or {})
     settings = _build(raw, problems)
     if problems or settings is None:
         raise ConfigError(problems)
@@ -101,6 +108,45 @@ def check_file(path: Path) -> list[ConfigProblem]:
     except ConfigError as exc:
         return list(exc.problems)
     return []
+
+
+# A trusted network wider than this lets a good part of the Internet relay. (An IPv4
+# client seen as ::ffff:a.b.c.d is compared as a.b.c.d, so ::ffff:0:0/96 trusts no one.)
+_WIDEST_TRUSTED = {4: 8, 6: 32}
+
+
+def settings_warnings(settings: Settings) -> list[ConfigProblem]:
+    """What loads but is most likely a mistake: a relay open to the world, for a start."""
+    found: list[ConfigProblem] = []
+    for index, text in enumerate(settings.relay.trusted_networks):
+        network = ipaddress.ip_network(text)
+        if network.prefixlen == 0:
+            message = (
+                f"{_toml_string(text)} trusts every client: an OPEN RELAY that relays anyone's"
+                " mail anywhere; trust your own networks only, and let others use AUTH"
+            )
+        elif network.prefixlen < _WIDEST_TRUSTED[network.version]:
+            message = (
+                f"{_toml_string(text)} trusts {network.num_addresses:,} addresses to relay;"
+                " a network this wide is almost an open relay"
+            )
+        else:
+            continue
+        found.append(ConfigProblem(f"relay.trusted_networks[{index}]", message))
+    hostname = hostname_warning(settings.server.hostname)
+    if hostname is not None:
+        found.insert(
+            0, ConfigProblem("server.hostname", hostname.removeprefix("server.hostname: "))
+        )
+    return found
+
+
+def file_warnings(path: Path) -> list[ConfigProblem]:
+    """``settings_warnings`` of the file at ``path``; [] when it does not load."""
+    try:
+        return settings_warnings(load_settings(path))
+    except ConfigError:
+        return []
 
 
 def _read_file(path: Path, problems: list[ConfigProblem]) -> dict[str, Any]:
@@ -138,9 +184,17 @@ def _apply_overrides(
             table[key] = value
 
 
+def _apply_fallbacks(raw: dict[str, Any], fallbacks: Mapping[str, object]) -> None:
+    for dotted, value in fallbacks.items():
+        section, _, key = dotted.partition(".")
+        table = raw.setdefault(section, {})
+        if isinstance(table, dict) and table.get(key, "") in ("", []):
+            table[key] = value
+
+
 def _build(raw: Mapping[str, Any], problems: list[ConfigProblem]) -> Settings | None:
     sections = {f.name: f for f in dataclasses.fields(Settings)}
-    problems.extend(_unknown_keys("", raw, sections))
+    problems.extend(_misplaced(_unknown_keys("", raw, sections), raw))
     hints = typing.get_type_hints(Settings)
     values: dict[str, dict[str, Any]] = {}
     for name in sections:
@@ -165,7 +219,7 @@ def _parse_section(
     section: str, cls: type, table: Mapping[str, object], problems: list[ConfigProblem]
 ) -> dict[str, Any] | None:
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    problems.extend(_unknown_keys(section, table, fields))
+    problems.extend(_misplaced(_unknown_keys(section, table, fields), table))
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     valid = True
@@ -202,6 +256,41 @@ def _unknown_keys(
             message += f' (did you mean "{near[0]}"?)'
         found.append(ConfigProblem(f"{section}.{name}" if section else name, message))
     return found
+
+
+@functools.cache
+def _key_sections() -> dict[str, tuple[str, ...]]:
+    """Each setting's name and the sections that have it: where a stray key belongs."""
+    hints = typing.get_type_hints(Settings)
+    found: dict[str, list[str]] = {}
+    for section in dataclasses.fields(Settings):
+        for f in dataclasses.fields(hints[section.name]):
+            found.setdefault(f.name, []).append(section.name)
+    return {name: tuple(where) for name, where in found.items()}
+
+
+def _misplaced(found: list[ConfigProblem], table: Mapping[str, object]) -> list[ConfigProblem]:
+    """Unknown keys that are settings of another section say which one they belong to.
+
+    A key written above every [section] header is top-level in TOML, and one written
+    below the wrong header is that section's: either way the name is known elsewhere
+    (at the top level, a misspelling of one is taken as it, as difflib finds it).
+    """
+    homes = _key_sections()
+    named: list[ConfigProblem] = []
+    for problem in found:
+        section, _, name = problem.key.rpartition(".")
+        if name not in homes and not section and not isinstance(table.get(name), dict):
+            name = next(iter(difflib.get_close_matches(name, list(homes), n=1)), name)
+        places = [home for home in homes.get(name, ()) if home != section]
+        if not places or isinstance(table.get(problem.key.rpartition(".")[2]), dict):
+            named.append(problem)  # a misspelled section, or a typo _unknown_keys names
+            continue
+        keys = " or ".join(f"{home}.{name}" for home in places)
+        headers = " or ".join(f"[{home}]" for home in places)
+        where = f"unknown key in [{section}]" if section else "not a section: settings go in one"
+        named.append(ConfigProblem(problem.key, f"{where}; did you mean {keys} (under {headers})?"))
+    return named
 
 
 def _fill_computed(server: dict[str, Any], log: dict[str, Any]) -> None:
@@ -536,6 +625,8 @@ def _to_address_pattern(value: object) -> str:
     local, at, domain = text.rpartition("@")
     if not at:
         local, domain = "", text
+    if at:
+        _check_local_part(local, text)
     if at and not domain:  # "user@": the local part at any domain
         if not local:
             raise ValueError("a pattern needs a local part, a domain or both")
@@ -548,6 +639,33 @@ def _to_address_pattern(value: object) -> str:
             raise ValueError(f"{_toml_string(text)}: write user@domain or .domain, not both")
         return f"{local.casefold()}@{domain}"
     return domain if subdomains else "@" + domain
+
+
+def _check_local_part(local: str, pattern: str) -> None:
+    """The local part of a pattern, if any, is one an address can have ("a@", not "@@")."""
+    if not local:
+        return
+    try:
+        # A source route ("@relay:") would pass as the path's, and is no local part.
+        if local.startswith("@"):
+            raise AddressError("a route")
+        parse_path(f"{local}@example.com", utf8=True, allow_null=False)
+    except AddressError:
+        raise ValueError(
+            f"{_toml_string(pattern)}: {_toml_string(local)} is no local part; write"
+            " user@example.com, @example.com, .example.com or user@"
+        ) from None
+
+
+def _to_mailbox(value: object) -> str:
+    """An address such as accounts.postmaster; "" stays (it means the built-in choice)."""
+    text = _to_str(value).strip()
+    if text:
+        try:
+            parse_path(text, utf8=True, allow_null=False)
+        except AddressError as error:
+            raise ValueError(f"{_toml_string(text)} is not an address: {error}") from None
+    return text
 
 
 def _to_helo_pattern(value: object) -> str:
@@ -641,6 +759,7 @@ _SPECIAL_PARSERS: dict[str, _Parser] = {
     "nameservers": lambda value, key: _unique(_array(_to_nameserver)(value, key)),
     "mechanisms": lambda value, key: _unique(_array(_to_mechanism)(value, key)),
     "delimiter": _scalar(_to_delimiter),
+    "mailbox": _scalar(_to_mailbox),
     "hostname": _scalar(_to_hostname),
     "domains": _to_domains,
     "listen": _to_listen,

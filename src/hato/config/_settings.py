@@ -308,7 +308,8 @@ class AccountsSettings:
         default="",
         metadata=_meta(
             "Mailbox that receives mail for postmaster@ of every local domain (RFC 5321"
-            ' 4.5.1). "" means postmaster@<hostname>, a mailbox that always exists.'
+            ' 4.5.1). "" means postmaster@<hostname>, a mailbox that always exists.',
+            kind="mailbox",
         ),
     )
     quota_exceeded: QuotaAction = field(

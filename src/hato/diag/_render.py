@@ -23,6 +23,7 @@ _STATUS_STYLE = {
     "warn": "yellow",
     "skip": "dim",
     "open": "bold red",
+    "trusted": "yellow",
     "closed": "green",
     "inconclusive": "yellow",
 }

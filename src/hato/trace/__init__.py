@@ -25,7 +25,9 @@ What it promises:
 - A file of another layout (its ``PRAGMA user_version``) is replaced when the server
   starts; ``hato trace`` refuses to read one (``TraceVersionError``).
 - ``TraceStore.story(queue_id)`` returns a message's whole story in time order;
-  ``render_story`` prints it. The store is read by ``hato trace`` from another process.
+  ``render_story`` prints it. ``find`` searches messages, ``refusals`` the refusals that
+  left no message (a refused RCPT has no queue ID). The store is read by ``hato trace``
+  from another process.
 """
 
 from hato.trace._model import Attempt, TimedLine
@@ -36,8 +38,8 @@ from hato.trace._recorder import (
     PARTIAL_LINES,
     Recorder,
 )
-from hato.trace._render import render_story, render_summaries
-from hato.trace._store import TRACE_FILE, Summary, TraceStore, TraceVersionError
+from hato.trace._render import render_refusals, render_story, render_summaries
+from hato.trace._store import TRACE_FILE, Refusal, Summary, TraceStore, TraceVersionError
 
 __all__ = [
     "FLUSH_INTERVAL",
@@ -47,10 +49,12 @@ __all__ = [
     "TRACE_FILE",
     "Attempt",
     "Recorder",
+    "Refusal",
     "Summary",
     "TimedLine",
     "TraceStore",
     "TraceVersionError",
+    "render_refusals",
     "render_story",
     "render_summaries",
 ]

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from hato.events import printable
-from hato.trace._store import Summary
+from hato.trace._store import Refusal, Summary
 
-__all__ = ["render_story", "render_summaries"]
+__all__ = ["render_refusals", "render_story", "render_summaries"]
 
 _INDENT = "    "
 
@@ -124,4 +124,22 @@ def render_summaries(summaries: Sequence[Summary]) -> str:
             out.append(f"{_INDENT}Message-ID: {found.message_id}")
         if found.report_of:
             out.append(f"{_INDENT}report about {found.report_of}")
+    return _lines(out)
+
+
+def render_refusals(refusals: Sequence[Refusal]) -> str:
+    """Refusals a search found, one block each, oldest first: who, at which stage, why."""
+    out = []
+    for found in refusals:
+        out.append(
+            f"refused {found.stage or '-'}  {_when(found.ts)}  session {found.session}"
+            f"  from {found.client}"
+        )
+        if found.sender is not None:
+            out.append(f"{_INDENT}from <{found.sender}>")
+        if found.recipient:
+            out.append(f"{_INDENT}to <{found.recipient}>")
+        out.append(f"{_INDENT}{found.reply}")
+        rule = f" (rule {found.rule})" if found.rule else ""
+        out.append(f"{_INDENT}why: {found.reason}{rule}")
     return _lines(out)
