@@ -187,6 +187,8 @@ class HatoProcess:
         # Only the hostname matters to the alias commands (it makes a domain local).
         seed_config = self.data_dir.parent / f"{self.data_dir.name}-seed.toml"
         seed_config.write_text(f'[server]\nhostname = "{self.hostname}"\n')
+        # Before the first start the CLI finds no data directory unless one is made for it.
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         for domain in ("localhost", self.hostname):
             args = ("alias", "add", f"@{domain}", HOLD_TARGET, "--config", seed_config)
             added = run_hato(*args, "--data-dir", self.data_dir)

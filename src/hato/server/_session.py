@@ -681,7 +681,7 @@ class Session(asyncio.Protocol):
                     " table",
                 ), "unknown user"
             case routing.Mailbox(domain=domain, local_part=local, quota=quota) if quota:
-                if self.ctx.maildir.usage(domain, local) >= quota:
+                if self.ctx.maildir.usage(domain, local, quota).bytes >= quota:
                     if self.ctx.settings.accounts.quota_exceeded == "permanent":
                         answer = reply(552, "5.2.2", f"<{address}>: Mailbox full")
                     else:
@@ -881,7 +881,7 @@ class Session(asyncio.Protocol):
             upgraded = await loop.start_tls(
                 transport,
                 self,
-                tls.context,
+                tls.context_for(submission=self.submission),
                 server_side=True,
                 ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
             )
