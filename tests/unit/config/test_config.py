@@ -550,9 +550,10 @@ def test_address_patterns_that_are_addresses_load(tmp_path: Path) -> None:
 
 
 def test_relay_open_to_the_world_is_a_warning() -> None:
-    assert settings_warnings(load_settings()) == []
+    named = {"server.hostname": "mx.example.com"}  # the machine's own name may be warned of
+    assert settings_warnings(load_settings(overrides=named)) == []
     wide = ["0.0.0.0/0", "::/0", "10.0.0.0/8", "8.0.0.0/6", "2001:db8::/32", "2000::/3"]
-    found = settings_warnings(load_settings(overrides={"relay.trusted_networks": wide}))
+    found = settings_warnings(load_settings(overrides={**named, "relay.trusted_networks": wide}))
     assert [w.key for w in found] == [
         "relay.trusted_networks[0]",
         "relay.trusted_networks[1]",
@@ -561,3 +562,8 @@ def test_relay_open_to_the_world_is_a_warning() -> None:
     ]
     assert "OPEN RELAY" in found[0].message and "OPEN RELAY" in found[1].message
     assert "67,108,864 addresses" in found[2].message
+
+
+def test_a_hostname_that_is_not_fully_qualified_is_a_warning() -> None:
+    (found,) = settings_warnings(load_settings(overrides={"server.hostname": "mail"}))
+    assert found.key == "server.hostname" and "fully qualified" in found.message
