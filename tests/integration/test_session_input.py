@@ -89,12 +89,12 @@ def test_an_address_literal_is_valid_syntax(
         assert answer == "554 5.7.1 <u@[127.0.0.1]>: Relay access denied"
 
 
-def test_a_control_character_in_the_helo_name_is_a_syntax_error(
+def test_a_cr_in_the_helo_name_is_a_syntax_error(
     server: HatoProcess, smtp_connect: Callable[[int], SmtpLineClient]
 ) -> None:
     client = connect(server, smtp_connect)
     for verb in ("EHLO", "HELO"):
-        for name in (b"a\rb", b"a\x1bb", b"a\tb", "a\u0085b".encode()):
+        for name in (b"a\rb", b"\rb", b"a\r\r"):
             client.send(verb.encode() + b" " + name + b"\r\n")
             assert client.read_reply() == [f"501 5.5.4 Syntax: {verb} hostname"], name
             assert client.reply("NOOP") == "250 2.0.0 Ok"

@@ -56,7 +56,7 @@ def _usage(message: str) -> click.UsageError:
     "--from",
     "sender",
     metavar="ADDRESS",
-    help="Reverse-path for MAIL FROM (default: postmaster@<our hostname>).",
+    help="Reverse-path for MAIL FROM (default: the --auth-user, else postmaster@<our hostname>).",
 )
 @click.option(
     "--to",
@@ -142,7 +142,9 @@ def test(
         raise _usage("--auth-password needs --auth-user")
     settings = data_settings(config_path, data_dir, settings_overrides, require=False)
     hostname = settings.server.hostname
-    sender = sender if sender is not None else f"postmaster@{hostname}"
+    if sender is None:
+        # After AUTH a server takes only the login's own addresses as sender (Hato does).
+        sender = auth_user if auth_user and "@" in auth_user else f"postmaster@{hostname}"
     if recipient is None:
         recipient = parsed.address or (f"postmaster@{parsed.domain}" if parsed.domain else None)
         recipient = recipient or "postmaster"

@@ -476,8 +476,9 @@ class ServerConnection:
     def _cmd_hello(self, argument: str, *, extended: bool) -> None:
         name = argument.strip(" \t")
         verb = "EHLO" if extended else "HELO"
-        # A control character (a CR, an escape) in the name would reach replies and logs.
-        if not name or " " in name or not name.isprintable():
+        # A CR would end the reply line that echoes the name (the reply builder refuses
+        # it); other control characters are escaped wherever the name is shown.
+        if not name or " " in name or "\r" in name:
             self._reject(verb, reply(501, "5.5.4", f"Syntax: {verb} hostname"))
             return
         self._ready.append(Hello(name=name, extended=extended))
