@@ -336,11 +336,16 @@ class HatoProcess:
     # -- the spool --------------------------------------------------------------------
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run ``hato ARGS --data-dir DIR`` (e.g. ``cli("queue", "list", "--json")``)."""
+        """Run ``hato ARGS --data-dir DIR`` (e.g. ``cli("queue", "list", "--json")``).
+
+        The directory is made first, as an administrator's exists before they add to it
+        (commands other than serve refuse one that does not)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         return run_hato(*args, "--data-dir", self.data_dir)
 
     def add_user(self, address: str, password: str | None = None) -> None:
         """``hato user add`` (the password, if any, through --password-stdin); must succeed."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         args = ["user", "add", address, "--data-dir", str(self.data_dir)]
         if password is not None:
             args.append("--password-stdin")
