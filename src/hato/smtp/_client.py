@@ -253,10 +253,6 @@ class ClientConnection:
         return "STARTTLS" in self.extensions
 
     @property
-    def chunking(self) -> bool:
-        return "CHUNKING" in self.extensions
-
-    @property
     def enhanced_status_codes(self) -> bool:
         return "ENHANCEDSTATUSCODES" in self.extensions
 

@@ -212,10 +212,6 @@ class ServerConnection:
         return len(self._in)
 
     @property
-    def awaiting_reply(self) -> Event | None:
-        return self._pending
-
-    @property
     def in_message(self) -> bool:
         """True while message octets are being read (DATA or BDAT)."""
         return self.state is State.DATA or self.state is State.BDAT
