@@ -44,7 +44,14 @@ from ._events import (
 from ._help import help_reply
 from ._limits import Limits
 from ._params import MailParams, ParamError, RcptParams, parse_mail_params, parse_rcpt_params
-from ._reply import Reply, parse_reply, reply
+from ._reply import (
+    R_NOT_IMPLEMENTED,
+    Reply,
+    bad_recipient_syntax,
+    bad_sender_syntax,
+    parse_reply,
+    reply,
+)
 from ._server import (
     CLOSED,
     NEED_DATA,
@@ -59,6 +66,7 @@ __all__ = [
     "CLOSED",
     "NEED_DATA",
     "PAUSED",
+    "R_NOT_IMPLEMENTED",
     "AddressError",
     "AuthResponse",
     "AuthStart",
@@ -90,6 +98,8 @@ __all__ = [
     "State",
     "Transaction",
     "TranscriptLine",
+    "bad_recipient_syntax",
+    "bad_sender_syntax",
     "domain_a_label",
     "help_reply",
     "is_ip_address",

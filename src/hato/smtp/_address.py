@@ -14,7 +14,6 @@ __all__ = [
     "AddressError",
     "Path",
     "domain_a_label",
-    "is_ascii",
     "is_ip_address",
     "parse_path",
     "split_path",
@@ -57,10 +56,6 @@ class Path:
     local_part: str
     domain: str
 
-    @property
-    def is_null(self) -> bool:
-        return self.address == ""
-
 
 def is_ip_address(text: str) -> bool:
     """Whether ``text`` is an IPv4 or IPv6 address as written (no brackets, no prefix)."""
@@ -69,10 +64,6 @@ def is_ip_address(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def is_ascii(text: str) -> bool:
-    return text.isascii()
 
 
 def split_path(argument: str) -> tuple[str, str]:

@@ -22,7 +22,7 @@ from typing import Literal, NoReturn
 
 from ._address import xtext_encode
 from ._content import LineEnds
-from ._reply import Reply, reply
+from ._reply import R_NEEDS_8BITMIME, R_NEEDS_SMTPUTF8, Reply, over_next_hop_size
 from ._server import LocalProtocolError
 
 __all__ = [
@@ -39,16 +39,6 @@ __all__ = [
 MAX_REPLY_LINE = 4096
 # An EHLO reply has a line per extension; a reply that never ends is not a reply.
 MAX_REPLY_LINES = 200
-
-# Refusals made here, before anything is sent: the next hop cannot take the message.
-# RFC 6531 3.5: a message that needs SMTPUTF8 is not sent to a server without it.
-R_NEEDS_SMTPUTF8 = reply(
-    554, "5.6.7", "Message needs SMTPUTF8, which the next hop does not support"
-)
-# RFC 6152 section 3: 8-bit data only with BODY=8BITMIME; X.6.3 conversion not supported.
-R_NEEDS_8BITMIME = reply(
-    554, "5.6.3", "Message has 8-bit data and the next hop does not support 8BITMIME"
-)
 
 
 class ProtocolError(Exception):
@@ -263,10 +253,6 @@ class ClientConnection:
         return "STARTTLS" in self.extensions
 
     @property
-    def chunking(self) -> bool:
-        return "CHUNKING" in self.extensions
-
-    @property
     def enhanced_status_codes(self) -> bool:
         return "ENHANCEDSTATUSCODES" in self.extensions
 
@@ -284,12 +270,7 @@ class ClientConnection:
         """
         limit = self.size_limit
         if size is not None and limit is not None and size > limit:
-            # RFC 1870 section 6 and RFC 3463 X.3.4: too big for the next hop, for good.
-            return reply(
-                552,
-                "5.3.4",
-                f"Message size exceeds the limit of the next hop ({size} > {limit} octets)",
-            )
+            return over_next_hop_size(size, limit)
         if needs_smtputf8 and not self.smtputf8:
             return R_NEEDS_SMTPUTF8
         if eight_bit and not self.eight_bit_mime:

@@ -13,15 +13,11 @@ from __future__ import annotations
 import re
 
 from ._limits import Limits
-from ._reply import Reply, reply
+from ._reply import R_BARE_NEWLINE, R_TOO_BIG, Reply, text_line_too_long
 
-__all__ = ["R_BARE_NEWLINE", "R_TOO_BIG", "ContentCheck", "LineEnds"]
+__all__ = ["ContentCheck", "LineEnds"]
 
 _NEWLINE = re.compile(rb"\r\n|\r|\n")
-R_BARE_NEWLINE = reply(
-    550, "5.5.2", "Error: bare <CR> or <LF> in message data; lines must end with <CR><LF>"
-)
-R_TOO_BIG = reply(552, "5.3.4", "Error: message exceeds fixed maximum size")
 # Message problems by precedence: size (552), bare CR/LF (550 5.5.2), long line (550 5.6.0).
 _PROBLEM_ORDER = ("5.3.4", "5.5.2", "5.6.0")
 
@@ -113,7 +109,5 @@ class ContentCheck:
             self._partial = len(data) - last
             longest = max(longest, self._partial)
         if longest > self._longest:
-            self.refuse(
-                reply(550, "5.6.0", f"Error: message has a line over {self._longest} octets")
-            )
+            self.refuse(text_line_too_long(self._longest))
         return data

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._address import AddressError, xtext_decode
-from ._reply import Reply, reply
+from ._reply import R_SIZE_OVER_LIMIT, Reply, bad_parameter
 
 __all__ = ["MailParams", "ParamError", "RcptParams", "parse_mail_params", "parse_rcpt_params"]
 
@@ -47,8 +47,7 @@ class RcptParams:
 
 
 def _bad(detail: str) -> ParamError:
-    # RFC 5321 4.1.1.11 / RFC 1869: unrecognised or malformed parameters get 555.
-    return ParamError(reply(555, "5.5.4", detail))
+    return ParamError(bad_parameter(detail))
 
 
 def _split(text: str) -> dict[str, str | None]:
@@ -87,8 +86,7 @@ def _size(value: str, max_size: int) -> tuple[str, object]:
         raise _bad("Bad SIZE syntax: SIZE=<octets>")
     size = int(value)
     if size > max_size:
-        # RFC 1870 section 6: a declared size over the fixed limit gets 552.
-        raise ParamError(reply(552, "5.3.4", "Message size exceeds fixed limit"))
+        raise ParamError(R_SIZE_OVER_LIMIT)
     return "size", size
 
 

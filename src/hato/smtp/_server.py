@@ -38,7 +38,43 @@ from ._events import (
 from ._help import help_reply
 from ._limits import Limits
 from ._params import MailParams, ParamError, RcptParams, parse_mail_params, parse_rcpt_params
-from ._reply import Reply, reply
+from ._reply import (
+    R_AUTH_ABORTED,
+    R_AUTH_NOT_ENABLED,
+    R_AUTH_UNKNOWN_MECHANISM,
+    R_AUTHENTICATED,
+    R_BINARYMIME_NEEDS_BDAT,
+    R_DATA_AFTER_BDAT,
+    R_EMPTY_COMMAND,
+    R_ENCRYPTION_REQUIRED,
+    R_EXPN_DISABLED,
+    R_HTTP,
+    R_IN_TXN,
+    R_MASKED,
+    R_NEED_HELO,
+    R_NEED_MAIL,
+    R_NEED_RCPT,
+    R_NESTED_MAIL,
+    R_NO_VALID_RECIPIENTS,
+    R_NON_ASCII_NEEDS_SMTPUTF8,
+    R_NOT_IMPLEMENTED,
+    R_OK,
+    R_REFUSED,
+    R_TLS_ACTIVE,
+    R_TOO_MANY_RECIPIENTS,
+    R_VRFY,
+    Reply,
+    bad_recipient_syntax,
+    bad_sender_syntax,
+    chunk_received,
+    closing,
+    line_too_long,
+    no_parameters,
+    syntax_error,
+    too_many_errors,
+    unreadable,
+    unrecognized,
+)
 
 __all__ = [
     "CLOSED",
@@ -102,23 +138,8 @@ _MAX_AUTH_LINE = 12288
 # Postfix's smtpd_forbidden_commands: a web client talking to port 25 is shown the door.
 _HTTP_VERBS = frozenset({"GET", "POST", "HEAD", "PUT", "CONNECT", "OPTIONS"})
 
-_R_NEED_HELO = reply(503, "5.5.1", "Error: send HELO/EHLO first")
-_R_NEED_MAIL = reply(503, "5.5.1", "Error: need MAIL command")
-_R_NEED_RCPT = reply(503, "5.5.1", "Error: need RCPT command")
-_R_IN_TXN = reply(503, "5.5.1", "Error: MAIL transaction in progress")
-_R_OK = reply(250, "2.0.0", "Ok")
-_R_REFUSED = reply(503, "5.5.1", "Error: this server refused the connection; send QUIT")
 # What stands in the transcript for AUTH data (credentials, challenges).
 _SECRET = "****"
-# What an unknown line gets while the client may be sending SASL answers (see _masking).
-_R_MASKED = reply(500, "5.5.2", "Error: command unrecognized (not shown: it may be an AUTH answer)")
-# RFC 4954 6: the mechanisms exist, but only inside TLS, so they are not advertised yet.
-_R_ENCRYPTION_REQUIRED = reply(
-    538,
-    "5.7.11",
-    "Encryption required for requested authentication mechanism (issue STARTTLS first)",
-)
-_R_VRFY = reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
 
 
 class ServerConnection:
@@ -189,10 +210,6 @@ class ServerConnection:
     def buffered(self) -> int:
         """Octets received but not yet parsed."""
         return len(self._in)
-
-    @property
-    def awaiting_reply(self) -> Event | None:
-        return self._pending
 
     @property
     def in_message(self) -> bool:
@@ -317,7 +334,7 @@ class ServerConnection:
         if answer.code >= 400 if error is None else error:
             self.errors += 1
             if self.errors >= self.limits.max_errors and self.state is not State.CLOSED:
-                self.close_with(reply(421, "4.7.0", f"{self.hostname} Error: too many errors"))
+                self.close_with(too_many_errors(self.hostname))
 
     def _reject(self, command: str, answer: Reply, *, error: bool = True) -> None:
         self._ready.append(CommandRejected(command=command, reply=answer))
@@ -362,7 +379,7 @@ class ServerConnection:
             self._skipping_long_line = 0
             if self.transcript is not None:
                 self.transcript.append(("C", f"<line too long, {len(line)} octets kept>"))
-            self._refuse_line(reply(500, "5.5.6", f"Error: line too long (limit {limit} octets)"))
+            self._refuse_line(line_too_long(limit))
         else:
             self._dispatch(line)
         return True
@@ -401,24 +418,21 @@ class ServerConnection:
             return
         if self.state is State.REFUSED and command != "QUIT":
             masked = self._masking and command not in _COMMANDS
-            self._reject(_SECRET if masked else command[:32], _R_REFUSED)
+            self._reject(_SECRET if masked else command[:32], R_REFUSED)
             return
         handler = _COMMANDS.get(command)
         if handler is not None:
             handler(self, argument)
         elif command in _HTTP_VERBS:
-            self._ready.append(CommandRejected(command=command, reply=_R_HTTP))
-            self.close_with(_R_HTTP)
+            self._ready.append(CommandRejected(command=command, reply=R_HTTP))
+            self.close_with(R_HTTP)
         elif not command:
-            self._reject("", reply(500, "5.5.2", "Error: empty command"))
+            self._reject("", R_EMPTY_COMMAND)
         elif self._masking:
-            self._reject(_SECRET, _R_MASKED)
+            self._reject(_SECRET, R_MASKED)
         else:
             shown = "".join(c if c.isprintable() else "?" for c in verb[:32])
-            self._reject(
-                command[:32],
-                reply(500, "5.5.2", f'Command unrecognized: "{shown}" (type HELP for the list)'),
-            )
+            self._reject(command[:32], unrecognized(shown))
 
     def _refuse_octets(self, raw: bytes, what: str, code: int | None) -> None:
         """A line that is no text: 501 for a command we know (``code`` or 500 for others)."""
@@ -431,13 +445,13 @@ class ServerConnection:
             # No answer to the challenge: the exchange ends, as after "*" (and what follows
             # may still be SASL answers, see _masking).
             self.state, self._masking = State.GREETED, True
-            self._reject("AUTH", reply(501, "5.5.2", f"Error: AUTH response has {what}"))
+            self._reject("AUTH", unreadable(501, "AUTH response", what))
             return
         if command in _COMMANDS:
             self._masking = command == "AUTH"
-            self._reject(command, reply(501, "5.5.2", f"Error: {command} line has {what}"))
+            self._reject(command, unreadable(501, f"{command} line", what))
         else:
-            self._reject("", reply(code or 500, "5.5.2", f"Error: command line has {what}"))
+            self._reject("", unreadable(code or 500, "command line", what))
 
     def _shown(self, line: str, command: str) -> str:
         """The command line as the transcript keeps it: SASL data never appears."""
@@ -454,7 +468,7 @@ class ServerConnection:
         if line.strip() == "*":
             # RFC 4954 section 4: the client cancels the exchange with "*".
             self.state = State.GREETED
-            self._reject("AUTH", reply(501, "5.7.0", "Authentication aborted"))
+            self._reject("AUTH", R_AUTH_ABORTED)
             return
         self._ready.append(AuthResponse(data=line.strip()))
 
@@ -462,15 +476,15 @@ class ServerConnection:
         if self.state in states:
             return True
         if self.state is State.CONNECTED:
-            self._reject(command, _R_NEED_HELO)
+            self._reject(command, R_NEED_HELO)
         elif command == "MAIL":
-            self._reject(command, reply(503, "5.5.1", "Error: nested MAIL command"))
+            self._reject(command, R_NESTED_MAIL)
         elif command in ("STARTTLS", "AUTH"):
-            self._reject(command, _R_IN_TXN)
+            self._reject(command, R_IN_TXN)
         elif self.state is State.GREETED:
-            self._reject(command, _R_NEED_MAIL)
+            self._reject(command, R_NEED_MAIL)
         else:
-            self._reject(command, _R_NEED_RCPT)
+            self._reject(command, R_NEED_RCPT)
         return False
 
     def _cmd_hello(self, argument: str, *, extended: bool) -> None:
@@ -479,7 +493,7 @@ class ServerConnection:
         # A CR would end the reply line that echoes the name (the reply builder refuses
         # it); other control characters are escaped wherever the name is shown.
         if not name or " " in name or "\r" in name:
-            self._reject(verb, reply(501, "5.5.4", f"Syntax: {verb} hostname"))
+            self._reject(verb, syntax_error(f"{verb} hostname"))
             return
         self._ready.append(Hello(name=name, extended=extended))
 
@@ -494,7 +508,7 @@ class ServerConnection:
             return
         rest = argument.lstrip(" ")
         if rest[:5].upper() != "FROM:":
-            self._reject("MAIL", reply(501, "5.5.4", "Syntax: MAIL FROM:<address>"))
+            self._reject("MAIL", syntax_error("MAIL FROM:<address>"))
             return
         params = MailParams()
         try:
@@ -516,7 +530,7 @@ class ServerConnection:
         assert self.transaction is not None
         rest = argument.lstrip(" ")
         if rest[:3].upper() != "TO:":
-            self._reject("RCPT", reply(501, "5.5.4", "Syntax: RCPT TO:<address>"))
+            self._reject("RCPT", syntax_error("RCPT TO:<address>"))
             return
         utf8 = self.transaction.params.smtputf8
         try:
@@ -535,7 +549,7 @@ class ServerConnection:
             self._overshoot += 1
             self._reject(
                 "RCPT",
-                reply(452, "4.5.3", "Error: too many recipients"),
+                R_TOO_MANY_RECIPIENTS,
                 error=self._overshoot > self.limits.recipient_overshoot,
             )
             return
@@ -543,20 +557,18 @@ class ServerConnection:
 
     def _cmd_data(self, argument: str) -> None:
         if argument.strip():
-            self._reject("DATA", reply(501, "5.5.4", "Syntax: DATA (no parameters)"))
+            self._reject("DATA", no_parameters("DATA"))
             return
         if self.state is State.MAIL:
-            # RFC 2920 3.1: with PIPELINING, DATA after only failed RCPTs is refused.
-            self._reject("DATA", reply(554, "5.5.1", "Error: no valid recipients"))
+            self._reject("DATA", R_NO_VALID_RECIPIENTS)
             return
         if not self._require("DATA", State.RCPT):
             return
         assert self.transaction is not None
         if self.transaction.chunked:
-            self._reject("DATA", reply(503, "5.5.1", "Error: DATA after BDAT in one transaction"))
+            self._reject("DATA", R_DATA_AFTER_BDAT)
         elif self.transaction.params.body == "BINARYMIME":
-            # RFC 3030 section 3: BINARYMIME content can only be sent with BDAT.
-            self._reject("DATA", reply(503, "5.5.1", "Error: BODY=BINARYMIME requires BDAT"))
+            self._reject("DATA", R_BINARYMIME_NEEDS_BDAT)
         else:
             self._ready.append(DataCommand())
 
@@ -568,16 +580,16 @@ class ServerConnection:
             and words[0].isdigit()
             and len(words[0]) <= 20
         ) or (len(words) == 2 and words[1].upper() != "LAST"):
-            self._reject("BDAT", reply(501, "5.5.4", "Syntax: BDAT size [LAST]"))
+            self._reject("BDAT", syntax_error("BDAT size [LAST]"))
             return
         size, last = int(words[0]), len(words) == 2
         refusal = None
         if self.state is State.CONNECTED:
-            refusal = _R_NEED_HELO
+            refusal = R_NEED_HELO
         elif self.state is State.GREETED:
-            refusal = _R_NEED_MAIL
+            refusal = R_NEED_MAIL
         elif self.state is State.MAIL:
-            refusal = reply(554, "5.5.1", "Error: no valid recipients")
+            refusal = R_NO_VALID_RECIPIENTS
         if refusal is None:
             assert self.transaction is not None
             if not self.transaction.chunked:
@@ -590,28 +602,25 @@ class ServerConnection:
 
     def _cmd_rset(self, argument: str) -> None:
         if argument.strip():
-            self._reject("RSET", reply(501, "5.5.4", "Syntax: RSET (no parameters)"))
+            self._reject("RSET", no_parameters("RSET"))
             return
         self.transaction = None
         if self.state is not State.CONNECTED:
             self.state = State.GREETED
         self._ready.append(Reset())
-        self._junk_reply(_R_OK)
+        self._junk_reply(R_OK)
 
     def _cmd_noop(self, _argument: str) -> None:
-        self._junk_reply(_R_OK)
+        self._junk_reply(R_OK)
 
     def _cmd_vrfy(self, argument: str) -> None:
         if not argument.strip():
-            self._reject("VRFY", reply(501, "5.5.4", "Syntax: VRFY address"))
+            self._reject("VRFY", syntax_error("VRFY address"))
             return
-        # RFC 5321 3.5.3: 252 says "not verified, but try": no user list ever leaks.
-        self._junk_reply(_R_VRFY)
+        self._junk_reply(R_VRFY)
 
     def _cmd_expn(self, _argument: str) -> None:
-        self._reject(
-            "EXPN", reply(502, "5.5.1", "Error: EXPN is disabled; lists are not disclosed")
-        )
+        self._reject("EXPN", R_EXPN_DISABLED)
 
     def _cmd_help(self, argument: str) -> None:
         answer = help_reply(argument.strip())
@@ -621,32 +630,32 @@ class ServerConnection:
             self._emit(answer)
 
     def _cmd_quit(self, _argument: str) -> None:
-        self.close_with(reply(221, "2.0.0", f"{self.hostname} closing connection"))
+        self.close_with(closing(self.hostname))
 
     def _cmd_starttls(self, argument: str) -> None:
         if not self.tls_available:
-            self._reject("STARTTLS", reply(502, "5.5.1", "Error: command not implemented"))
+            self._reject("STARTTLS", R_NOT_IMPLEMENTED)
         elif argument.strip():
-            self._reject("STARTTLS", reply(501, "5.5.4", "Syntax: STARTTLS (no parameters)"))
+            self._reject("STARTTLS", no_parameters("STARTTLS"))
         elif self.tls_active:
-            self._reject("STARTTLS", reply(503, "5.5.1", "Error: TLS already active"))
+            self._reject("STARTTLS", R_TLS_ACTIVE)
         elif self._require("STARTTLS", State.GREETED):
             self._ready.append(StartTls())
 
     def _cmd_auth(self, argument: str) -> None:
         words = argument.split()
         if not self.auth_mechanisms and self.auth_needs_tls and not self.tls_active:
-            self._reject("AUTH", _R_ENCRYPTION_REQUIRED)
+            self._reject("AUTH", R_ENCRYPTION_REQUIRED)
         elif not self.auth_mechanisms:
-            self._reject("AUTH", reply(502, "5.5.1", "Error: authentication not enabled"))
+            self._reject("AUTH", R_AUTH_NOT_ENABLED)
         elif self.authenticated:
-            self._reject("AUTH", reply(503, "5.5.1", "Error: already authenticated"))
+            self._reject("AUTH", R_AUTHENTICATED)
         elif not self._require("AUTH", State.GREETED):
             return
         elif not 1 <= len(words) <= 2:
-            self._reject("AUTH", reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]"))
+            self._reject("AUTH", syntax_error("AUTH mechanism [initial-response]"))
         elif words[0].upper() not in self.auth_mechanisms:
-            self._reject("AUTH", reply(504, "5.5.4", "Unrecognized authentication type"))
+            self._reject("AUTH", R_AUTH_UNKNOWN_MECHANISM)
         else:
             initial = words[1] if len(words) == 2 else None
             self._ready.append(AuthStart(mechanism=words[0].upper(), initial_response=initial))
@@ -728,7 +737,7 @@ class ServerConnection:
             self._reject("BDAT", content.problem)
         else:
             self.state = State.RCPT
-            self._emit(reply(250, "2.0.0", f"Ok: {content.size} octets received"))
+            self._emit(chunk_received(content.size))
 
 
 def _needs_reply(event: Event) -> bool:
@@ -737,11 +746,10 @@ def _needs_reply(event: Event) -> bool:
 
 def _address_reply(error: AddressError, text: str, *, params_utf8: bool, sender: bool) -> Reply:
     if not params_utf8 and not text.isascii():
-        # RFC 6531 3.5: a non-ASCII address needs SMTPUTF8 on MAIL.
-        return reply(553, "5.6.7", "Error: non-ASCII address requires SMTPUTF8")
+        return R_NON_ASCII_NEEDS_SMTPUTF8
     if sender:
-        return reply(501, "5.1.7", f"Bad sender address syntax ({error})")
-    return reply(501, "5.1.3", f"Bad recipient address syntax ({error})")
+        return bad_sender_syntax(str(error))
+    return bad_recipient_syntax(str(error))
 
 
 def _drop_telnet_negotiation(line: bytes) -> bytes:
@@ -775,8 +783,6 @@ def _erase(line: bytes) -> bytes:
             out.append(byte)
     return bytes(out)
 
-
-_R_HTTP = reply(221, "2.7.0", "Error: this is an SMTP server, not a web server")
 
 _COMMANDS = {
     "EHLO": ServerConnection._cmd_ehlo,

@@ -108,7 +108,7 @@ def test_banner_then_ehlo_reads_the_extensions() -> None:
         "HELP": "",
     }
     assert client.pipelining and client.eight_bit_mime and client.smtputf8 and client.dsn
-    assert client.chunking and client.enhanced_status_codes
+    assert client.enhanced_status_codes
     assert client.size_limit == 64 * 1024 * 1024
     assert not client.starttls_offered
     assert client.auth_mechanisms == ()
