@@ -11,12 +11,10 @@ import signal
 import smtplib
 import ssl
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 import pytest
 
-if TYPE_CHECKING:
-    from conftest import HatoProcess
+from conftest import HatoProcess
 
 # ECDHE with CBC: what Python's and OpenSSL's defaults still offer, and the profile drops.
 CBC_ONLY = (
@@ -63,8 +61,6 @@ def _session(client: smtplib.SMTP) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HatoProcess]:
-    from conftest import HatoProcess
-
     process = HatoProcess(tmp_path_factory.mktemp("ciphers") / "data", accept_all=False)
     process.start()
     yield process
