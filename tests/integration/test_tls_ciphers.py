@@ -10,11 +10,13 @@ from __future__ import annotations
 import signal
 import smtplib
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import HatoProcess
+if TYPE_CHECKING:
+    from conftest import HatoProcess
 
 # ECDHE with CBC: what Python's and OpenSSL's defaults still offer, and the profile drops.
 CBC_ONLY = (
@@ -60,11 +62,8 @@ def _session(client: smtplib.SMTP) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HatoProcess]:
-    process = HatoProcess(tmp_path_factory.mktemp("ciphers") / "data", accept_all=False)
-    process.start()
-    yield process
-    process.close()
+def server(module_hato_factory: Callable[..., HatoProcess]) -> HatoProcess:
+    return module_hato_factory("ciphers")
 
 
 @pytest.mark.parametrize("listener", ["submission", "implicit TLS"])
