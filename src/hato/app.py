@@ -11,6 +11,7 @@ import contextlib
 import ipaddress
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
@@ -19,13 +20,13 @@ from .config import Settings
 from .delivery import MaildirAgent, SmtpAgent
 from .events import (
     EventLog,
-    Queued,
     ServerStarted,
     ServerStopped,
     SpoolRecovered,
     TlsReloaded,
     TlsReloadFailed,
 )
+from .pipeline import PipelineIntake, build_pipeline
 from .queue import QueueManager, RetryPolicy
 from .routing import (
     DnspythonResolver,
@@ -35,7 +36,7 @@ from .routing import (
     local_host_matcher,
 )
 from .server import ServerContext, ServerTls, SmtpServer, TlsError
-from .spool import Envelope, QueueState, Spool, SpoolError
+from .spool import Envelope, Origin, QueueState, Refusal, Spool, SpoolError
 from .trace import TRACE_FILE, Recorder
 
 __all__ = ["Hato", "install_event_loop_policy", "run"]
@@ -80,14 +81,21 @@ class Hato:
         )
         self.queue: QueueManager | None = None
         self.resolver = DnspythonResolver(settings.dns.nameservers, timeout=settings.dns.timeout)
+        self.intake = PipelineIntake(
+            spool=self.spool,
+            pipeline=build_pipeline(settings),
+            log=self.log,
+            notify=self._queued,
+            deliver_now=self._deliver_now if settings.queue.deliver_in_data else None,
+        )
         self.context = ServerContext(
             settings=settings,
             spool=self.spool,
             log=self.log,
-            version=__version__,
             router=self.router,
             maildir=self.maildir,
             accounts=self.accounts,
+            intake=self.intake,
         )
         if self.context.access.zones:
             self.context.dnsbl_lookup = self.resolver.a_records
@@ -159,9 +167,6 @@ class Hato:
         )
         self.queue = self._queue_manager()
         await self.queue.start()
-        self.context.on_queued = self.queue.notify
-        if self.settings.queue.deliver_in_data:
-            self.context.deliver_now = self.queue.deliver_at_once
         try:
             server = self.settings.server
             await self.smtp.start(
@@ -225,29 +230,35 @@ class Hato:
             per_destination=relay.per_destination,
         )
 
-    async def submit(self, envelope: Envelope, data: bytes) -> str:
-        """The intake for messages Hato writes itself (delivery reports): durable, then queued."""
-        writer = self.spool.new_message()
-        try:
-            writer.write(data)
-        except SpoolError:
-            writer.abort()
-            raise
-        await writer.commit(envelope)
-        self.log.emit(
-            Queued(
-                session="",
-                queue_id=writer.queue_id,
-                size=writer.size,
-                reverse_path=envelope.reverse_path,
-                recipients=tuple(r.address for r in envelope.recipients),
-                client_ip="",
-                message_id=writer.message_id,
-            )
-        )
+    def _queued(self, queue_id: str) -> None:
         if self.queue is not None:
-            self.queue.notify(writer.queue_id)
-        return writer.queue_id
+            self.queue.notify(queue_id)
+
+    async def _deliver_now(
+        self,
+        queue_id: str,
+        envelope: Envelope,
+        source: Path | bytes,
+        announce: Callable[[], None],
+    ) -> bool:
+        # Before the queue has started (a report written during start) nothing is local yet.
+        if self.queue is None:
+            return False
+        return await self.queue.deliver_at_once(queue_id, envelope, source, announce)
+
+    async def submit(self, envelope: Envelope, data: bytes) -> str:
+        """Messages Hato writes itself (delivery reports): through the intake like any
+        other, durable, then queued."""
+        message = self.intake.open(envelope, Origin.REPORT)
+        try:
+            message.write(data)
+        except SpoolError:
+            message.abort()
+            raise
+        outcome = await message.finish()
+        if isinstance(outcome, Refusal):
+            raise SpoolError(f"report not queued: {outcome.reply} ({outcome.reason})")
+        return outcome.queue_id
 
     async def stop(self, reason: str = "stop requested") -> None:
         if self._stopped.is_set():

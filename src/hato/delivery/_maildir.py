@@ -68,6 +68,8 @@ class MaildirJob:
     # None: read it from message_path. Such a message was never attempted before, so no
     # copy of it can exist yet: its tmp/ file is renamed into new/ (one step, not two).
     message_data: bytes | None = None
+    # A Maildir++ folder of the mailbox ("" the inbox), e.g. "Junk" for a quarantined copy.
+    folder: str = ""
 
     def __post_init__(self) -> None:
         if not is_queue_id(self.queue_id):
@@ -155,6 +157,8 @@ class MaildirAgent:
             maildir = self.mailbox_dir(job.domain, job.local_part)
         except ValueError as exc:
             return Result.failed(BAD_MAILBOX, f"no mailbox name for this address: {exc}")
+        if job.folder:
+            maildir = maildir / f".{job.folder}"  # Maildir++: a folder is a dot-directory
         source: _Source
         try:
             if job.message_data is not None:
@@ -283,6 +287,15 @@ class MaildirAgent:
         if device is not None:
             return device
         fsync = self.sync == "fsync"
+        if maildir.name.startswith("."):
+            # A Maildir++ folder: its mailbox first, then the folder marked as one.
+            self._ensure_maildir(maildir.parent)
+            for directory in (maildir, *(maildir / s for s in ("tmp", "new", "cur"))):
+                _make_dir(directory, fsync=fsync)
+            (maildir / "maildirfolder").touch(mode=_FILE_MODE)
+            device = os.stat(maildir).st_dev
+            self._ready[maildir] = device
+            return device
         if not self.root.is_dir():
             self.root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
             if fsync:

@@ -494,6 +494,7 @@ def _mailbox_jobs(
             arrival=envelope.arrival,
             recheck=recheck,
             message_data=data,
+            folder=envelope.folder,
         )
         for mailbox in mailboxes
     ]

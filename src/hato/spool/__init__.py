@@ -27,6 +27,7 @@ from hato.spool._envelope import (
     SpoolStats,
     is_queue_id,
 )
+from hato.spool._intake import Accepted, IncomingMessage, Intake, Origin, Refusal
 from hato.spool._spool import MessageWriter, Spool, message_path
 from hato.spool._state import (
     DEFERRED,
@@ -48,8 +49,12 @@ __all__ = [
     "PENDING_STATES",
     "QUEUED",
     "SYNC_MODES",
+    "Accepted",
     "Envelope",
+    "IncomingMessage",
+    "Intake",
     "MessageWriter",
+    "Origin",
     "Outcome",
     "QueueEntry",
     "QueueIdSource",
@@ -58,6 +63,7 @@ __all__ = [
     "Recipient",
     "RecipientState",
     "RecoveryReport",
+    "Refusal",
     "SQLiteStore",
     "Spool",
     "SpoolError",
