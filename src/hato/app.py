@@ -26,7 +26,7 @@ from .events import (
     TlsReloaded,
     TlsReloadFailed,
 )
-from .pipeline import PipelineIntake, build_pipeline
+from .pipeline import MessageFilter, PipelineIntake, build_pipeline
 from .queue import QueueManager, RetryPolicy
 from .routing import (
     DnspythonResolver,
@@ -47,7 +47,14 @@ LOG_FLUSH_INTERVAL = 0.25
 class Hato:
     """One running Hato: spool, SMTP listeners and the event log."""
 
-    def __init__(self, settings: Settings, *, log: EventLog | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        log: EventLog | None = None,
+        filters: tuple[MessageFilter, ...] = (),
+    ) -> None:
+        """``filters``: message filters to run after the built-in ones (see ``pipeline``)."""
         self.settings = settings
         events_file = settings.log.events_file
         self.log = log or EventLog.to_stderr(
@@ -83,7 +90,7 @@ class Hato:
         self.resolver = DnspythonResolver(settings.dns.nameservers, timeout=settings.dns.timeout)
         self.intake = PipelineIntake(
             spool=self.spool,
-            pipeline=build_pipeline(settings),
+            pipeline=build_pipeline(settings, filters),
             log=self.log,
             notify=self._queued,
             deliver_now=self._deliver_now if settings.queue.deliver_in_data else None,
