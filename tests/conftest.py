@@ -187,6 +187,8 @@ class HatoProcess:
         # Only the hostname matters to the alias commands (it makes a domain local).
         seed_config = self.data_dir.parent / f"{self.data_dir.name}-seed.toml"
         seed_config.write_text(f'[server]\nhostname = "{self.hostname}"\n')
+        # Before the first start the CLI finds no data directory unless one is made for it.
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         for domain in ("localhost", self.hostname):
             args = ("alias", "add", f"@{domain}", HOLD_TARGET, "--config", seed_config)
             added = run_hato(*args, "--data-dir", self.data_dir)
@@ -334,11 +336,16 @@ class HatoProcess:
     # -- the spool --------------------------------------------------------------------
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run ``hato ARGS --data-dir DIR`` (e.g. ``cli("queue", "list", "--json")``)."""
+        """Run ``hato ARGS --data-dir DIR`` (e.g. ``cli("queue", "list", "--json")``).
+
+        The directory is made first, as an administrator's exists before they add to it
+        (commands other than serve refuse one that does not)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         return run_hato(*args, "--data-dir", self.data_dir)
 
     def add_user(self, address: str, password: str | None = None) -> None:
         """``hato user add`` (the password, if any, through --password-stdin); must succeed."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         args = ["user", "add", address, "--data-dir", str(self.data_dir)]
         if password is not None:
             args.append("--password-stdin")
@@ -521,6 +528,26 @@ def shared_hato(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HatoProces
         process.start()
         yield process
     finally:
+        process.close()
+
+
+@pytest.fixture(scope="module")
+def module_hato_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., HatoProcess]]:
+    """Like ``hato_factory``, for servers that every test of a module shares (started here,
+    with ``-o`` options); every one is killed after the module."""
+    made: list[HatoProcess] = []
+
+    def make(name: str, *options: str) -> HatoProcess:
+        args = tuple(arg for option in options for arg in ("-o", option))
+        process = HatoProcess(tmp_path_factory.mktemp(name) / "data", extra_args=args)
+        made.append(process)
+        process.start()
+        return process
+
+    yield make
+    for process in made:
         process.close()
 
 

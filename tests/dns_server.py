@@ -26,7 +26,7 @@ its function is ``dns_server_fixture``, the name tests ask for is ``dns_server``
 
     def test_something(dns_server: DnsServer) -> None:
         dns_server.add("mx.example.test", "A", "127.0.0.2")
-        resolver = DnspythonResolver([dns_server.address])
+        resolver = DnspythonResolver([dns_server.nameserver])
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import pytest
+
+from hato.config import HostPort
 
 # Largest UDP answer to a client that did not say more with EDNS (RFC 1035 4.2.1).
 UDP_LIMIT = 512
@@ -195,8 +197,12 @@ class DnsServer:
     @property
     def address(self) -> str:
         """Where to ask, as Hato's ``dns.nameservers`` takes it: "ip:port" or "[ipv6]:port"."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return str(self.nameserver)
+
+    @property
+    def nameserver(self) -> HostPort:
+        """Where to ask, as the loaded setting holds it (what ``DnspythonResolver`` takes)."""
+        return HostPort(self.host, self.port)
 
     def start(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET

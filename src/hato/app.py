@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
+import os
 import signal
+import stat
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
-from .accounts import ACCOUNTS_FILE, AccountStore
-from .config import Settings
+from .accounts import ACCOUNTS_FILE, AccountError, AccountStore
+from .config import ServerRecord, Settings, write_server_record
 from .delivery import MaildirAgent, SmtpAgent
 from .events import (
     EventLog,
@@ -39,9 +43,64 @@ from .server import ServerContext, ServerTls, SmtpServer, TlsError
 from .spool import Envelope, Origin, QueueState, Refusal, Spool, SpoolError
 from .trace import TRACE_FILE, Recorder
 
-__all__ = ["Hato", "install_event_loop_policy", "run"]
+__all__ = ["EX_TEMPFAIL", "DataDirInUse", "DataDirLock", "Hato", "install_event_loop_policy", "run"]
 
 LOG_FLUSH_INTERVAL = 0.25
+# The data directory's lock, holding the pid of the Hato that owns the directory.
+LOCK_FILE = "hato.pid"
+PRIVATE_DIR = 0o700
+# sysexits.h: "try again later", as once the other server has stopped.
+EX_TEMPFAIL = 75
+
+
+class DataDirInUse(Exception):
+    """Another process holds the data directory's lock."""
+
+    def __init__(self, data_dir: Path, pid: int | None) -> None:
+        who = f"another Hato (pid {pid})" if pid is not None else "another Hato"
+        super().__init__(f"{who} is using {data_dir}")
+        self.data_dir = data_dir
+        self.pid = pid
+
+
+class DataDirLock:
+    """One Hato per data directory: an exclusive lock on ``DATA/hato.pid``, taken before
+    anything else there is touched (log, trace, accounts, certificate, spool).
+
+    The kernel releases the lock when the process ends however it ends, so a pid left
+    behind by a crash never stops the next start; the pid is only read while locked.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        data_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            raise DataDirInUse(data_dir, pid) from None
+        self._fd: int | None = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # Mail, addresses, user names tried and the TLS key live here: Hato's user only,
+        # also for a directory an administrator made (or an older Hato left) more open.
+        if stat.S_IMODE(data_dir.stat().st_mode) != PRIVATE_DIR:
+            data_dir.chmod(PRIVATE_DIR)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # still locked: no other Hato can be reading it
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        return int(os.pread(fd, 32, 0).decode("ascii").strip())
+    except (OSError, ValueError):  # written an instant from now, or not by a Hato
+        return None
 
 
 class Hato:
@@ -56,6 +115,17 @@ class Hato:
     ) -> None:
         """``filters``: message filters to run after the built-in ones (see ``pipeline``)."""
         self.settings = settings
+        # First of all: a second server must not touch what the running one uses.
+        self.lock = DataDirLock(settings.server.data_dir)
+        try:
+            self._build(settings, log, filters)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _build(
+        self, settings: Settings, log: EventLog | None, filters: tuple[MessageFilter, ...]
+    ) -> None:
         events_file = settings.log.events_file
         self.log = log or EventLog.to_stderr(
             level=str(settings.log.level), json_path=Path(events_file) if events_file else None
@@ -184,6 +254,7 @@ class Hato:
             self.spool.close()
             raise
         self._flusher = asyncio.ensure_future(self._flush_log())
+        self._record()
         self.log.emit(
             ServerStarted(
                 hostname=self.settings.server.hostname,
@@ -195,6 +266,21 @@ class Hato:
             )
         )
         self.log.flush()
+
+    def _record(self) -> None:
+        """What this server uses, for the other commands (see config.ServerRecord)."""
+        server = self.settings.server
+        bound = [*self.bound, *self.smtp.bound_tls, *self.smtp.bound_submission]
+        record = ServerRecord(
+            pid=os.getpid(),
+            started=time.time(),
+            version=__version__,
+            hostname=server.hostname,
+            local_domains=server.local_domains,
+            trusted_networks=self.settings.relay.trusted_networks,
+            listening=tuple(_address(host, port) for host, port in bound),
+        )
+        write_server_record(server.data_dir, record)
 
     def _queue_manager(self) -> QueueManager:
         settings = self.settings
@@ -233,6 +319,7 @@ class Hato:
             log=self.log,
             hostname=settings.server.hostname,
             dsn=settings.dsn,
+            trusted_networks=relay.trusted_networks,
             concurrency=queue.concurrency,
             per_destination=relay.per_destination,
         )
@@ -283,6 +370,7 @@ class Hato:
         self.log.emit(ServerStopped(interrupted_sessions=cut))
         self.log.flush()
         self.log.close()
+        self.lock.release()
         self._stopped.set()
 
     async def wait_stopped(self) -> None:
@@ -331,7 +419,10 @@ def run(settings: Settings) -> int:
     install_event_loop_policy()
     try:
         asyncio.run(_serve(settings))
-    except (OSError, TlsError) as error:
+    except DataDirInUse as error:
+        print(f"hato: {error}", file=sys.stderr)
+        return EX_TEMPFAIL
+    except (OSError, TlsError, SpoolError, AccountError) as error:
         print(f"hato: cannot start: {error}", file=sys.stderr)
         return 1
     return 0

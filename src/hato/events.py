@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import threading
 import time
@@ -47,9 +48,45 @@ __all__ = [
     "TlsReloadFailed",
     "TlsReloaded",
     "TlsStarted",
+    "printable",
 ]
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+# What a terminal would obey rather than show: C0 controls, DEL, C1 controls, the line and
+# paragraph separators, the bidirectional overrides (text that reads other than it is), and
+# lone surrogates (undecodable bytes, which cannot even be printed).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_CONTROL_BUT_LINES = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+# JSON leaves these unescaped (only C0 must be), and a person may still `tail` the file: they
+# are written as \u escapes, which every JSON reader turns back into the same text.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the byte that was not UTF-8
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str, *, lines: bool = False) -> str:
+    """``text`` safe for a terminal: every control character as a visible escape (``\\x1b``).
+
+    Whatever a client or a remote server chose (an EHLO name, a reply, a header) passes
+    through here before a person sees it. With ``lines`` the text is several lines and its
+    line feeds and tabs stay; otherwise they are escaped too, so one line stays one line.
+    """
+    pattern = _CONTROL_BUT_LINES if lines else _CONTROL
+    return pattern.sub(_escape, text)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -360,6 +397,11 @@ class Delivered(OpsEvent):
         return f"{self.queue_id}: to=<{self.recipient}>{via} status=sent ({self.detail})"
 
 
+def _orig_to(original: str | None) -> str:
+    """Postfix's ``orig_to=``: the address as queued, beside the one it expanded to."""
+    return "" if original is None else f" orig_to=<{original}>"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Deferred(OpsEvent):
     name: ClassVar[str] = "deferred"
@@ -370,11 +412,14 @@ class Deferred(OpsEvent):
     detail: str
     attempts: int
     next_attempt: float
+    # The queued recipient, when ``recipient`` is an address it expanded to (an alias).
+    original: str | None = None
 
     def describe(self) -> str:
         when = time.strftime("%H:%M:%S", time.localtime(self.next_attempt))
         return (
-            f"{self.queue_id}: to=<{self.recipient}> status=deferred {self.status} "
+            f"{self.queue_id}: to=<{self.recipient}>{_orig_to(self.original)} status=deferred"
+            f" {self.status} "
             f"({self.detail}); attempt {self.attempts}, next at {when}"
         )
 
@@ -390,10 +435,12 @@ class DeliveryFailed(OpsEvent):
     status: str
     detail: str
     reverse_path: str
+    original: str | None = None  # as in Deferred
 
     def describe(self) -> str:
         return (
-            f"{self.queue_id}: to=<{self.recipient}> status=bounced {self.status} "
+            f"{self.queue_id}: to=<{self.recipient}>{_orig_to(self.original)} status=bounced"
+            f" {self.status} "
             f"({self.detail}); sender <{self.reverse_path}>"
         )
 
@@ -495,10 +542,12 @@ class EventLog:
         with self._lock:
             if self._file is not None:
                 record = {"ts": round(now, 6), "event": event.name, **_fields(event)}
-                self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                line = json.dumps(record, ensure_ascii=False, default=str)
+                self._file.write(_JSON_UNSAFE.sub(_json_escape, line) + "\n")
             if show and self._stream is not None:
                 stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-                self._stream.write(f"{stamp}Z hato {event.level}: {event.describe()}\n")
+                line = printable(event.describe())
+                self._stream.write(f"{stamp}Z hato {event.level}: {line}\n")
 
     def flush(self) -> None:
         with self._lock:

@@ -17,7 +17,9 @@ What it answers:
 
 What it records: every transaction begun with MAIL (``transactions``), with the command
 lines exactly as received and, once DATA ended, the message bytes dot-unstuffed; the
-number of connections (``connections``). With ``hold_after=N`` the connections after the
+number of connections (``connections``). With ``lenient_line_ends=True`` it takes a bare LF
+for a line end in DATA too (as many servers do), so ``\n.\n`` ends the data there: the
+next hop a smuggling attack needs. With ``hold_after=N`` the connections after the
 first N wait before their greeting until ``release()``, so a test can look at the sender
 while it waits for the next attempt, without racing its retry timer.
 
@@ -68,12 +70,14 @@ class ScriptedSmtp:
         pipelining: bool = True,
         hostname: str = "scripted.test",
         hold_after: int | None = None,
+        lenient_line_ends: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.hostname = hostname
         self.dsn = dsn
         self.pipelining = pipelining
         self.hold_after = hold_after
+        self.lenient_line_ends = lenient_line_ends
         self.transactions: list[Transaction] = []
         self.connections = 0
         # Tracebacks of the server's own failures: a bug here, not in the client.
@@ -197,7 +201,7 @@ class _Session(socketserver.StreamRequestHandler):
                     self._reply("554 5.5.1 No valid recipients")
                     continue
                 self._reply("354 End data with <CR><LF>.<CR><LF>")
-                data = self._message(self.rfile)
+                data = self._message(self.rfile, script.lenient_line_ends)
                 if data is None:
                     return
                 transaction.data = data
@@ -232,8 +236,9 @@ class _Session(socketserver.StreamRequestHandler):
         return raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
 
     @staticmethod
-    def _message(stream: BufferedIOBase) -> bytes | None:
+    def _message(stream: BufferedIOBase, lenient: bool) -> bytes | None:
         """Message lines up to the final dot, dot-unstuffed; None if the client went away."""
+        final = (b".\r\n", b".\n") if lenient else (b".\r\n",)
         lines: list[bytes] = []
         while True:
             try:
@@ -242,6 +247,6 @@ class _Session(socketserver.StreamRequestHandler):
                 return None
             if not raw:
                 return None
-            if raw == b".\r\n":
+            if raw in final:
                 return b"".join(lines)
             lines.append(raw[1:] if raw.startswith(b".") else raw)

@@ -30,6 +30,7 @@ class Admin:
 
     def __init__(self, tmp_path: Path) -> None:
         self.data_dir = tmp_path / "data"
+        self.data_dir.mkdir()  # the commands refuse a data directory that does not exist
         self.config = tmp_path / "hato.toml"
         self.config.write_text(CONFIG)
 
@@ -113,7 +114,7 @@ def test_listing_an_empty_data_dir_creates_nothing(admin: Admin) -> None:
     assert admin.json("user", "list") == []
     assert admin.json("alias", "list") == []
     assert admin.ok("alias", "list") == ""
-    assert not admin.data_dir.exists()
+    assert list(admin.data_dir.iterdir()) == []
 
 
 # --- users ---------------------------------------------------------------------------------
@@ -267,6 +268,57 @@ def test_alias_to_an_unknown_local_address_warns(admin: Admin) -> None:
     result = admin("alias", "add", "team@localhost", "ghost@localhost")
     assert result.returncode == 0
     assert "warning: ghost@localhost does not exist" in result.stderr
+
+
+def test_user_add_under_an_existing_alias_says_the_alias_wins(admin: Admin) -> None:
+    admin.ok("alias", "add", "sales@localhost", "alice@remote.example")
+    result = admin("user", "add", "Sales@localhost")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "added user Sales@localhost (no password: it cannot log in)\n"
+    assert result.stderr == (
+        "warning: the alias sales@localhost -> alice@remote.example wins at delivery: mail for"
+        " Sales@localhost goes to alice@remote.example, not into this mailbox; to keep a copy"
+        " here: hato alias add sales@localhost Sales@localhost\n"
+    )
+    # Once the alias lists the mailbox too, both get a copy: nothing to warn about.
+    admin.ok("alias", "add", "sales@localhost", "sales@localhost")
+    admin.ok("user", "remove", "sales@localhost")
+    assert admin("user", "add", "sales@localhost").stderr == ""
+
+
+def test_alias_over_an_existing_user_says_the_mailbox_gets_nothing(admin: Admin) -> None:
+    admin.ok("user", "add", "bob@localhost")
+    result = admin("alias", "add", "bob@localhost", "carol@remote.example")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        "warning: the user bob@localhost exists, and the alias wins at delivery: mail for"
+        " bob@localhost goes to carol@remote.example, not into its mailbox; to keep a copy"
+        " there: hato alias add bob@localhost bob@localhost\n"
+    )
+    assert admin("alias", "add", "bob@localhost", "bob@localhost").stderr == ""
+
+
+def test_an_alias_loop_is_named_when_it_is_made(admin: Admin) -> None:
+    admin.ok("user", "add", "alice@localhost")
+    first = admin("alias", "add", "a@localhost", "b@localhost", "alice@localhost")
+    assert first.returncode == 0
+    assert "loop" not in first.stderr  # b does not exist yet: that warning only
+    second = admin("alias", "add", "b@localhost", "a@localhost")
+    assert second.returncode == 0, second.stderr
+    assert second.stderr == (
+        "warning: alias loop: b@localhost -> a@localhost -> b@localhost; mail for"
+        " b@localhost that goes round it is returned to its sender as undeliverable (5.4.6),"
+        " while the other addresses it leads to (alice@localhost) still get their copy\n"
+    )
+    # A loop with no way out delivers nothing at all.
+    third = admin("alias", "add", "x@localhost", "x2@localhost")
+    assert third.returncode == 0
+    fourth = admin("alias", "add", "x2@localhost", "x@localhost")
+    assert fourth.stderr == (
+        "warning: alias loop: x2@localhost -> x@localhost -> x2@localhost; mail for"
+        " x2@localhost that goes round it is returned to its sender as undeliverable (5.4.6),"
+        " and nothing is delivered\n"
+    )
 
 
 def test_alias_refusals(admin: Admin) -> None:

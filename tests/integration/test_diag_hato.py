@@ -122,6 +122,65 @@ def test_relay_denied_and_relay_test_closed(plain: HatoProcess, tmp_path: Path) 
     assert relay["started"] <= mails[1]
 
 
+def relay_findings(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f["code"]: f for f in report["hosts"][0]["findings"] if f["code"].startswith("relay")}
+
+
+def test_relay_test_says_when_our_own_hato_trusts_the_client(
+    hato_factory: Callable[..., HatoProcess], tmp_path: Path
+) -> None:
+    # The built-in trusted networks (127.0.0.0/8, ::1), which the test servers leave out.
+    trusting = hato_factory(
+        accept_all=False,
+        name="trusting",
+        extra_args=("-o", 'relay.trusted_networks=["127.0.0.0/8"]'),
+    )
+    trusting.start()
+    server = f"127.0.0.1:{trusting.port}"
+    status, report, _ = run_test(
+        "postmaster@localhost", "--server", server, "--relay-test", "--no-tls",
+        "--data-dir", str(trusting.data_dir), cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0, report  # warned, not failed: this is no open relay
+    checks = report["hosts"][0]["relay_checks"]
+    # The foreign recipient and the source route (which RFC 5321 says to ignore) are
+    # relayed; the other forms name a local mailbox that is none.
+    verdicts = [c["verdict"] for c in checks]
+    assert verdicts == ["trusted", "closed", "trusted", "closed", "closed"], checks
+    found = relay_findings(report)
+    assert list(found) == ["relay-trusted"], found
+    trusted = found["relay-trusted"]
+    assert trusted["severity"] == "warn"
+    assert "127.0.0.1 is in its relay.trusted_networks (127.0.0.0/8)" in trusted["title"]
+    assert "554 5.7.1 Relay access denied" in trusted["explanation"]  # what outsiders get
+    assert "server.json" in trusted["explanation"]
+    assert steps(report)["relay test"] == "warn"
+    text = hato("test", "postmaster@localhost", "--server", server, "--relay-test", "--no-tls",
+                "--data-dir", str(trusting.data_dir), "--timeout", "10", cwd=tmp_path)  # fmt: skip
+    assert "OPEN RELAY" not in text.stdout and "trusted" in text.stdout
+
+    # Without this Hato's data directory, nothing says it is ours: a relay is then an open
+    # relay, unless that server trusts this client, and the report says both.
+    status, report, _ = run_test(
+        "postmaster@localhost", "--server", server, "--relay-test", "--no-tls", cwd=tmp_path
+    )
+    assert status == 1
+    assert report["hosts"][0]["relay_checks"][0]["verdict"] == "open"
+    opened = relay_findings(report)["relay-open"]
+    assert "for 127.0.0.1: an OPEN RELAY, unless it trusts that address" in opened["title"]
+
+
+def test_relay_test_after_auth_is_no_open_relay(plain: HatoProcess, tmp_path: Path) -> None:
+    status, report, _ = run_test(
+        USER, "--server", f"127.0.0.1:{plain.port}", "--relay-test",
+        "--auth-user", USER, "--auth-password", PASSWORD, cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0, report
+    assert report["hosts"][0]["relay_checks"][0]["verdict"] == "trusted"
+    assert "open" not in {c["verdict"] for c in report["hosts"][0]["relay_checks"]}
+    assert list(relay_findings(report)) == ["relay-authenticated"]
+
+
 def test_require_tls_fails_on_self_signed(plain: HatoProcess, tmp_path: Path) -> None:
     status, report, _ = run_test(
         USER, "--server", f"127.0.0.1:{plain.port}", "--require-tls", cwd=tmp_path

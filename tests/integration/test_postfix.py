@@ -45,6 +45,8 @@ def hato_peer(postfix: Postfix, hato_factory: Callable[..., HatoProcess]) -> Hat
         ),
     )
     # The account commands read no -o options: the domain becomes local in the store too.
+    # Before the first start they need the data directory made for them.
+    process.data_dir.mkdir(parents=True, exist_ok=True)
     for command in (
         ("domain", "add", PEER_DOMAIN),
         ("user", "add", SENDER),

@@ -330,8 +330,10 @@ def test_temporary_failure_is_deferred_shown_in_the_queue_and_retried(
     assert 0.5 <= deferred["next_attempt"] - deferred["ts"] <= 1.101
     listing = cli(a, "queue", "list").stdout
     when = time.strftime("%H:%M:%S", time.localtime(deferred["next_attempt"]))
-    reason = f"(4.3.0 mx.d.test said: 451 4.3.0 Mailbox busy, try again later; retry {when})"
-    assert queue_id in listing and reason in listing and "later@d.test" in listing
+    reason = "(4.3.0 mx.d.test said: 451 4.3.0 Mailbox busy, try again later; "
+    # Listed within the second, it shows the time; later, that the retry is running.
+    assert f"{reason}retry {when})" in listing or f"{reason}being retried now)" in listing
+    assert queue_id in listing and "later@d.test" in listing
     assert a.events("delivered") == []
 
     hop.release()
@@ -570,3 +572,62 @@ def test_messages_to_one_host_share_a_session(
     assert len(delivered) == 3
     # RFC 5321 3.3: one session, several transactions (the kept session was reused).
     assert {t.connection for t in delivered} == {1}
+
+
+def test_bare_line_ends_received_with_bdat_never_smuggle_a_second_message(
+    hato_factory: Callable[..., HatoProcess], net: Net, next_hop: Callable[..., ScriptedSmtp]
+) -> None:
+    # CVE-2023-51764 with Hato as the relay: a message for a forwarding alias, sent with
+    # BDAT (length-framed, so its bare LFs end nothing here), relayed with DATA to a next
+    # hop that ends lines at LF. Under "normalize" Hato stores CRLF; the client stuffs
+    # the dot, so the next hop reads one message whose text holds the "commands".
+    hop = next_hop(lenient_line_ends=True)
+    a = start_hato(hato_factory, net, "a", extra=("-o", "smtp.bare_newline=normalize"))
+    cli(a, "alias", "add", "fwd@a.test", "reader@d.test")
+    forged = (
+        b"\n.\nMAIL FROM:<ceo@a.test>\nRCPT TO:<victim@d.test>\nDATA\n"
+        b"Subject: forged\n\nWire the money.\n.\n"
+    )
+    payload = b"Subject: hello\r\n\r\nhello" + forged
+    with socket.create_connection((a.host, a.port), timeout=10) as sock:
+        stream = sock.makefile("rwb")
+
+        def say(line: bytes) -> bytes:
+            stream.write(line)
+            stream.flush()
+            while (answer := stream.readline())[3:4] == b"-":
+                pass
+            return answer
+
+        assert say(b"")[:3] == b"220"
+        assert say(b"EHLO client.test\r\n")[:3] == b"250"
+        assert say(b"MAIL FROM:<someone@elsewhere.test>\r\n")[:3] == b"250"
+        assert say(b"RCPT TO:<fwd@a.test>\r\n")[:3] == b"250"
+        assert say(b"BDAT %d LAST\r\n" % len(payload) + payload)[:3] == b"250"
+        say(b"QUIT\r\n")
+    a.wait_for_event("delivered", recipient="fwd@a.test")  # logged under the alias
+    (delivered,) = hop.delivered()
+    assert len(hop.transactions) == 1
+    assert delivered.recipients == ["RCPT TO:<reader@d.test>"]
+    assert delivered.data is not None
+    assert b"hello\r\n.\r\nMAIL FROM:<ceo@a.test>\r\nRCPT TO:<victim@d.test>\r\n" in delivered.data
+    assert delivered.data.count(b"\n") == delivered.data.count(b"\r\n")
+
+
+def test_bare_line_ends_in_bdat_are_refused_by_default(
+    hato_factory: Callable[..., HatoProcess], net: Net
+) -> None:
+    a = start_hato(hato_factory, net, "a")
+    cli(a, "alias", "add", "fwd@a.test", "reader@d.test")
+    payload = b"Subject: hello\r\n\r\nhello\n.\nMAIL FROM:<ceo@a.test>\n"
+    with socket.create_connection((a.host, a.port), timeout=10) as sock:
+        stream = sock.makefile("rwb")
+        stream.write(
+            b"EHLO client.test\r\nMAIL FROM:<someone@elsewhere.test>\r\nRCPT TO:<fwd@a.test>\r\n"
+            b"BDAT %d LAST\r\n" % len(payload) + payload + b"QUIT\r\n"
+        )
+        stream.flush()
+        replies = [line for line in stream.read().split(b"\r\n") if line[3:4] == b" "]
+    assert replies[-2].startswith(b"550 5.5.2 Error: bare <CR> or <LF> in message data")
+    assert replies[-1].startswith(b"221")
+    assert "fwd@a.test" not in a.cli("queue", "list").stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import select
 import signal
 import socket
 import time
@@ -147,6 +149,54 @@ def test_activity_keeps_a_session_open(
     for _ in range(3):
         time.sleep(0.5)
         assert client.reply("NOOP") == "250 2.0.0 Ok"
+
+
+def drip(client: SmtpLineClient, data: bytes, pause: float) -> None:
+    """Send ``data`` one byte at a time, ``pause`` seconds apart, until the server speaks."""
+    for byte in data:
+        try:
+            client.send(bytes([byte]))
+        except OSError:
+            return  # closed already
+        if select.select([client.sock], [], [], pause)[0]:
+            return
+
+
+def test_a_command_dripped_slower_than_the_timeout_is_cut_off(
+    short_idle: HatoProcess, smtp_connect: Callable[..., SmtpLineClient]
+) -> None:
+    client = smtp_connect(short_idle.port, timeout=10)
+    greet(client)
+    started = time.monotonic()
+    # A byte every 0.25 s: bytes keep coming, but no command line is complete within 1 s.
+    drip(client, b"NOOP" + b" " * 36 + b"\r\n", 0.25)
+    assert client.read_reply() == [TIMEOUT]
+    assert client.expect_closed() == b""
+    assert time.monotonic() - started < 8.0  # the whole line would have taken 10 s
+
+
+def test_an_auth_answer_dripped_slower_than_the_timeout_is_cut_off(
+    hato_factory: Callable[..., HatoProcess], smtp_connect: Callable[..., SmtpLineClient]
+) -> None:
+    hato = hato_factory(config="[smtp]\nidle_timeout = 1.0\n[auth]\nallow_plaintext = true\n")
+    hato.start()
+    client = smtp_connect(hato.port, timeout=10)
+    greet(client)
+    assert client.reply("AUTH LOGIN") == "334 VXNlcm5hbWU6"
+    drip(client, base64.b64encode(b"someone@localhost" * 3) + b"\r\n", 0.25)
+    assert client.read_reply() == [TIMEOUT]
+    assert client.expect_closed() == b""
+
+
+def test_message_data_renews_the_timeout_with_every_read(
+    short_idle: HatoProcess, smtp_connect: Callable[..., SmtpLineClient]
+) -> None:
+    # As Postfix's smtpd_timeout in DATA: each read counts, however small (2 s in all).
+    client = smtp_connect(short_idle.port, timeout=10)
+    start_data(client)
+    drip(client, b"Subject: slow\r\n\r\n" + b"x" * 4, 0.1)
+    client.send(b"\r\n.\r\n")
+    assert client.read_reply()[-1].startswith("250 2.0.0 Ok: queued as ")
 
 
 def test_too_many_errors(hato: HatoProcess, smtp_connect: Callable[..., SmtpLineClient]) -> None:

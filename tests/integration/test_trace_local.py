@@ -127,3 +127,42 @@ def test_disabled_recorder_keeps_nothing(hato_factory: Callable[..., HatoProcess
     assert not list(hato.data_dir.glob("trace.sqlite3*"))
     done = hato.cli("trace", "--since", "1h")
     assert done.returncode == 1 and "no trace recorded" in done.stderr
+
+
+def test_a_search_finds_refused_recipients_which_have_no_queue_id(
+    hato_plain: HatoProcess, smtp_connect: Callable[[int], SmtpLineClient]
+) -> None:
+    hato = hato_plain
+    client = smtp_connect(hato.port)
+    assert client.read_reply()[0].startswith("220 ")
+    assert client.reply("EHLO client.example").startswith("250 ")
+    assert client.reply("MAIL FROM:<sender@example.org>").startswith("250 ")
+    assert client.reply("RCPT TO:<nobody@localhost>").startswith("550 5.1.1")
+    assert client.reply("RCPT TO:<someone@elsewhere.example>").startswith("554 5.7.1")
+    assert client.reply("RCPT TO:<postmaster@localhost>").startswith("250 ")
+    assert client.reply("DATA").startswith("354 ")
+    client.send(b"Subject: one got through\r\n\r\nhi\r\n.\r\n")
+    assert client.read_reply()[-1].startswith("250 ")
+    client.reply("QUIT")
+
+    def search(*args: str) -> Any:
+        done = hato.cli("trace", *args, "--json")
+        assert done.returncode == 0, done.stderr
+        found = json.loads(done.stdout)
+        return found if any(item["kind"] == "refusal" for item in found) else None
+
+    (refused,) = hato.poll(lambda: search("--recipient", "NOBODY@"), what="the refusal")
+    assert refused["stage"] == "RCPT" and refused["recipient"] == "nobody@localhost"
+    assert refused["reply"].startswith("550 5.1.1") and refused["sender"] == "sender@example.org"
+    assert refused["client"].startswith("[127.0.0.1]:")
+    by_sender = search("--sender", "sender@example.org", "--since", "1h")
+    assert [(item["kind"], item.get("recipient")) for item in by_sender] == [
+        ("refusal", "nobody@localhost"),
+        ("refusal", "someone@elsewhere.example"),
+        ("message", None),
+    ]
+    text = hato.cli("trace", "--recipient", "elsewhere.example").stdout
+    assert text.startswith("Refused (nothing queued, so no queue ID):\nrefused RCPT  ")
+    assert "    to <someone@elsewhere.example>\n    554 5.7.1" in text
+    assert f"session {refused['session']}" in hato.cli("trace", "--recipient", "nobody@").stdout
+    assert hato.cli("trace", "--recipient", "nobody@else").stdout == "No message matches.\n"

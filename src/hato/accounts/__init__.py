@@ -8,8 +8,8 @@ What this package promises:
   server needs no restart or signal after ``hato user add``.
 - Addresses and domains are normalized in one place (``parse_address``,
   ``normalize_domain``): domains are lowercase A-labels without a final dot; local parts are
-  kept as written and compared without their quoting, casefolded unless the store is
-  case-sensitive ("postmaster" is always compared case-insensitively).
+  kept as written, in Unicode NFC, and compared without their quoting, casefolded unless the
+  store is case-sensitive ("postmaster" is always compared case-insensitively).
 - Passwords are stored only as scrypt hashes (``hash_password``), checked in constant time
   (``verify_password_hash``), and never logged, stored in clear or put in a message. Checking
   an unknown user's password costs as much as a known one's.
@@ -23,6 +23,8 @@ from hato.accounts._address import (
     POSTMASTER,
     Address,
     display_domain,
+    fold_local,
+    nfc,
     normalize_domain,
     parse_address,
     parse_alias_source,
@@ -41,7 +43,9 @@ __all__ = [
     "InvalidInput",
     "User",
     "display_domain",
+    "fold_local",
     "hash_password",
+    "nfc",
     "normalize_domain",
     "parse_address",
     "parse_alias_source",

@@ -1,14 +1,18 @@
 """Normalization of domains and addresses, in one place for the store and the router.
 
-Domains are compared as lowercase A-labels without a final dot; local parts are kept as
-written for display and compared through a key: the local part with its quoting removed
-(RFC 5321 4.1.2: ``"abc"@d`` and ``abc@d`` are one mailbox), casefolded unless local parts
-are case-sensitive.
+Domains are compared as lowercase A-labels without a final dot (IDNA's nameprep already
+maps every Unicode form of a name to one A-label); local parts are kept as written, in
+Unicode NFC, for display and compared through a key: the local part with its quoting
+removed (RFC 5321 4.1.2: ``"abc"@d`` and ``abc@d`` are one mailbox), casefolded unless
+local parts are case-sensitive. NFC (RFC 6530 section 10.1, RFC 8264's "canonical
+equivalence") makes a decomposed "u" + U+0308 and the precomposed "ü" one local part:
+they look identical, so they must never be two mailboxes.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from hato.accounts._errors import InvalidInput
@@ -18,6 +22,8 @@ __all__ = [
     "POSTMASTER",
     "Address",
     "display_domain",
+    "fold_local",
+    "nfc",
     "normalize_domain",
     "parse_address",
     "parse_alias_source",
@@ -31,6 +37,19 @@ POSTMASTER = "postmaster"
 _ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\u0080-\U0010ffff"
 _DOT_STRING = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
 _QUOTED_PAIR = re.compile(r"\\(.)")
+
+
+def nfc(text: str) -> str:
+    """``text`` in Unicode NFC (plain ASCII, the common case, is returned as it is)."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
+def fold_local(content: str) -> str:
+    """The caseless key of an unquoted local part: canonical caseless matching (Unicode
+    3.13, D145), kept in NFC, since casefold() alone may leave a string unnormalized."""
+    if content.isascii():
+        return content.casefold()
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFD", content).casefold())
 
 
 def normalize_domain(text: str) -> str:
@@ -64,10 +83,15 @@ class Address:
 
     A catch-all alias source has the empty local part and reads ``@domain``. An address
     parsed with ``allow_literal`` may have an ``[IP]`` literal as its domain, kept as written.
+    The local part is always in NFC, however the Address was made.
     """
 
     local_part: str
     domain: str
+
+    def __post_init__(self) -> None:
+        if not self.local_part.isascii():
+            object.__setattr__(self, "local_part", nfc(self.local_part))
 
     @property
     def text(self) -> str:
@@ -96,7 +120,7 @@ class Address:
         """
         if case_sensitive and not self.is_postmaster:
             return self.content
-        return self.content.casefold()
+        return fold_local(self.content)
 
     def with_content(self, content: str) -> Address:
         """The address with another (unquoted) local part, quoted again if it needs it."""

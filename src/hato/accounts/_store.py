@@ -14,13 +14,19 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from hato.accounts._address import Address, normalize_domain, parse_address, parse_alias_source
+from hato.accounts._address import (
+    Address,
+    nfc,
+    normalize_domain,
+    parse_address,
+    parse_alias_source,
+)
 from hato.accounts._errors import AccountError, InvalidInput
 from hato.accounts._password import hash_password, verify_password_hash
 
@@ -28,7 +34,8 @@ __all__ = ["ACCOUNTS_FILE", "AccountStore", "Alias", "User"]
 
 ACCOUNTS_FILE = "accounts.sqlite3"
 
-_SCHEMA_VERSION = 1
+# 2: local parts and their keys in Unicode NFC (version 1 stored them as typed).
+_SCHEMA_VERSION = 2
 # Local parts are kept as written (local_part) and found through two keys: exact_key, the
 # local part without quoting, and fold_key, its casefold(). Both are stored so that the
 # case_sensitive setting can change without rewriting the table. A catch-all alias has
@@ -162,6 +169,9 @@ class AccountStore:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            elif version == 1:
+                _migrate_to_nfc(conn)
                 conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             elif version != _SCHEMA_VERSION:
                 raise AccountError(
@@ -328,7 +338,7 @@ class AccountStore:
                 raise AccountError(f"user {found[0]}@{user.domain} already exists")
             conn.execute(
                 "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (user.domain, exact, exact.casefold(), user.local_part, hashed, quota, created),
+                (user.domain, exact, user.key(False), user.local_part, hashed, quota, created),
             )
         return User(
             address=user.text,
@@ -451,7 +461,7 @@ class AccountStore:
                     (
                         alias.domain,
                         alias.content,
-                        alias.content.casefold(),
+                        alias.key(False),
                         alias.local_part,
                         self._clock(),
                     ),
@@ -552,6 +562,33 @@ class AccountStore:
     def _target_key(self, target: str) -> tuple[str, str]:
         address = parse_address(target)
         return address.key(self._case_sensitive), address.domain
+
+
+def _migrate_to_nfc(conn: sqlite3.Connection) -> None:
+    """Rewrite version 1's local parts and keys in NFC, as every lookup now asks for them.
+
+    A row whose NFC form another row already has (the two look-alike users the change is
+    for) keeps its old keys: nothing is deleted, and ``hato user list`` still shows both.
+    """
+    for table, key_column in (("users", "exact_key"), ("aliases", "id")):
+        rows = conn.execute(f"SELECT {key_column}, domain, local_part FROM {table}").fetchall()
+        for row_key, domain, local_part in rows:
+            address = Address(str(local_part), str(domain))  # NFC from here on
+            if address.local_part == local_part:
+                continue
+            where = "domain = ? AND exact_key = ?" if table == "users" else "id = ?"
+            params = (domain, row_key) if table == "users" else (row_key,)
+            with suppress(sqlite3.IntegrityError):
+                conn.execute(
+                    f"UPDATE {table} SET local_part = ?, exact_key = ?, fold_key = ? WHERE {where}",
+                    (address.local_part, address.content, address.key(False), *params),
+                )
+    for alias_id, position, target in conn.execute("SELECT * FROM alias_targets").fetchall():
+        if nfc(str(target)) != target:
+            conn.execute(
+                "UPDATE alias_targets SET target = ? WHERE alias_id = ? AND position = ?",
+                (nfc(str(target)), alias_id, position),
+            )
 
 
 def _user(row: tuple[Any, ...]) -> User:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from .. import __version__
@@ -20,6 +22,10 @@ __all__ = ["main"]
 @click.version_option(__version__, prog_name="hato")
 def main() -> None:
     """Hato, a mail transfer agent."""
+    # Whatever a command creates in the data directory (logs, trace, accounts, spool,
+    # mailboxes, keys, and the -wal/-shm files SQLite makes) is for Hato's user alone,
+    # whatever umask the shell or service manager passed on.
+    os.umask(0o077)
 
 
 main.add_command(serve)

@@ -30,8 +30,8 @@ from ..accounts import (
     parse_address,
 )
 from ..config import Settings
-from ..routing import LocalRouter, Unknown
-from ._common import config_options, settings_from
+from ..routing import ALIAS_LOOP, LocalRouter, Unknown
+from ._common import config_options, data_settings
 
 __all__ = ["alias", "domain", "user"]
 
@@ -134,7 +134,7 @@ def domain() -> None:
 @click.argument("name")
 def domain_add(config_path: Path | None, data_dir: Path | None, name: str) -> None:
     """Make NAME a local domain, so that users and aliases can be added to it."""
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     store = _open(settings)
     with store, _reported():
         added = store.add_domain(name)
@@ -147,7 +147,7 @@ def domain_add(config_path: Path | None, data_dir: Path | None, name: str) -> No
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of domains.")
 def domain_list(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
     """List local domains: those of the configuration (marked) and of the store."""
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     configured = settings.server.local_domains
     rows = []
     with _existing(settings) as store:
@@ -181,7 +181,7 @@ def domain_list(config_path: Path | None, data_dir: Path | None, as_json: bool) 
 @click.option("--force", is_flag=True, help="Remove the domain's users and aliases with it.")
 def domain_remove(config_path: Path | None, data_dir: Path | None, name: str, force: bool) -> None:
     """Remove the local domain NAME; refused while it has users or aliases, unless --force."""
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     with _reported():
         wanted = normalize_domain(name)
     store = _open(settings)
@@ -246,7 +246,7 @@ def user_add(
     """Add the mailbox ADDRESS. Without a password it receives mail but cannot log in."""
     if password is not None and password_stdin:
         raise click.UsageError("give either --password or --password-stdin, not both")
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     with _reported():
         parse_address(address)
     if password_stdin:
@@ -254,9 +254,33 @@ def user_add(
     store = _open(settings)
     with store, _reported():
         added = store.add_user(address, password, quota)
+        shadow = _shadowing_alias(_router(settings, store), store, added)
     details = [f"quota {format_size(quota)}"] if quota else []
     details.append("password set" if added.has_password else "no password: it cannot log in")
     click.echo(f"added user {added.address} ({', '.join(details)})")
+    if shadow is not None:
+        _warn(
+            f"the alias {shadow.source} -> {', '.join(shadow.targets)} wins at delivery: mail"
+            f" for {added.address} goes to {', '.join(shadow.targets)}, not into this mailbox;"
+            f" to keep a copy here: hato alias add {shadow.source} {added.address}"
+        )
+
+
+def _shadowing_alias(router: LocalRouter, store: AccountStore, user: User) -> Alias | None:
+    """The alias of the user's own address, when it keeps mail out of the mailbox (an alias
+    is looked up before a mailbox; one that lists the address itself delivers there too)."""
+    found = store.get_alias(user.address)
+    if found is None or _reaches(router, user.address, user):
+        return None
+    return found
+
+
+def _reaches(router: LocalRouter, address: str, user: User) -> bool:
+    return any(m.address == user.address for m in router.expand(address).mailboxes)
+
+
+def _warn(text: str) -> None:
+    click.echo(f"warning: {text}", err=True)
 
 
 def _user_dict(found: User) -> dict[str, object]:
@@ -271,7 +295,7 @@ def user_list(
     config_path: Path | None, data_dir: Path | None, domain_name: str | None, as_json: bool
 ) -> None:
     """List users, all or those of DOMAIN."""
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     with _reported():
         wanted = None if domain_name is None else normalize_domain(domain_name)
     found: tuple[User, ...] = ()
@@ -298,7 +322,7 @@ def user_list(
 @click.argument("address")
 def user_remove(config_path: Path | None, data_dir: Path | None, address: str) -> None:
     """Remove the user ADDRESS (the mail already delivered to it stays on disk)."""
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     store = _open(settings)
     with store, _reported():
         found = store.get_user(address)
@@ -321,7 +345,7 @@ def user_passwd(
     """Set the password of ADDRESS, asked for twice when stdin is a terminal."""
     if clear and password_stdin:
         raise click.UsageError("give either --clear or --password-stdin, not both")
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     store = _open(settings)
     with store, _reported():
         found = store.get_user(address)
@@ -360,15 +384,46 @@ def alias_add(
     config_path: Path | None, data_dir: Path | None, source: str, targets: tuple[str, ...]
 ) -> None:
     """Send mail for SOURCE to each TARGET (local or remote); adds to an existing alias."""
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     store = _open(settings)
     with store, _reported():
         added = store.add_alias(source, targets)
         router = _router(settings, store)
         missing = [t for t in added.targets if isinstance(router.lookup(t), Unknown)]
+        warnings = _alias_warnings(router, store, added)
     click.echo(f"{added.source} -> {', '.join(added.targets)}")
     for target in missing:
-        click.echo(f"warning: {target} does not exist (yet); mail for it will bounce", err=True)
+        _warn(f"{target} does not exist (yet); mail for it will bounce")
+    for text in warnings:
+        _warn(text)
+
+
+def _alias_warnings(router: LocalRouter, store: AccountStore, added: Alias) -> list[str]:
+    """What the alias will do that its author may not expect: hide a mailbox, or loop."""
+    if added.source.startswith("@"):
+        return []  # a catch-all only takes what no user or alias has
+    found: list[str] = []
+    expansion = router.expand(added.source)
+    user = store.get_user(added.source)
+    if user is not None and not _reaches(router, added.source, user):
+        found.append(
+            f"the user {user.address} exists, and the alias wins at delivery: mail for"
+            f" {user.address} goes to {', '.join(added.targets)}, not into its mailbox;"
+            f" to keep a copy there: hato alias add {added.source} {user.address}"
+        )
+    reached = [m.address for m in expansion.mailboxes] + list(expansion.remote)
+    rest = (
+        f"while the other addresses it leads to ({', '.join(reached)}) still get their copy"
+        if reached
+        else "and nothing is delivered"
+    )
+    for failure in expansion.failures:
+        if failure.status == ALIAS_LOOP:
+            found.append(
+                f"{failure.reason}; mail for {added.source} that goes round it is returned to"
+                f" its sender as undeliverable ({ALIAS_LOOP}), {rest}"
+            )
+    return found
 
 
 @alias.command("list")
@@ -376,7 +431,7 @@ def alias_add(
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of aliases.")
 def alias_list(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
     """List aliases and their targets."""
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     found: tuple[Alias, ...] = ()
     with _existing(settings) as store:
         if store is not None:
@@ -396,7 +451,7 @@ def alias_remove(
     config_path: Path | None, data_dir: Path | None, source: str, target: str | None
 ) -> None:
     """Remove the alias SOURCE, or only its TARGET (the alias goes with its last target)."""
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     store = _open(settings)
     with store, _reported():
         store.remove_alias(source, target)

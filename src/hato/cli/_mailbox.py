@@ -18,7 +18,8 @@ import click
 
 from ..accounts import InvalidInput, parse_address
 from ..delivery import MaildirAgent, MaildirMessage
-from ._common import config_options, settings_from
+from ..events import printable
+from ._common import config_options, data_settings
 
 __all__ = ["mailbox"]
 
@@ -37,7 +38,7 @@ class _Mailbox:
     """One address's mailbox: the agent that knows its layout, and its name parts."""
 
     def __init__(self, address: str, config_path: Path | None, data_dir: Path | None) -> None:
-        settings = settings_from(config_path, data_dir=data_dir)
+        settings = data_settings(config_path, data_dir)
         try:
             parsed = parse_address(address)
         except InvalidInput as exc:
@@ -129,8 +130,8 @@ def list_(config_path: Path | None, data_dir: Path | None, address: str, as_json
     for number, message in enumerate(messages, 1):
         click.echo(
             f"{number:>4}  {_short_date(message):<16}"
-            f"  {_cut(message.from_, _FROM_WIDTH):<{_FROM_WIDTH}}"
-            f"  {_cut(message.subject, _SUBJECT_WIDTH):<{_SUBJECT_WIDTH}}"
+            f"  {_cut(printable(message.from_), _FROM_WIDTH):<{_FROM_WIDTH}}"
+            f"  {_cut(printable(message.subject), _SUBJECT_WIDTH):<{_SUBJECT_WIDTH}}"
             f"  {message.size:>9}  {message.folder}"
         )
 
@@ -181,7 +182,8 @@ def show(
                 click.echo(json.dumps(summary, indent=2))
             else:
                 for line in file:
-                    click.echo(_text(line), nl=False)
+                    # The sender wrote it: a person reads it, a terminal must not obey it.
+                    click.echo(printable(_text(line), lines=True), nl=False)
     except FileNotFoundError:
         # An IMAP server moved it to cur/ or expunged it since we listed the mailbox.
         click.echo(f"message {number} of {address} is gone; list the mailbox again", err=True)

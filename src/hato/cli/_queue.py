@@ -7,19 +7,23 @@ Changes (hold, release, flush, delete) are written to the spool's index; a runni
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
 import click
 
-from ..spool import QueueEntry, QueueState, SpoolError, is_queue_id, message_path
-from ._common import config_options, settings_from
+from ..config import read_server_record
+from ..events import printable
+from ..spool import HoldChange, QueueEntry, QueueState, SpoolError, is_queue_id, message_path
+from ._common import config_options, data_settings
 
 __all__ = ["queue"]
 
 # How much of a message `queue show` reads to find its header, unless --full.
 HEADER_PREVIEW_BYTES = 64 * 1024
 SPOOL_INDEX = "spool.sqlite3"
+ALL = "ALL"  # every queued message, for delete, hold and release (as postsuper says it)
 
 
 @click.group()
@@ -29,7 +33,7 @@ def queue() -> None:
 
 def _state(config_path: Path | None, data_dir: Path | None) -> QueueState | None:
     """The queue state; None when no server has created a spool there yet."""
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     if not (settings.server.data_dir / SPOOL_INDEX).exists():
         return None
     try:
@@ -58,11 +62,25 @@ def list_(config_path: Path | None, data_dir: Path | None, as_json: bool) -> Non
         click.echo(json.dumps([e.to_dict() for e in entries], indent=2))
     elif not entries:
         click.echo("Mail queue is empty")
-    else:
-        _print_queue(entries)
+    elif state is not None:
+        record = read_server_record(state.data_dir)
+        _print_queue(entries, serving=record is not None and record.running)
 
 
-def _print_queue(entries: list[QueueEntry]) -> None:
+def _retry(next_attempt: float, now: float, *, serving: bool, held: bool) -> str:
+    """When the next attempt is: a time, or, once due, that it runs (or waits for a server)."""
+    if held:
+        return "on hold: no retry until released"
+    if next_attempt <= now:
+        # Due: the queue manager is on it (an attempt keeps the time it was due at).
+        return "being retried now" if serving else "retry due now; hato serve is not running"
+    moment = time.localtime(next_attempt)
+    same_day = time.localtime(now)[:3] == moment[:3]
+    return "retry " + time.strftime("%H:%M:%S" if same_day else "%b %d %H:%M:%S", moment)
+
+
+def _print_queue(entries: list[QueueEntry], *, serving: bool) -> None:
+    now = time.time()
     click.echo(
         f"{'-Queue ID-':<16} {'--Size--':>9} {'----Arrival Time----':<20}  -Sender/Recipient-"
     )
@@ -71,12 +89,14 @@ def _print_queue(entries: list[QueueEntry]) -> None:
         arrival = time.strftime("%a %b %d %H:%M:%S", time.localtime(envelope.arrival))
         sender = envelope.reverse_path or "MAILER-DAEMON"
         mark = "!" if entry.held else " "  # as in mailq: ! is a held message
-        click.echo(f"{entry.queue_id + mark:<16} {entry.size:>9} {arrival:<20}  {sender}")
+        click.echo(
+            printable(f"{entry.queue_id + mark:<16} {entry.size:>9} {arrival:<20}  {sender}")
+        )
         for recipient in entry.pending:
             if recipient.detail:
-                when = time.strftime("%H:%M:%S", time.localtime(recipient.next_attempt))
-                click.echo(f"{'':<49}({recipient.status} {recipient.detail}; retry {when})")
-            click.echo(f"{'':<49}{recipient.address}")
+                when = _retry(recipient.next_attempt, now, serving=serving, held=entry.held)
+                click.echo(printable(f"{'':<49}({recipient.status} {recipient.detail}; {when})"))
+            click.echo(printable(f"{'':<49}{recipient.address}"))
     total = sum(e.size for e in entries)
     noun = "Request" if len(entries) == 1 else "Requests"
     click.echo(f"-- {(total + 1023) // 1024} Kbytes in {len(entries)} {noun}.")
@@ -109,7 +129,8 @@ def show(
         raise click.ClickException(f"{queue_id}: cannot read the message: {error}") from None
     _print_entry(entry)
     click.echo(f"*** MESSAGE {'CONTENTS' if full else 'HEADER'} {queue_id} ***")
-    click.echo(content.decode("utf-8", errors="replace").replace("\r\n", "\n"), nl=False)
+    text = content.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    click.echo(printable(text, lines=True), nl=False)
 
 
 def _print_entry(entry: QueueEntry) -> None:
@@ -118,13 +139,13 @@ def _print_entry(entry: QueueEntry) -> None:
         if key == "arrival":
             value = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(float(value)))
         if key != "recipients":
-            click.echo(f"{key}: {value}")
+            click.echo(printable(f"{key}: {value}"))
     for recipient, original in zip(entry.recipients, entry.envelope.recipients, strict=True):
         notify = ",".join(original.notify) or "-"
         line = f"recipient: {recipient.address} (notify={notify}) {recipient.state}"
         if recipient.detail:
             line += f" after {recipient.attempts} attempts: {recipient.status} {recipient.detail}"
-        click.echo(line)
+        click.echo(printable(line))
     click.echo(f"size: {entry.size}")
 
 
@@ -140,56 +161,94 @@ def _admin(config_path: Path | None, data_dir: Path | None) -> QueueState:
     return state
 
 
-@queue.command()
-@config_options
-@click.argument("queue_ids", metavar="[QUEUE_ID]...", nargs=-1)
-def flush(config_path: Path | None, data_dir: Path | None, queue_ids: tuple[str, ...]) -> None:
-    """Attempt delivery now: all deferred mail, or the given messages (postqueue -f / -i)."""
+def _targets(state: QueueState, queue_ids: tuple[str, ...]) -> list[str]:
+    """The IDs named, or every queued message's for ``ALL`` (as postsuper takes it)."""
+    if queue_ids == (ALL,):
+        return state.queue_ids()
     _check_ids(queue_ids)
-    with _admin(config_path, data_dir) as state:
-        changed = state.reschedule(list(queue_ids) or None, 0.0)
-    click.echo(f"{changed} recipients scheduled for delivery now")
+    return list(queue_ids)
 
 
-@queue.command()
-@config_options
-@click.argument("queue_ids", metavar="QUEUE_ID...", nargs=-1, required=True)
-def delete(config_path: Path | None, data_dir: Path | None, queue_ids: tuple[str, ...]) -> None:
-    """Remove messages from the queue without delivering them (postsuper -d)."""
-    _check_ids(queue_ids)
-    with _admin(config_path, data_dir) as state:
-        removed = state.delete(list(queue_ids))
-    click.echo(f"{removed} message(s) deleted")
-    if removed < len(queue_ids):
-        raise SystemExit(1)
-
-
-def _set_held(
-    config_path: Path | None, data_dir: Path | None, ids: tuple[str, ...], held: bool
-) -> None:
-    _check_ids(ids)
-    missing = []
-    with _admin(config_path, data_dir) as state:
-        for queue_id in ids:
-            if not state.set_held(queue_id, held):
-                missing.append(queue_id)
-    done = len(ids) - len(missing)
-    click.echo(f"{done} message(s) {'placed on hold' if held else 'released from hold'}")
+def _missing(missing: list[str]) -> None:
+    """Exit 1 naming the messages that are not in the queue, as every queue command does."""
     if missing:
         raise click.ClickException(f"not in the queue: {', '.join(missing)}")
 
 
 @queue.command()
 @config_options
-@click.argument("queue_ids", metavar="QUEUE_ID...", nargs=-1, required=True)
+@click.argument("queue_ids", metavar="[QUEUE_ID]...", nargs=-1)
+def flush(config_path: Path | None, data_dir: Path | None, queue_ids: tuple[str, ...]) -> None:
+    """Attempt delivery now: all deferred mail, or the given messages (postqueue -f / -i)."""
+    _check_ids(queue_ids)
+    missing, held = [], []
+    with _admin(config_path, data_dir) as state:
+        for queue_id in queue_ids:
+            entry = state.entry(queue_id)
+            if entry is None:
+                missing.append(queue_id)
+            elif entry.held:
+                held.append(queue_id)
+        # Now, not 0: the index keeps a real time, which `queue list` can show.
+        changed = state.reschedule(list(queue_ids) or None, time.time())
+    click.echo(f"{changed} recipients scheduled for delivery now")
+    for queue_id in held:
+        click.echo(f"{queue_id} is on hold: it is not delivered until released", err=True)
+    _missing(missing)
+
+
+@queue.command()
+@config_options
+@click.argument("queue_ids", metavar="QUEUE_ID...|ALL", nargs=-1, required=True)
+@click.option("--yes", is_flag=True, help="Do not ask before deleting ALL.")
+def delete(
+    config_path: Path | None, data_dir: Path | None, queue_ids: tuple[str, ...], yes: bool
+) -> None:
+    """Remove messages from the queue without delivering them (postsuper -d, -d ALL)."""
+    with _admin(config_path, data_dir) as state:
+        targets = _targets(state, queue_ids)
+        if queue_ids == (ALL,) and targets and not yes:
+            _confirm_all(len(targets))
+        missing = [q for q in targets if state.entry(q) is None]
+        removed = state.delete(targets)
+    click.echo(f"{removed} message(s) deleted")
+    _missing(missing)
+
+
+def _confirm_all(count: int) -> None:
+    """Deleting the whole queue is asked for at a terminal, refused elsewhere without --yes."""
+    if not sys.stdin.isatty():
+        raise click.UsageError("delete ALL removes every queued message; add --yes to do it")
+    if not click.confirm(f"Delete all {count} queued message(s) without delivering them?"):
+        raise SystemExit(1)
+
+
+def _set_held(
+    config_path: Path | None, data_dir: Path | None, ids: tuple[str, ...], held: bool
+) -> None:
+    done = "placed on hold" if held else "released from hold"
+    already = "already on hold" if held else "not on hold"
+    outcomes: dict[HoldChange, list[str]] = {"changed": [], "unchanged": [], "missing": []}
+    with _admin(config_path, data_dir) as state:
+        for queue_id in _targets(state, ids):
+            outcomes[state.set_held(queue_id, held)].append(queue_id)
+    click.echo(f"{len(outcomes['changed'])} message(s) {done}")
+    for queue_id in outcomes["unchanged"]:
+        click.echo(f"{queue_id} was {already}")
+    _missing(outcomes["missing"])
+
+
+@queue.command()
+@config_options
+@click.argument("queue_ids", metavar="QUEUE_ID...|ALL", nargs=-1, required=True)
 def hold(config_path: Path | None, data_dir: Path | None, queue_ids: tuple[str, ...]) -> None:
-    """Keep messages queued but never attempt them (postsuper -h)."""
+    """Keep messages queued but never attempt them (postsuper -h, -h ALL)."""
     _set_held(config_path, data_dir, queue_ids, True)
 
 
 @queue.command()
 @config_options
-@click.argument("queue_ids", metavar="QUEUE_ID...", nargs=-1, required=True)
+@click.argument("queue_ids", metavar="QUEUE_ID...|ALL", nargs=-1, required=True)
 def release(config_path: Path | None, data_dir: Path | None, queue_ids: tuple[str, ...]) -> None:
-    """Release held messages (postsuper -H)."""
+    """Release held messages (postsuper -H, -H ALL)."""
     _set_held(config_path, data_dir, queue_ids, False)

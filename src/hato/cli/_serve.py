@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .. import app
+from ..config import settings_warnings
 from ._common import config_options, override_option, settings_from
 
 __all__ = ["serve"]
@@ -44,4 +45,6 @@ def serve(
         hostname=hostname,
         log_level=log_level,
     )
+    for warning in settings_warnings(settings):
+        click.echo(f"hato: warning: {warning.key}: {warning.message}", err=True)
     raise SystemExit(app.run(settings))

@@ -15,10 +15,11 @@ from pathlib import Path
 import click
 
 from ..accounts import ACCOUNTS_FILE, AccountError, AccountStore
-from ..config import Settings
+from ..config import SERVER_RECORD, ListenAddress, Settings, read_server_record
 from ..delivery import MaildirAgent
 from ..diag import (
     Options,
+    OwnServer,
     Plan,
     ReportMailbox,
     TargetError,
@@ -30,7 +31,7 @@ from ..diag import (
     test_message,
 )
 from ..routing import LocalRouter
-from ._common import config_options, override_option, settings_from
+from ._common import config_options, data_settings, override_option
 
 __all__ = ["test"]
 
@@ -55,7 +56,7 @@ def _usage(message: str) -> click.UsageError:
     "--from",
     "sender",
     metavar="ADDRESS",
-    help="Reverse-path for MAIL FROM (default: postmaster@<our hostname>).",
+    help="Reverse-path for MAIL FROM (default: the --auth-user, else postmaster@<our hostname>).",
 )
 @click.option(
     "--to",
@@ -139,9 +140,11 @@ def test(
         raise _usage("--wait must be more than 0 seconds")
     if auth_password is not None and auth_user is None:
         raise _usage("--auth-password needs --auth-user")
-    settings = settings_from(config_path, settings_overrides, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir, settings_overrides, require=False)
     hostname = settings.server.hostname
-    sender = sender if sender is not None else f"postmaster@{hostname}"
+    if sender is None:
+        # After AUTH a server takes only the login's own addresses as sender (Hato does).
+        sender = auth_user if auth_user and "@" in auth_user else f"postmaster@{hostname}"
     if recipient is None:
         recipient = parsed.address or (f"postmaster@{parsed.domain}" if parsed.domain else None)
         recipient = recipient or "postmaster"
@@ -172,6 +175,7 @@ def test(
         message=message,
         relay_test=relay_test,
         relay_domain=parsed.domain if parsed.domain and "[" not in parsed.domain else None,
+        own_server=_own_server(settings) if relay_test else None,
     )
     nameservers = settings.dns.nameservers
     options = Options(
@@ -197,6 +201,26 @@ def test(
         click.echo(f"hato test: internal error: {type(error).__name__}: {error}", err=True)
         raise SystemExit(1) from None
     raise SystemExit(0 if report.passed else 1)
+
+
+def _own_server(settings: Settings) -> OwnServer:
+    """This machine's Hato: as its last ``hato serve`` recorded it, else as configured here."""
+    data_dir = settings.server.data_dir
+    record = read_server_record(data_dir)
+    if record is not None:
+        parsed = [ListenAddress.parse(text) for text in record.listening]
+        return OwnServer(
+            listening=tuple((a.host, a.port) for a in parsed),
+            trusted_networks=record.trusted_networks,
+            source=f"as hato serve recorded it in {data_dir / SERVER_RECORD}",
+        )
+    server = settings.server
+    listeners = (*server.listen, *server.implicit_tls_listen, *server.submission_listen)
+    return OwnServer(
+        listening=tuple((a.host, a.port) for a in listeners),
+        trusted_networks=settings.relay.trusted_networks,
+        source="as the configuration loaded here says",
+    )
 
 
 def _report_mailbox(settings: Settings, sender: str) -> ReportMailbox:

@@ -11,8 +11,15 @@ from typing import Any
 
 import click
 
-from ..trace import TRACE_FILE, TraceStore, TraceVersionError, render_story, render_summaries
-from ._common import config_options, settings_from
+from ..trace import (
+    TRACE_FILE,
+    TraceStore,
+    TraceVersionError,
+    render_refusals,
+    render_story,
+    render_summaries,
+)
+from ._common import config_options, data_settings
 
 __all__ = ["trace"]
 
@@ -57,12 +64,12 @@ def trace(
     \b
     hato trace 4Y3KQ8D1MZ0A2B            one message by queue ID
     hato trace '<id@example.com>'        by Message-ID (every copy queued)
-    hato trace --recipient bob@ --since 2h
+    hato trace --recipient bob@ --since 2h   messages, and refusals (no queue ID)
     """
     if what is None and sender is None and recipient is None and since_text is None:
         raise click.UsageError("give a queue ID or Message-ID, or --sender/--recipient/--since")
     since = _since(since_text) if since_text is not None else None
-    settings = settings_from(config_path, data_dir=data_dir)
+    settings = data_settings(config_path, data_dir)
     path = settings.server.data_dir / TRACE_FILE
     if not path.exists():
         raise click.ClickException(f"no trace recorded in {settings.server.data_dir} yet")
@@ -82,12 +89,19 @@ def trace(
             _print_stories(stories, as_json)
             return
         summaries = store.find(sender=sender, recipient=recipient, since=since)
+        # Refused MAIL or RCPT commands queued nothing, so only their sessions know them.
+        refusals = store.refusals(sender=sender, recipient=recipient, since=since)
     if as_json:
-        click.echo(json.dumps([s.to_dict() for s in summaries], indent=2))
-    elif not summaries:
+        listed = [{"kind": "message", **s.to_dict()} for s in summaries]
+        listed += [{"kind": "refusal", **r.to_dict()} for r in refusals]
+        click.echo(json.dumps(sorted(listed, key=lambda item: item["ts"]), indent=2))
+    elif not summaries and not refusals:
         click.echo("No message matches.")
     else:
         click.echo(render_summaries(summaries), nl=False)
+        if refusals:
+            click.echo(f"{chr(10) if summaries else ''}Refused (nothing queued, so no queue ID):")
+            click.echo(render_refusals(refusals), nl=False)
 
 
 def _print_stories(stories: list[dict[str, Any]], as_json: bool) -> None:

@@ -8,19 +8,31 @@ What this package promises:
   problem, each under the dotted key it concerns (``smtp.max_recipients``,
   ``server.listen[1]``); nothing half-valid is ever returned.
 - Loaded settings need no further interpretation: the hostname and local domains are filled
-  in, domains are lowercase A-labels, and data_dir and events_file are absolute paths.
+  in, domains are lowercase A-labels, data_dir and events_file are absolute paths, and
+  next hops and name servers are ``HostPort`` values (the one ``host:port`` grammar), so no
+  other layer parses configuration text again.
 - Each setting is documented once, on its dataclass field; ``example_toml`` (the text of
   hato.example.toml) and ``settings_to_toml`` are written from those documents.
 """
 
+from hato.config._hostname import hostname_warning, is_fully_qualified
 from hato.config._load import (
+    MASKED,
     ConfigError,
     ConfigProblem,
     check_file,
     example_toml,
+    file_warnings,
     load_settings,
     settings_to_dict,
     settings_to_toml,
+    settings_warnings,
+)
+from hato.config._record import (
+    SERVER_RECORD,
+    ServerRecord,
+    read_server_record,
+    write_server_record,
 )
 from hato.config._settings import (
     RULE_FLAGS,
@@ -31,6 +43,7 @@ from hato.config._settings import (
     DnsSettings,
     DsnSettings,
     FilterFailure,
+    HostPort,
     ListenAddress,
     LogLevel,
     LogSettings,
@@ -47,12 +60,16 @@ from hato.config._settings import (
     SpoolSettings,
     SyncMode,
     TlsPolicy,
+    TlsPolicyEntry,
     TlsSettings,
     TraceSettings,
+    Transport,
 )
 
 __all__ = [
+    "MASKED",
     "RULE_FLAGS",
+    "SERVER_RECORD",
     "AccessRule",
     "AccountsSettings",
     "AuthSettings",
@@ -62,6 +79,7 @@ __all__ = [
     "DnsSettings",
     "DsnSettings",
     "FilterFailure",
+    "HostPort",
     "ListenAddress",
     "LogLevel",
     "LogSettings",
@@ -72,17 +90,26 @@ __all__ = [
     "RelaySettings",
     "RuleAction",
     "SenderLoginMatch",
+    "ServerRecord",
     "ServerSettings",
     "Settings",
     "SmtpSettings",
     "SpoolSettings",
     "SyncMode",
     "TlsPolicy",
+    "TlsPolicyEntry",
     "TlsSettings",
     "TraceSettings",
+    "Transport",
     "check_file",
     "example_toml",
+    "file_warnings",
+    "hostname_warning",
+    "is_fully_qualified",
     "load_settings",
+    "read_server_record",
     "settings_to_dict",
     "settings_to_toml",
+    "settings_warnings",
+    "write_server_record",
 ]

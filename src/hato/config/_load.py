@@ -14,12 +14,23 @@ import socket
 import textwrap
 import tomllib
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hato.config._settings import RULE_FLAGS, AccessRule, ListenAddress, RuleAction, Settings
-from hato.smtp import AddressError, domain_a_label, is_ip_address, parse_reply
+from hato.config._hostname import hostname_warning
+from hato.config._settings import (
+    RULE_FLAGS,
+    AccessRule,
+    HostPort,
+    ListenAddress,
+    RuleAction,
+    Settings,
+    TlsPolicy,
+    TlsPolicyEntry,
+    Transport,
+)
+from hato.smtp import AddressError, domain_a_label, is_ip_address, parse_path, parse_reply
 
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound=enum.Enum)
@@ -27,6 +38,9 @@ _N = TypeVar("_N", int, float)
 
 # Turns a raw TOML value at a dotted key into its setting; raises ConfigError naming the key.
 _Parser = Callable[[object, str], object]
+
+_SMTP_PORT = 25  # RFC 5321 4.5.4: the port of a next hop that names none
+_DNS_PORT = 53
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -62,19 +76,25 @@ def _fail(key: str, message: str) -> ConfigError:
 
 
 def load_settings(
-    path: Path | None = None, *, overrides: Mapping[str, object] | None = None
+    path: Path | None = None,
+    *,
+    overrides: Mapping[str, object] | None = None,
+    fallbacks: Mapping[str, object] | None = None,
 ) -> Settings:
     """Read ``path`` (None: all defaults), apply ``overrides`` and validate the result.
 
     ``overrides`` maps dotted keys (``"server.listen"``) to values as TOML would give them;
     they replace what the file says before anything is checked, so they are checked alike.
-    Raises ConfigError listing every problem found.
+    ``fallbacks`` are alike, but only for keys that neither the file nor the overrides set
+    (or set to "" or [], which mean "work it out"): the CLI takes what the running server
+    uses this way. Raises ConfigError listing every problem found.
     """
     problems: list[ConfigProblem] = []
     raw: dict[str, Any] = {}
     if path is not None:
         raw = _read_file(path, problems)
     _apply_overrides(raw, overrides or {}, problems)
+    _apply_fallbacks(raw, fallbacks or {})
     settings = _build(raw, problems)
     if problems or settings is None:
         raise ConfigError(problems)
@@ -88,6 +108,45 @@ def check_file(path: Path) -> list[ConfigProblem]:
     except ConfigError as exc:
         return list(exc.problems)
     return []
+
+
+# A trusted network wider than this lets a good part of the Internet relay. (An IPv4
+# client seen as ::ffff:a.b.c.d is compared as a.b.c.d, so ::ffff:0:0/96 trusts no one.)
+_WIDEST_TRUSTED = {4: 8, 6: 32}
+
+
+def settings_warnings(settings: Settings) -> list[ConfigProblem]:
+    """What loads but is most likely a mistake: a relay open to the world, for a start."""
+    found: list[ConfigProblem] = []
+    for index, text in enumerate(settings.relay.trusted_networks):
+        network = ipaddress.ip_network(text)
+        if network.prefixlen == 0:
+            message = (
+                f"{_toml_string(text)} trusts every client: an OPEN RELAY that relays anyone's"
+                " mail anywhere; trust your own networks only, and let others use AUTH"
+            )
+        elif network.prefixlen < _WIDEST_TRUSTED[network.version]:
+            message = (
+                f"{_toml_string(text)} trusts {network.num_addresses:,} addresses to relay;"
+                " a network this wide is almost an open relay"
+            )
+        else:
+            continue
+        found.append(ConfigProblem(f"relay.trusted_networks[{index}]", message))
+    hostname = hostname_warning(settings.server.hostname)
+    if hostname is not None:
+        found.insert(
+            0, ConfigProblem("server.hostname", hostname.removeprefix("server.hostname: "))
+        )
+    return found
+
+
+def file_warnings(path: Path) -> list[ConfigProblem]:
+    """``settings_warnings`` of the file at ``path``; [] when it does not load."""
+    try:
+        return settings_warnings(load_settings(path))
+    except ConfigError:
+        return []
 
 
 def _read_file(path: Path, problems: list[ConfigProblem]) -> dict[str, Any]:
@@ -125,9 +184,17 @@ def _apply_overrides(
             table[key] = value
 
 
+def _apply_fallbacks(raw: dict[str, Any], fallbacks: Mapping[str, object]) -> None:
+    for dotted, value in fallbacks.items():
+        section, _, key = dotted.partition(".")
+        table = raw.setdefault(section, {})
+        if isinstance(table, dict) and table.get(key, "") in ("", []):
+            table[key] = value
+
+
 def _build(raw: Mapping[str, Any], problems: list[ConfigProblem]) -> Settings | None:
     sections = {f.name: f for f in dataclasses.fields(Settings)}
-    problems.extend(_unknown_keys("", raw, sections))
+    problems.extend(_misplaced(_unknown_keys("", raw, sections), raw))
     hints = typing.get_type_hints(Settings)
     values: dict[str, dict[str, Any]] = {}
     for name in sections:
@@ -152,7 +219,7 @@ def _parse_section(
     section: str, cls: type, table: Mapping[str, object], problems: list[ConfigProblem]
 ) -> dict[str, Any] | None:
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    problems.extend(_unknown_keys(section, table, fields))
+    problems.extend(_misplaced(_unknown_keys(section, table, fields), table))
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     valid = True
@@ -162,9 +229,17 @@ def _parse_section(
         try:
             values[name] = _parser_for(f, hints[name])(raw, key)
         except ConfigError as exc:
-            problems.extend(exc.problems)
+            problems.extend(_hidden(exc.problems) if f.metadata.get("secret") else exc.problems)
             valid = False
     return values if valid else None
+
+
+def _hidden(problems: Sequence[ConfigProblem]) -> list[ConfigProblem]:
+    # The messages quote the value given ("got an integer (1234)"): not for a password.
+    return [
+        ConfigProblem(p.key, "expected a string in quotes (the value is a secret: not shown)")
+        for p in problems
+    ]
 
 
 def _unknown_keys(
@@ -181,6 +256,41 @@ def _unknown_keys(
             message += f' (did you mean "{near[0]}"?)'
         found.append(ConfigProblem(f"{section}.{name}" if section else name, message))
     return found
+
+
+@functools.cache
+def _key_sections() -> dict[str, tuple[str, ...]]:
+    """Each setting's name and the sections that have it: where a stray key belongs."""
+    hints = typing.get_type_hints(Settings)
+    found: dict[str, list[str]] = {}
+    for section in dataclasses.fields(Settings):
+        for f in dataclasses.fields(hints[section.name]):
+            found.setdefault(f.name, []).append(section.name)
+    return {name: tuple(where) for name, where in found.items()}
+
+
+def _misplaced(found: list[ConfigProblem], table: Mapping[str, object]) -> list[ConfigProblem]:
+    """Unknown keys that are settings of another section say which one they belong to.
+
+    A key written above every [section] header is top-level in TOML, and one written
+    below the wrong header is that section's: either way the name is known elsewhere
+    (at the top level, a misspelling of one is taken as it, as difflib finds it).
+    """
+    homes = _key_sections()
+    named: list[ConfigProblem] = []
+    for problem in found:
+        section, _, name = problem.key.rpartition(".")
+        if name not in homes and not section and not isinstance(table.get(name), dict):
+            name = next(iter(difflib.get_close_matches(name, list(homes), n=1)), name)
+        places = [home for home in homes.get(name, ()) if home != section]
+        if not places or isinstance(table.get(problem.key.rpartition(".")[2]), dict):
+            named.append(problem)  # a misspelled section, or a typo _unknown_keys names
+            continue
+        keys = " or ".join(f"{home}.{name}" for home in places)
+        headers = " or ".join(f"[{home}]" for home in places)
+        where = f"unknown key in [{section}]" if section else "not a section: settings go in one"
+        named.append(ConfigProblem(problem.key, f"{where}; did you mean {keys} (under {headers})?"))
+    return named
 
 
 def _fill_computed(server: dict[str, Any], log: dict[str, Any]) -> None:
@@ -395,36 +505,44 @@ def _to_networks(value: object, key: str) -> tuple[str, ...]:
     return _unique(_array(_to_network)(value, key))
 
 
-def _split_host_port(text: str, default_port: int | None) -> tuple[str, int]:
-    """Split host, host:port, ip or [ipv6]:port into (host, port); ValueError saying why."""
-    if default_port is not None and is_ip_address(text):
-        return text.lower(), default_port
+def _to_host_port(text: str, default_port: int) -> HostPort:
+    """``host``, ``host:port``, ``ip``, ``[ip]`` or ``[ip]:port``: the one grammar of every
+    next hop and name server. Raises ValueError saying why.
+
+    A bare IPv6 address takes the default port; with a port it needs brackets, since
+    ``::1:25`` is itself an address. Brackets hold only an address: Postfix's ``[host]``
+    means "no MX lookup", which a configured next hop never does anyway.
+    """
+    if is_ip_address(text):
+        return HostPort(str(ipaddress.ip_address(text)), default_port)
     if text.startswith("["):
         host, bracket, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
         if not bracket or (rest and not rest.startswith(":")):
             raise ValueError(f'{_toml_string(text)} needs the form "[ADDRESS]:PORT"')
-        ipaddress.ip_address(host)
+        if not is_ip_address(host):
+            raise ValueError(
+                f"{_toml_string(text)}: brackets are for IP addresses; write a host name without"
+                " them"
+            )
+        has_port, port_text = bool(rest), rest[1:]
+        host = str(ipaddress.ip_address(host))
     else:
-        host, _, port_text = text.rpartition(":") if ":" in text else (text, "", "")
+        host, colon, port_text = text.rpartition(":") if ":" in text else (text, "", "")
         if ":" in host:
             raise ValueError(f"{_toml_string(text)}: an IPv6 address needs brackets")
-        if not is_ip_address(host):
-            _to_domain(host)
-    if not port_text:
-        if default_port is None:
-            raise ValueError(f"{_toml_string(text)} needs a port")
-        return host.lower(), default_port
+        has_port = bool(colon)
+        host = str(ipaddress.ip_address(host)) if is_ip_address(host) else _to_domain(host)
+    if not has_port:
+        return HostPort(host, default_port)
+    # int() would also take "+25", " 25" and non-ASCII digits; "" is a port left out by mistake.
     if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ValueError(f"{_toml_string(text)}: port must be 1-65535")
-    return host.lower(), int(port_text)
+    return HostPort(host, int(port_text))
 
 
-def _to_nexthop(value: object) -> str:
+def _to_nexthop(value: object) -> HostPort | None:
     text = _to_str(value)
-    if text:
-        _split_host_port(text, 25)
-    return text
+    return _to_host_port(text, _SMTP_PORT) if text else None
 
 
 def _to_port(value: object) -> int:
@@ -434,27 +552,46 @@ def _to_port(value: object) -> int:
     return port
 
 
-def _pair(value: object, check: Callable[[str], object]) -> str:
+def _pair(value: object) -> tuple[str, str]:
+    """A "domain value" table entry: the domain as an A-label, and the value's text."""
     domain, _, target = _to_str(value).strip().partition(" ")
     target = target.strip()
     if not domain or not target:
         raise ValueError('expected "domain value", e.g. "example.com 192.0.2.1:25"')
-    check(target)
-    return f"{_to_domain(domain)} {target}"
+    return _to_domain(domain), target
 
 
-def _to_transport(value: object) -> str:
-    return _pair(value, lambda target: target == "local" or _split_host_port(target, 25))
+def _to_transport(value: object) -> Transport:
+    domain, target = _pair(value)
+    return Transport(domain, None if target == "local" else _to_host_port(target, _SMTP_PORT))
 
 
-def _to_tls_policy_entry(value: object) -> str:
-    allowed = ("none", "may", "encrypt", "verify")
+def _to_tls_policy_entry(value: object) -> TlsPolicyEntry:
+    domain, policy = _pair(value)
+    return TlsPolicyEntry(domain, _to_choice(TlsPolicy, policy))
 
-    def check(policy: str) -> None:
-        if policy not in allowed:
-            raise ValueError(f"policy must be one of {', '.join(allowed)}; got {policy!r}")
 
-    return _pair(value, check)
+_Entry = TypeVar("_Entry", Transport, TlsPolicyEntry)
+
+
+def _to_domain_table(entry: Callable[[object], _Entry]) -> _Parser:
+    """A per-domain table: one entry per domain, since of two different ones for a domain
+    one would be ignored without a word. The same entry twice is kept once."""
+
+    def parse(value: object, key: str) -> tuple[_Entry, ...]:
+        entries = _array(entry)(value, key)
+        first_at: dict[str, int] = {}
+        problems: list[ConfigProblem] = []
+        for index, item in enumerate(entries):
+            first = first_at.setdefault(item.domain, index)
+            if entries[first] != item:
+                message = f"{_toml_string(item.domain)} is already in {key}[{first}]"
+                problems.append(ConfigProblem(f"{key}[{index}]", message))
+        if problems:
+            raise ConfigError(problems)
+        return _unique(entries)
+
+    return parse
 
 
 def _to_mechanism(value: object) -> str:
@@ -465,12 +602,14 @@ def _to_mechanism(value: object) -> str:
     return name
 
 
-def _to_nameserver(value: object) -> str:
+def _to_nameserver(value: object) -> HostPort:
     text = _to_str(value)
-    host, port = _split_host_port(text, 53)
-    if not is_ip_address(host):
+    if not text:  # not "a domain cannot be empty": no name is ever right here
+        raise ValueError('a name server is an IP address, got ""')
+    server = _to_host_port(text, _DNS_PORT)
+    if not server.is_ip:
         raise ValueError(f"{_toml_string(text)}: a name server is an IP address")
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return server
 
 
 # --- Access rules (policy.connect, .helo, .mail, .rcpt, .data) -------------------------------
@@ -486,6 +625,8 @@ def _to_address_pattern(value: object) -> str:
     local, at, domain = text.rpartition("@")
     if not at:
         local, domain = "", text
+    if at:
+        _check_local_part(local, text)
     if at and not domain:  # "user@": the local part at any domain
         if not local:
             raise ValueError("a pattern needs a local part, a domain or both")
@@ -498,6 +639,33 @@ def _to_address_pattern(value: object) -> str:
             raise ValueError(f"{_toml_string(text)}: write user@domain or .domain, not both")
         return f"{local.casefold()}@{domain}"
     return domain if subdomains else "@" + domain
+
+
+def _check_local_part(local: str, pattern: str) -> None:
+    """The local part of a pattern, if any, is one an address can have ("a@", not "@@")."""
+    if not local:
+        return
+    try:
+        # A source route ("@relay:") would pass as the path's, and is no local part.
+        if local.startswith("@"):
+            raise AddressError("a route")
+        parse_path(f"{local}@example.com", utf8=True, allow_null=False)
+    except AddressError:
+        raise ValueError(
+            f"{_toml_string(pattern)}: {_toml_string(local)} is no local part; write"
+            " user@example.com, @example.com, .example.com or user@"
+        ) from None
+
+
+def _to_mailbox(value: object) -> str:
+    """An address such as accounts.postmaster; "" stays (it means the built-in choice)."""
+    text = _to_str(value).strip()
+    if text:
+        try:
+            parse_path(text, utf8=True, allow_null=False)
+        except AddressError as error:
+            raise ValueError(f"{_toml_string(text)} is not an address: {error}") from None
+    return text
 
 
 def _to_helo_pattern(value: object) -> str:
@@ -586,11 +754,12 @@ _SPECIAL_PARSERS: dict[str, _Parser] = {
     "networks": _to_networks,
     "nexthop": _scalar(_to_nexthop),
     "port": _scalar(_to_port),
-    "transports": lambda value, key: _unique(_array(_to_transport)(value, key)),
-    "tls_policies": lambda value, key: _unique(_array(_to_tls_policy_entry)(value, key)),
+    "transports": _to_domain_table(_to_transport),
+    "tls_policies": _to_domain_table(_to_tls_policy_entry),
     "nameservers": lambda value, key: _unique(_array(_to_nameserver)(value, key)),
     "mechanisms": lambda value, key: _unique(_array(_to_mechanism)(value, key)),
     "delimiter": _scalar(_to_delimiter),
+    "mailbox": _scalar(_to_mailbox),
     "hostname": _scalar(_to_hostname),
     "domains": _to_domains,
     "listen": _to_listen,
@@ -633,20 +802,37 @@ _EFFECTIVE_HEADER = (
 )
 
 
-def settings_to_dict(settings: Settings) -> dict[str, dict[str, object]]:
-    """The settings as plain JSON and TOML values, in the file's shape."""
+# What a secret that is set shows as, unless secrets are asked for.
+MASKED = "********"
+
+
+def settings_to_dict(
+    settings: Settings, *, show_secrets: bool = True
+) -> dict[str, dict[str, object]]:
+    """The settings as plain JSON and TOML values, in the file's shape.
+
+    Without ``show_secrets``, a secret that is set (a password) is ``MASKED``; an unset one
+    stays "", which says that none is configured.
+    """
     return {
         section.name: {
-            f.name: _plain(getattr(getattr(settings, section.name), f.name))
+            f.name: _shown(f, getattr(getattr(settings, section.name), f.name), show_secrets)
             for f in dataclasses.fields(getattr(settings, section.name))
         }
         for section in dataclasses.fields(Settings)
     }
 
 
-def settings_to_toml(settings: Settings) -> str:
-    """The settings as documented TOML that load_settings reads back to equal settings."""
-    return _render(settings_to_dict(settings), _EFFECTIVE_HEADER)
+def _shown(f: dataclasses.Field[Any], value: object, show_secrets: bool) -> object:
+    if f.metadata.get("secret") and value and not show_secrets:
+        return MASKED
+    return _plain(value)
+
+
+def settings_to_toml(settings: Settings, *, show_secrets: bool = True) -> str:
+    """The settings as documented TOML that load_settings reads back to equal settings
+    (secrets included only with ``show_secrets``)."""
+    return _render(settings_to_dict(settings, show_secrets=show_secrets), _EFFECTIVE_HEADER)
 
 
 def example_toml() -> str:
@@ -670,11 +856,11 @@ def _file_default(f: dataclasses.Field[Any]) -> object:
 
 def _plain(value: object) -> object:
     if value is None:
-        return ""  # Optional paths (events_file, tls.certificate): "" in the file is None.
+        return ""  # Optional paths (events_file, tls.certificate), smarthost: "" is None.
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, Path | ListenAddress):
-        return str(value)
+    if isinstance(value, Path | ListenAddress | HostPort | Transport | TlsPolicyEntry):
+        return str(value)  # each one's canonical text, which its parser reads back
     if isinstance(value, tuple | list):
         return [_plain(item) for item in value]
     if isinstance(value, AccessRule):

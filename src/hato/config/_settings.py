@@ -22,10 +22,15 @@ def _meta(
     kind: str | None = None,
     ge: float | None = None,
     gt: float | None = None,
+    secret: bool = False,
 ) -> dict[str, object]:
-    rules = {"file_default": file_default, "kind": kind, "ge": ge, "gt": gt}
+    # secret: never printed unless asked for (hato config show --show-secrets), not even
+    # when the value is wrong. A path to a file holding a secret is no secret.
+    rules = {"file_default": file_default, "kind": kind, "ge": ge, "gt": gt, "secret": secret}
     return {"doc": doc} | {
-        name: rule for name, rule in rules.items() if rule is not None and rule is not MISSING
+        name: rule
+        for name, rule in rules.items()
+        if rule is not None and rule is not MISSING and rule is not False
     }
 
 
@@ -215,8 +220,20 @@ class SmtpSettings:
         default=20,
         metadata=_meta(
             'Error replies one session may collect before it is closed with "421 4.7.0", so a'
-            " confused or hostile client cannot hold a connection forever.",
+            " confused or hostile client cannot hold a connection forever. A 452 for too"
+            " many recipients is no error, unless a client sends 1000 more RCPTs than"
+            " max_recipients without a message accepted in between.",
             ge=1,
+        ),
+    )
+    junk_command_limit: int = field(
+        default=100,
+        metadata=_meta(
+            "NOOP, VRFY and RSET commands one session may send before each one more counts"
+            " as an error toward max_errors (Postfix's smtpd_junk_command_limit), so a client"
+            " cannot hold a connection with commands that move no mail. An accepted message"
+            " starts the count again.",
+            ge=0,
         ),
     )
     idle_timeout: float = field(
@@ -230,9 +247,10 @@ class SmtpSettings:
     bare_newline: BareNewline = field(
         default=BareNewline.REJECT,
         metadata=_meta(
-            '"reject": a CR or LF in DATA outside a CRLF pair refuses the message with'
-            ' 550 5.5.2, which closes the door to SMTP smuggling. "normalize": such a line'
-            " ending becomes CRLF inside the message; the end of DATA is still only CRLF.CRLF."
+            '"reject": a CR or LF in message data (DATA or BDAT) outside a CRLF pair refuses'
+            ' the message with 550 5.5.2, which closes the door to SMTP smuggling. "normalize":'
+            " such a line ending becomes CRLF inside the message; the end of DATA is still only"
+            " CRLF.CRLF. Either way Hato sends every line on with CRLF."
         ),
     )
 
@@ -290,7 +308,8 @@ class AccountsSettings:
         default="",
         metadata=_meta(
             "Mailbox that receives mail for postmaster@ of every local domain (RFC 5321"
-            ' 4.5.1). "" means postmaster@<hostname>, a mailbox that always exists.'
+            ' 4.5.1). "" means postmaster@<hostname>, a mailbox that always exists.',
+            kind="mailbox",
         ),
     )
     quota_exceeded: QuotaAction = field(
@@ -361,6 +380,59 @@ class TlsPolicy(enum.StrEnum):
     VERIFY = "verify"  # STARTTLS required, certificate verified for the host name
 
 
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    """A host to connect to, as the loader parsed it from ``host:port`` text.
+
+    ``host`` is a lowercase A-label domain or an IP address in its canonical form (no
+    brackets); ``is_ip`` says which, so routing never parses it again. ``str()`` gives the
+    canonical text the loader reads back to an equal value: ``host:port``, ``[v6]:port``.
+    """
+
+    host: str
+    port: int
+    is_ip: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port {self.port} is outside 1-65535")
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            is_ip = False
+        else:
+            is_ip = True
+        object.__setattr__(self, "is_ip", is_ip)  # derived, so it cannot disagree with host
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """One transport table entry: mail for exactly ``domain`` goes to ``next_hop``, or is
+    delivered here when ``next_hop`` is None (the file's ``local``)."""
+
+    domain: str
+    next_hop: HostPort | None
+
+    def __str__(self) -> str:
+        return f"{self.domain} {self.next_hop or 'local'}"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsPolicyEntry:
+    """One TLS policy table entry: what Hato insists on towards ``domain``'s hosts."""
+
+    domain: str
+    policy: TlsPolicy
+
+    def __str__(self) -> str:
+        return f"{self.domain} {self.policy}"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RelaySettings:
     """Who may relay through Hato, and how mail for other domains leaves it."""
@@ -373,8 +445,8 @@ class RelaySettings:
             kind="networks",
         ),
     )
-    smarthost: str = field(
-        default="",
+    smarthost: HostPort | None = field(
+        default=None,
         metadata=_meta(
             'Send all mail for other domains to this "host:port" (or "host", port 25) instead'
             ' of looking up MX records; "" looks up MX records.',
@@ -394,9 +466,9 @@ class RelaySettings:
     )
     smarthost_password: str = field(
         default="",
-        metadata=_meta("Password for AUTH at the smarthost (sent only over TLS)."),
+        metadata=_meta("Password for AUTH at the smarthost (sent only over TLS).", secret=True),
     )
-    transports: tuple[str, ...] = field(
+    transports: tuple[Transport, ...] = field(
         default=(),
         metadata=_meta(
             'Per-domain next hops, as "domain next-hop" where next-hop is "host:port",'
@@ -404,7 +476,7 @@ class RelaySettings:
             kind="transports",
         ),
     )
-    tls_policy: tuple[str, ...] = field(
+    tls_policy: tuple[TlsPolicyEntry, ...] = field(
         default=(),
         metadata=_meta(
             'Per-domain TLS policy, as "domain policy" with policy none, may, encrypt or'
@@ -443,7 +515,7 @@ class RelaySettings:
 class DnsSettings:
     """Where Hato looks up MX, A and AAAA records."""
 
-    nameservers: tuple[str, ...] = field(
+    nameservers: tuple[HostPort, ...] = field(
         default=(),
         metadata=_meta(
             'Name servers as "ip" or "ip:port" ("[ipv6]:port"); [] uses the system resolver'
@@ -486,6 +558,16 @@ class DsnSettings:
             ge=0,
         ),
     )
+    outside_full_limit: int = field(
+        default=4096,
+        metadata=_meta(
+            "A failure report for a message from an outside client (not authenticated, not"
+            " in relay.trusted_networks), whose sender may be forged, returns only the"
+            " header section, unless the message came with RET=FULL and is at most this many"
+            " bytes (0: never the whole message). This keeps backscatter small.",
+            ge=0,
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -520,9 +602,10 @@ class TlsSettings:
 
 
 class SenderLoginMatch(enum.StrEnum):
-    """Which MAIL FROM addresses an authenticated submission user may use."""
+    """Which MAIL FROM addresses an authenticated user may use."""
 
     OWNED = "owned"
+    DELIVERED = "delivered"
     DOMAIN = "domain"
     ANY = "any"
 
@@ -569,9 +652,12 @@ class AuthSettings:
     sender_login_match: SenderLoginMatch = field(
         default=SenderLoginMatch.OWNED,
         metadata=_meta(
-            'Which envelope senders a submission user may use: "owned" (the login address,'
-            ' or a local address whose aliases lead to that user\'s mailbox), "domain" (any'
-            ' address in the login\'s domain) or "any" (no check). Others get 553 5.7.1.'
+            "Which envelope senders an authenticated user may use, on every listener:"
+            ' "owned" (the login address, with or without a +tag, or an alias by its own name'
+            ' that leads to the login\'s mailbox; never a catch-all), "delivered" (any local'
+            " address whose mail reaches the login's mailbox, a catch-all's unassigned"
+            ' addresses included), "domain" (any address in the login\'s domain) or "any" (no'
+            " check). Others get 553 5.7.1."
         ),
     )
     failure_delay: float = field(

@@ -17,11 +17,14 @@ where the failure happened: DELIVERED, DEFERRED (transient: the queue retries) o
 - Disk trouble (no space, quota, permissions, I/O errors, a missing queue file) is
   DEFERRED with a 4.x.x code; a mail loop (too many Received headers, or our own
   Delivered-To already present) is FAILED with 5.4.6.
+- ``usage(domain, local_part, quota)`` answers from the mailbox's Maildir++ ``maildirsize``
+  (which deliveries update and Dovecot shares) without listing it; counts run in a thread.
 - Memory stays small whatever the message size: the header is scanned line by line and
   the body copied in 256 KiB chunks.
 """
 
 from hato.delivery._maildir import MaildirAgent, MaildirJob
+from hato.delivery._maildirsize import Usage
 from hato.delivery._reading import MaildirMessage
 from hato.delivery._remote_types import RemoteAgent, RemoteJob, RemoteResult, RemoteTarget
 from hato.delivery._result import Result, Status, os_error_result
@@ -52,5 +55,6 @@ __all__ = [
     "Status",
     "TimedLine",
     "Timeouts",
+    "Usage",
     "os_error_result",
 ]

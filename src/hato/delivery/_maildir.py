@@ -6,12 +6,14 @@ import contextlib
 import errno
 import itertools
 import os
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from io import BufferedReader, BytesIO
 from pathlib import Path
 from typing import Literal
 
+from hato.delivery._maildirsize import Usage, UsageTracker
 from hato.delivery._reading import (
     MaildirMessage,
     entries,
@@ -134,6 +136,7 @@ class MaildirAgent:
         self._name_host = _escape_hostname(hostname)
         self._ready: dict[Path, int] = {}  # maildirs known to exist -> their st_dev
         self._tmp_serial = itertools.count()
+        self._usage = UsageTracker()
 
     # -- delivery -----------------------------------------------------------------------
 
@@ -243,15 +246,19 @@ class MaildirAgent:
         """Move the batch into new/ and make it durable: one sync for all of it."""
         done: list[tuple[int, Result]] = []
         linked: list[_Staged] = []
-        for item in staged:
-            try:
-                if item.tmp is not None:
-                    item.detail = _publish(item, item.tmp)
-            except OSError as exc:
-                _unlink(item.tmp)
-                done.append((item.index, os_error_result(exc, "cannot move into new/")))
-            else:
-                linked.append(item)
+        # Each mailbox's maildirsize gets a line for the copies this batch adds.
+        with self._usage.delivering(i.maildir for i in staged if i.tmp is not None) as added:
+            for item in staged:
+                try:
+                    if item.tmp is not None:
+                        item.detail = _publish(item, item.tmp)
+                        if item.detail == _DELIVERED:
+                            added(item.maildir, item.size)
+                except OSError as exc:
+                    _unlink(item.tmp)
+                    done.append((item.index, os_error_result(exc, "cannot move into new/")))
+                else:
+                    linked.append(item)
         errors = self._make_durable(linked)
         for item in linked:
             error = errors.get(item.index)
@@ -333,19 +340,29 @@ class MaildirAgent:
 
         Ordinary addresses stay readable and as they are (so Dovecot's ``%d/%n`` finds
         them); "/", "%", controls and a leading "." become ``%XX`` (UTF-8 bytes), so no name
-        can leave the tree or be taken for another. ``ValueError`` if a part is empty or
-        too long for a file name.
+        can leave the tree or be taken for another. Names are in Unicode NFC, as the account
+        store keeps them, so two spellings of one local part share one directory.
+        ``ValueError`` if a part is empty or too long for a file name.
         """
         return self.root / _directory_name(domain) / _directory_name(local_part)
 
-    def usage(self, domain: str, local_part: str) -> int:
-        """Bytes stored in new/ and cur/ (from the ``,S=`` size in names where present)."""
-        maildir = self.mailbox_dir(domain, local_part)
-        total = 0
-        for folder in _FOLDERS:
-            for entry in entries(maildir / folder):
-                total += entry_size(entry) or 0
-        return total
+    def usage(self, domain: str, local_part: str, quota: int | None = None) -> Usage:
+        """What the mailbox holds, cheaply enough for the event loop (no listing there).
+
+        From the mailbox's Maildir++ ``maildirsize`` (Dovecot reads and updates the same
+        file), counted again in a worker thread when it is missing or doubtful; ``quota``
+        (bytes) goes into a file written anew and decides when an over-quota figure is
+        doubted. Until a first count is done the answer is ``Usage()``: the quota is soft.
+        """
+        try:
+            maildir = self.mailbox_dir(domain, local_part)
+        except ValueError:
+            return Usage()  # no mailbox can have this name, so it holds nothing
+        return self._usage.usage(maildir, quota)
+
+    def wait_usage(self) -> None:
+        """Wait until the counts ``usage`` started are done (tests and tools)."""
+        self._usage.wait()
 
     def messages(self, domain: str, local_part: str) -> list[MaildirMessage]:
         """The messages in new/ and cur/, oldest first; [] when the mailbox does not exist."""
@@ -366,6 +383,8 @@ class MaildirAgent:
 def _directory_name(text: str) -> str:
     if not text:
         raise ValueError("an empty name")
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
     parts = []
     for position, char in enumerate(text):
         plain = char in _PLAIN or (not char.isascii() and char.isprintable())
@@ -399,12 +418,15 @@ def _trace_header(job: MaildirJob) -> bytes:
 # -- the transaction's file operations ---------------------------------------------------
 
 
+_DELIVERED = "delivered to maildir"
+
+
 def _publish(item: _Staged, tmp: Path) -> str:
     """Link the tmp/ file into new/: a copy already there under the name is the same job."""
     new = item.path
     if item.first:
         os.rename(tmp, new)  # a first attempt's name (queue ID, recipient) is new
-        return "delivered to maildir"
+        return _DELIVERED
     try:
         os.link(tmp, new)
     except FileExistsError:
@@ -413,9 +435,9 @@ def _publish(item: _Staged, tmp: Path) -> str:
             return "already delivered to maildir"
         # Torn by a crash before its sync: this attempt's copy replaces it.
         os.replace(tmp, new)
-        return "delivered to maildir"
+        return _DELIVERED
     _unlink(tmp)  # a leftover in tmp/ is harmless; the copy in new/ is what counts
-    return "delivered to maildir"
+    return _DELIVERED
 
 
 def _try(

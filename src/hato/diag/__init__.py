@@ -11,7 +11,10 @@ What it promises:
   lookup have a timeout, and waiting for a delivery report has its own.
 - The session never verifies the certificate (so the conversation goes on and the facts
   can be shown); it says what a verifying client would refuse.
-- ``--relay-test`` never sends DATA: the open-relay forms stop at RCPT and are RSET.
+- ``--relay-test`` never sends DATA: the open-relay forms stop at RCPT and are RSET. A
+  relay accepted is an open relay unless we know better: AUTH was used, or the target is
+  this machine's own Hato (``Plan.own_server``) and it trusts our address; from any other
+  server it reads "an open relay, unless it trusts this client".
 - The result is plain data (``Report``): the text report and ``--json`` are two views of it.
 """
 
@@ -35,6 +38,7 @@ from ._report import (
 from ._run import Options, run
 from ._target import Target, TargetError, parse_server, parse_target
 from ._tls import certificate_facts, name_matches
+from ._trust import OwnServer
 
 __all__ = [
     "RELAY_DOMAIN",
@@ -47,6 +51,7 @@ __all__ = [
     "LoopOutcome",
     "MxHost",
     "Options",
+    "OwnServer",
     "Plan",
     "RelayCheck",
     "Report",

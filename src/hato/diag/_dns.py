@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..config import HostPort
 from ..routing import (
     NO_ROUTE,
     NO_SUCH_DOMAIN,
@@ -28,7 +29,7 @@ __all__ = ["RecordingResolver", "lookup_domain"]
 class RecordingResolver(DnspythonResolver):
     """The relay's resolver, keeping every MX and address answer (or error) for the report."""
 
-    def __init__(self, nameservers: Sequence[str] = (), timeout: float = 5.0) -> None:
+    def __init__(self, nameservers: Sequence[HostPort] = (), timeout: float = 5.0) -> None:
         super().__init__(nameservers, timeout=timeout)
         self.nameservers = tuple(nameservers)
         self.mx_answer: list[MxRecord] | DnsError | None = None
@@ -63,7 +64,8 @@ async def lookup_domain(domain: str, recording: RecordingResolver, rng: random.R
     recording.mx_answer = None
     recording.address_answers.clear()
     started = time.monotonic()
-    report = DnsReport(domain=domain, nameservers=recording.nameservers, kind="mx")
+    servers = tuple(str(server) for server in recording.nameservers)
+    report = DnsReport(domain=domain, nameservers=servers, kind="mx")
     exchangers: list[Exchanger] = []
     try:
         exchangers = await mail_exchangers(domain, recording, rng)

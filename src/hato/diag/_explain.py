@@ -374,11 +374,32 @@ CATALOG: dict[str, _Entry] = {
     ),
     "relay-open": _Entry(
         "fail",
-        "{host} is an OPEN RELAY: it accepted {rcpt} ({form})",
-        "It takes mail from anyone for any destination: spammers will find it, and its "
-        "IP address will be blocklisted.",
-        "Allow relaying only for authenticated users and your own networks (for Hato: "
+        "{host} relayed {rcpt} ({form}) for {client}: an OPEN RELAY, unless it trusts that address",
+        "From outside, a server that relays for anyone and one that relays only for its own "
+        "networks look the same: both accept the recipient. If {client} is not one it "
+        "trusts, it takes mail from anyone for any destination: spammers will find it, and "
+        "its IP address will be blocklisted.",
+        "Run the test from an address the server has no reason to trust. If it relays there "
+        "too, allow relaying only for authenticated users and your own networks (for Hato: "
         "relay.trusted_networks), and refuse the '%', '!', quoted and source-route forms.",
+    ),
+    "relay-trusted": _Entry(
+        "warn",
+        "{host} relayed for this client because {client} is in its relay.trusted_networks"
+        " ({network}): not an open relay",
+        "This is this machine's own Hato ({source}), which relays for its trusted networks "
+        "by design, so a test from here cannot show what the Internet sees. A client outside "
+        "relay.trusted_networks that has not authenticated gets 554 5.7.1 Relay access "
+        "denied for every one of these forms.",
+        "To see that refusal, run the test from a host outside {network}; keep "
+        "relay.trusted_networks to networks you control.",
+    ),
+    "relay-authenticated": _Entry(
+        "warn",
+        "{host} relayed for this client, which authenticated as {user}: not an open relay",
+        "Relaying for authenticated users is what a submission service does; it says "
+        "nothing about what a client that has not authenticated gets.",
+        "Run --relay-test without --auth-user to test for an open relay.",
     ),
     # -- closing the loop ----------------------------------------------------------------
     "report-failed": _Entry(

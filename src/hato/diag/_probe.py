@@ -13,6 +13,7 @@ from ..smtp import Command, Reply, Response, is_ip_address
 from ._explain import explain_extension, finding, reply_finding
 from ._report import Extension, Finding, HostReport, RelayCheck, Step, StepStatus
 from ._tls import certificate_facts, not_yet_valid, unverified_context
+from ._trust import OwnServer
 from ._wire import Closed, Conversation, Garbled, ReplyTimeout
 
 __all__ = ["RELAY_USER", "Plan", "probe", "relay_forms"]
@@ -40,6 +41,7 @@ class Plan:
     message: bytes | None = None  # with --send: the test message, CRLF line ends
     relay_test: bool = False
     relay_domain: str | None = None  # the domain the relay forms pretend to be local
+    own_server: OwnServer | None = None  # this machine's Hato, to tell trust from open relay
 
 
 def relay_forms(local_domain: str) -> list[tuple[str, str]]:
@@ -183,6 +185,7 @@ class _Session:
             raise self.stop(
                 "connect", started, finding("unreachable", host=host, port=port, detail=detail)
             ) from None
+        report.client_address = self.conv.local_address
         self.step("connect", "pass", started, f"connected to {report.address}:{report.port}")
 
     async def banner(self) -> None:
@@ -434,9 +437,33 @@ class _Session:
         status: StepStatus = "pass" if response.reply.is_positive else "warn"
         self.step("RSET", status, started, str(response.reply))
 
+    def relay_trust(self) -> Finding | None:
+        """Why a relay accepted here proves nothing about outside clients, if we know why.
+
+        Authenticated, it relays by design; and when the target is this machine's own
+        Hato and our address is in its trusted networks, so it does. A network of every
+        address (0.0.0.0/0) trusts the Internet too, so that stays an open relay.
+        """
+        if self.plan.auth_user is not None:
+            return finding("relay-authenticated", host=self.host, user=self.plan.auth_user)
+        own, report = self.plan.own_server, self.report
+        client = report.client_address
+        if own is None or client is None or not own.serves(report.address, report.port, client):
+            return None
+        if not (report.banner_software or "").startswith("ESMTP Hato "):
+            return None  # another server on a port a Hato would use
+        network = own.trusting(client)
+        if network is None or network.endswith("/0"):
+            return None
+        return finding(
+            "relay-trusted", host=self.host, client=client, network=network, source=own.source
+        )
+
     async def relay_test(self) -> None:
         conn, started = self.conn, self.conv.elapsed()
         local = self.plan.relay_domain or self.report.banner_host or self.host
+        trust = self.relay_trust()
+        client = self.report.client_address or "this client's address"
         for form, recipient in relay_forms(local):
             response, _ = await self.command("MAIL", conn.mail(self.plan.sender))
             if not response.reply.is_positive:
@@ -451,27 +478,36 @@ class _Session:
                 continue
             response, _ = await self.command("RCPT", conn.rcpt(recipient))
             reply = response.reply
-            verdict: Literal["open", "closed", "inconclusive"] = (
-                "open" if reply.is_positive else "closed" if reply.is_permanent else "inconclusive"
+            verdict: Literal["open", "trusted", "closed", "inconclusive"] = (
+                "closed" if reply.is_permanent else "inconclusive"
             )
+            if reply.is_positive:
+                verdict = "open" if trust is None else "trusted"
             self.report.relay_checks.append(
                 RelayCheck(form=form, recipient=recipient, reply=str(reply), verdict=verdict)
             )
             if verdict == "open":
-                self.found(finding("relay-open", host=self.host, rcpt=recipient, form=form))
+                self.found(
+                    finding("relay-open", host=self.host, rcpt=recipient, form=form, client=client)
+                )
             await self.reset()
+        self.relay_verdict(started, trust)
+
+    def relay_verdict(self, started: float, trust: Finding | None) -> None:
         checks = self.report.relay_checks
-        status: StepStatus = (
-            "fail"
-            if any(c.verdict == "open" for c in checks)
-            else ("pass" if all(c.verdict == "closed" for c in checks) else "warn")
-        )
         opened = sum(c.verdict == "open" for c in checks)
-        detail = (
-            f"open to {opened} of {len(checks)} forms"
-            if opened
-            else ("closed to every form" if status == "pass" else "some forms inconclusive")
+        trusted = sum(c.verdict == "trusted" for c in checks)
+        if trust is not None and trusted:
+            self.found(trust)
+        status: StepStatus = (
+            "fail" if opened else ("pass" if all(c.verdict == "closed" for c in checks) else "warn")
         )
+        if opened:
+            detail = f"open to {opened} of {len(checks)} forms"
+        elif trusted:
+            detail = f"relayed {trusted} of {len(checks)} forms for a trusted client"
+        else:
+            detail = "closed to every form" if status == "pass" else "some forms inconclusive"
         self.step("relay test", status, started, detail)
 
     async def quit(self) -> None:

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..events import printable
 from ._report import Finding, HostReport, Report
 
 __all__ = ["render"]
@@ -22,6 +23,7 @@ _STATUS_STYLE = {
     "warn": "yellow",
     "skip": "dim",
     "open": "bold red",
+    "trusted": "yellow",
     "closed": "green",
     "inconclusive": "yellow",
 }
@@ -42,20 +44,33 @@ _Block = str | Text | _Table
 
 
 def render(report: Report, out: TextIO, *, color: bool) -> None:
-    blocks = _blocks(report)
+    blocks = [_escaped(block) for block in _blocks(report)]
     if color:
         console = Console(file=out, highlight=False, soft_wrap=False)
         for block in blocks:
             if isinstance(block, _Table):
                 console.print(_rich_table(block))
             else:
-                console.print(block)
+                # Text, never a str: rich would read "[...]" in a server's banner as markup.
+                console.print(Text(block) if isinstance(block, str) else block)
         return
     for block in blocks:
         if isinstance(block, _Table):
             out.write(_plain_table(block))
         else:
             out.write((block.plain if isinstance(block, Text) else block) + "\n")
+
+
+def _escaped(block: _Block) -> _Block:
+    """The block with every control character escaped: a remote server wrote much of it
+    (banner, replies, certificate names), and it must not drive the terminal."""
+    if isinstance(block, _Table):
+        return _Table(
+            block.columns, [tuple(printable(c) for c in row) for row in block.rows], block.styles
+        )
+    if isinstance(block, Text):
+        return Text(printable(block.plain, lines=True), style=block.style)
+    return printable(block, lines=True)
 
 
 def _blocks(report: Report) -> list[_Block]:
@@ -224,7 +239,7 @@ def _rich_table(table: _Table) -> Table:
     for column in table.columns:
         rich.add_column(column)
     for row, style in zip(table.rows, table.styles, strict=True):
-        rich.add_row(*row, style=style)
+        rich.add_row(*(Text(cell) for cell in row), style=style)
     return rich
 
 

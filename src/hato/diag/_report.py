@@ -94,7 +94,8 @@ class RelayCheck:
     form: str  # "foreign recipient", "percent hack", ...
     recipient: str
     reply: str
-    verdict: Literal["open", "closed", "inconclusive"]
+    # "trusted": relayed, for a client this server trusts (its own networks, or AUTH).
+    verdict: Literal["open", "trusted", "closed", "inconclusive"]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -105,6 +106,7 @@ class HostReport:
     address: str  # the IP address connected to (or tried last)
     port: int
     preference: int | None = None  # its MX preference, when it came from MX records
+    client_address: str | None = None  # our address on the connection, as the server sees it
     steps: list[Step] = field(default_factory=list)
     transcript: list[TranscriptEntry] = field(default_factory=list)
     banner_host: str | None = None  # the name the server gave in its banner

@@ -7,6 +7,7 @@ import dataclasses
 import random
 from dataclasses import dataclass
 
+from ..config import HostPort
 from ..routing import SMTP_PORT, DnsError, NoSuchDomain
 from ..smtp import is_ip_address
 from ._dns import RecordingResolver, lookup_domain
@@ -25,7 +26,7 @@ class Options:
     plan: Plan
     server: tuple[str, int] | None = None  # --server: skip the MX lookup
     all_mx: bool = False
-    nameservers: tuple[str, ...] = ()  # the [dns] name servers; () for the system's
+    nameservers: tuple[HostPort, ...] = ()  # the [dns] name servers; () for the system's
     dns_timeout: float = 5.0
     wait: float | None = None  # --wait: seconds to wait for the report
     mailbox: ReportMailbox | None = None  # where the report lands (--wait)

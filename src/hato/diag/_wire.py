@@ -82,6 +82,13 @@ class Conversation:
     def elapsed(self) -> float:
         return round(time.monotonic() - self._started, 3)
 
+    @property
+    def local_address(self) -> str | None:
+        """Our end's IP address: the client address the server sees (barring NAT)."""
+        transport = self._link.transport
+        name = transport.get_extra_info("sockname") if transport is not None else None
+        return str(name[0]) if isinstance(name, tuple) and name else None
+
     def note(self, text: str) -> None:
         self._stamp()
         self.transcript.append(TranscriptEntry(self.elapsed(), "*", text))

@@ -56,7 +56,12 @@ def should_report(
 
 
 def return_content(
-    ret: str | None, size: int, *, full_limit: int, action: Action = Action.FAILED
+    ret: str | None,
+    size: int,
+    *,
+    full_limit: int,
+    action: Action = Action.FAILED,
+    outside_full_limit: int | None = None,
 ) -> ReturnContent:
     """How much of the original message a report returns (RFC 3461 section 4.3).
 
@@ -64,11 +69,19 @@ def return_content(
     section, and without RET the whole message when it is at most ``full_limit`` bytes.
     Other reports (delayed, delivered, ...) tell the sender about a message that is still
     on its way or already arrived, so they return the header section only, to identify it.
+
+    ``outside_full_limit`` is set for a message from an outside client (neither
+    authenticated nor trusted), whose sender may be forged: the report would then reflect
+    the message to a bystander (backscatter), so it returns the header section only, unless
+    the message came with RET=FULL and is at most that many bytes.
     """
     if ret is not None and ret.upper() not in ("FULL", "HDRS"):
         raise ValueError(f"invalid RET {ret!r}: FULL or HDRS")
     if action is not Action.FAILED:
         return "headers"
+    if outside_full_limit is not None:
+        wanted = ret is not None and ret.upper() == "FULL"
+        return "full" if wanted and size <= outside_full_limit else "headers"
     if ret is None:
         return "full" if size <= full_limit else "headers"
     return "full" if ret.upper() == "FULL" else "headers"

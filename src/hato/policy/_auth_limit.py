@@ -15,9 +15,11 @@ __all__ = ["AuthLimiter"]
 class AuthLimiter:
     """Count failed AUTH attempts per IP within ``window``; past ``max_failures``, ban.
 
-    ``failed(ip)`` records a failure and returns True when it is one more than
-    ``max_failures`` within the window: the IP is banned for ``ban_time`` and the session
-    should be closed with 421. ``banned(ip)`` says whether a new connection is refused.
+    ``failed(ip)`` records a failure and returns True when the IP is banned: this failure is
+    one more than ``max_failures`` within the window, or a ban was already running; either
+    way the ban runs ``ban_time`` from now. The session should then be closed with 421.
+    ``banned(ip)`` says whether a connection, or an AUTH in a session already open, is
+    refused. A ban does not wipe the history: failures still within the window count on.
     """
 
     def __init__(
@@ -47,11 +49,11 @@ class AuthLimiter:
     def failed(self, ip: str) -> bool:
         now = self._clock()
         self._prune(now)
-        stamps = self._failures.setdefault(ip, deque())
+        # The last max_failures + 1 failures are all that "more than max_failures" needs.
+        stamps = self._failures.setdefault(ip, deque(maxlen=self.max_failures + 1))
         stamps.append(now)
-        if len(stamps) > self.max_failures:
-            del self._failures[ip]
-            self._bans[ip] = now + self.ban_time
+        if len(stamps) > self.max_failures or self.banned(ip):
+            self._bans[ip] = now + self.ban_time  # one more guess during a ban prolongs it
             return True
         return False
 

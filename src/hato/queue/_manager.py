@@ -30,7 +30,7 @@ import heapq
 import random
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +45,7 @@ from ..delivery import (
     Status,
 )
 from ..events import Delivered, EventLog, InternalError, MessageRemoved, ReportQueued
+from ..policy import RelayPolicy
 from ..routing import LocalRouter, Mailbox
 from ..spool import Envelope, QueueEntry, QueueState, RecipientState, SpoolError, message_path
 from ._outcomes import Notice, Plan, Verdict, conclude, removed_event
@@ -68,6 +69,7 @@ Submit = Callable[[Envelope, bytes], Awaitable[str]]
 class _Setup:
     hostname: str
     dsn: DsnSettings
+    trusted: RelayPolicy
     concurrency: int
     per_destination: int
 
@@ -85,6 +87,7 @@ class QueueManager:
         log: EventLog,
         hostname: str,
         dsn: DsnSettings | None = None,
+        trusted_networks: Iterable[str] = (),
         concurrency: int = 8,
         per_destination: int = 4,
         clock: Callable[[], float] = time.time,
@@ -102,6 +105,7 @@ class QueueManager:
         self.setup = _Setup(
             hostname=hostname,
             dsn=dsn or DsnSettings(),
+            trusted=RelayPolicy(trusted_networks),
             concurrency=concurrency,
             per_destination=per_destination,
         )
@@ -457,6 +461,7 @@ class QueueManager:
             dsn=self.setup.dsn,
             retry=self.retry,
             now=now,
+            trusted=self.setup.trusted,
         )
         report_id = await self.submit(envelope, data)
         self.log.emit(

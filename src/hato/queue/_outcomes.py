@@ -168,11 +168,15 @@ def _events(plan: Plan, outcome: Outcome, verdict: Verdict) -> list[OpsEvent]:
         for v in plan.verdicts
         if v.result.status is Status.DELIVERED
     ]
+    # Name the address that deferred or failed (an alias's target), and the queued one.
+    target = verdict.target or address
+    original = None if target == address else address
     if outcome.state == DEFERRED:
         events.append(
             Deferred(
                 queue_id=entry.queue_id,
-                recipient=address,
+                recipient=target,
+                original=original,
                 status=outcome.status,
                 detail=outcome.detail,
                 attempts=outcome.attempts,
@@ -183,7 +187,8 @@ def _events(plan: Plan, outcome: Outcome, verdict: Verdict) -> list[OpsEvent]:
         events.append(
             DeliveryFailed(
                 queue_id=entry.queue_id,
-                recipient=address,
+                recipient=target,
+                original=original,
                 status=outcome.status,
                 detail=outcome.detail,
                 reverse_path=entry.envelope.reverse_path,

@@ -18,11 +18,23 @@ from ..dsn import (
     return_content,
     write_report,
 )
+from ..policy import RelayPolicy
 from ..spool import Envelope, Recipient, message_path
 from ._outcomes import Notice
 from ._retry import RetryPolicy
 
-__all__ = ["render_notice"]
+# What the envelope of a message Hato wrote itself says instead of SMTP/ESMTP...
+LOCAL_PROTOCOL = "local"
+
+__all__ = ["from_outside", "render_notice"]
+
+
+def from_outside(envelope: Envelope, trusted: RelayPolicy | None) -> bool:
+    """Whether the message came from a client that neither authenticated nor is trusted:
+    its reverse-path is only the client's word, and may name a bystander."""
+    if envelope.auth is not None or envelope.protocol == LOCAL_PROTOCOL:
+        return False
+    return trusted is None or not trusted.is_trusted(envelope.client_ip)
 
 
 def render_notice(
@@ -33,8 +45,13 @@ def render_notice(
     dsn: DsnSettings,
     retry: RetryPolicy,
     now: float,
+    trusted: RelayPolicy | None = None,
 ) -> tuple[Envelope, bytes]:
-    """The report's envelope (from <>, to the original sender) and its bytes."""
+    """The report's envelope (from <>, to the original sender) and its bytes.
+
+    ``trusted`` tells the clients whose senders are believed (relay.trusted_networks); a
+    message from any other client that did not authenticate returns less (``dsn``).
+    """
     entry = notice.entry
     envelope = entry.envelope
     recipients = tuple(
@@ -62,7 +79,13 @@ def render_notice(
         arrival=envelope.arrival,
         recipients=recipients,
         return_content=return_content(
-            envelope.ret, entry.size, full_limit=dsn.full_message_limit, action=notice.action
+            envelope.ret,
+            entry.size,
+            full_limit=dsn.full_message_limit,
+            action=notice.action,
+            outside_full_limit=(
+                dsn.outside_full_limit if from_outside(envelope, trusted) else None
+            ),
         ),
     )
     path = message_path(data_dir, entry.queue_id)
@@ -76,7 +99,7 @@ def render_notice(
         recipients=(Recipient(address=envelope.reverse_path),),
         arrival=now,
         helo=hostname,
-        protocol="local",
+        protocol=LOCAL_PROTOCOL,
         body=str(encoding.body) if encoding.body else None,
         smtputf8=encoding.smtputf8,
     )

@@ -34,7 +34,6 @@ from hato.routing._dns import (
     Resolver,
     RouteError,
     confirmed_name,
-    parse_nameserver,
 )
 from hato.routing._local import (
     ALIAS_LOOP,
@@ -100,5 +99,4 @@ __all__ = [
     "confirmed_name",
     "local_host_matcher",
     "mail_exchangers",
-    "parse_nameserver",
 ]

@@ -27,6 +27,8 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
+from hato.config import HostPort
+
 __all__ = [
     "DNS_TEMPORARY",
     "NO_ROUTE",
@@ -39,15 +41,12 @@ __all__ = [
     "NoSuchDomain",
     "Resolver",
     "RouteError",
-    "parse_nameserver",
 ]
 
 # Enhanced status codes (RFC 3463) of the failures a lookup reports.
 NO_SUCH_DOMAIN = "5.1.2"  # X.1.2 Bad destination system address
 NO_ROUTE = "5.4.4"  # X.4.4 Unable to route
 DNS_TEMPORARY = "4.4.3"  # X.4.3 Directory server failure
-
-DNS_PORT = 53
 
 
 class RouteError(Exception):
@@ -137,39 +136,22 @@ async def confirmed_name(resolver: Resolver, ip: str) -> str | None:
     return None
 
 
-def parse_nameserver(text: str) -> tuple[str, int]:
-    """``"ip"``, ``"ip:port"`` or ``"[ipv6]:port"`` (a bare IPv6 address too) into
-    (address, port). Raises ValueError for anything else."""
-    address, port = text, DNS_PORT
-    if text.startswith("["):
-        address, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(f"{text!r}: expected [ADDRESS]:PORT")
-        port = int(rest[1:]) if rest else DNS_PORT
-    elif text.count(":") == 1:
-        address, _, port_text = text.partition(":")
-        port = int(port_text)
-    ipaddress.ip_address(address)
-    if not 0 < port < 65536:
-        raise ValueError(f"{text!r}: port must be 1-65535")
-    return address, port
-
-
 class DnspythonResolver:
     """``Resolver`` over dnspython's asyncio stub resolver.
 
-    ``nameservers`` as "ip", "ip:port" or "[ipv6]:port"; none: the system's
-    (/etc/resolv.conf). Names are always absolute: no search domains are appended, since a
-    relay must not guess what a partial name means (RFC 5321 5.1). A truncated UDP answer is
-    asked again over TCP (dnspython's default). ``timeout`` bounds each lookup as a whole,
-    retries included; running out of it is a transient failure.
+    ``nameservers`` as the configuration parsed them (``dns.nameservers``: addresses with
+    their ports); none: the system's (/etc/resolv.conf). Names are always absolute: no search
+    domains are appended, since a relay must not guess what a partial name means (RFC 5321
+    5.1). A truncated UDP answer is asked again over TCP (dnspython's default). ``timeout``
+    bounds each lookup as a whole, retries included; running out of it is a transient
+    failure.
     """
 
-    def __init__(self, nameservers: Sequence[str] = (), timeout: float = 5.0) -> None:
+    def __init__(self, nameservers: Sequence[HostPort] = (), timeout: float = 5.0) -> None:
         resolver = dns.asyncresolver.Resolver(configure=not nameservers)
         if nameservers:
             resolver.nameservers = [
-                dns.nameserver.Do53Nameserver(*parse_nameserver(text)) for text in nameservers
+                dns.nameserver.Do53Nameserver(server.host, server.port) for server in nameservers
             ]
         resolver.search = []
         resolver.use_search_by_default = False

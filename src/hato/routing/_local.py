@@ -63,6 +63,11 @@ class AliasMatch:
     source: str
     targets: tuple[str, ...]
 
+    @property
+    def is_catch_all(self) -> bool:
+        """The domain's catch-all (``@domain``): the address itself is named by no alias."""
+        return self.source.startswith("@")
+
 
 @dataclass(frozen=True, slots=True)
 class Unknown:

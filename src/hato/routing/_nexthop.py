@@ -7,12 +7,13 @@ What ``NextHopRouter.route(domain)`` promises:
   for an address literal (``[192.0.2.1]``, ``[IPv6:2001:db8::1]``), that address; else the
   domain's MX hosts (``mail_exchangers``: implicit MX, null MX, loop protection).
 - A transport entry ``local`` gives ``LocalRoute``: deliver here.
-- A configured next hop (transport or smarthost) is ``[ip]:port``, ``ip``, ``host:port`` or
-  ``host``; the port defaults to 25. A host name there is resolved with A/AAAA only, never
-  MX, as Postfix treats ``[host]``: the operator named a machine precisely to bypass MX
-  routing. If it does not resolve, the route fails transiently (``4.4.3``) whatever DNS
-  said, NXDOMAIN included: the fault is in our own configuration, and senders should not get
-  bounces for an operator's typo while the queue lifetime still bounds the wait.
+- A configured next hop (transport or smarthost) is a ``HostPort`` the configuration parsed
+  (``[ip]:port``, ``ip``, ``host:port`` or ``host``; port 25 when it names none). A host
+  name there is resolved with A/AAAA only, never MX, as Postfix treats ``[host]``: the
+  operator named a machine precisely to bypass MX routing. If it does not resolve, the
+  route fails transiently (``4.4.3``) whatever DNS said, NXDOMAIN included: the fault is in
+  our own configuration, and senders should not get bounces for an operator's typo while
+  the queue lifetime still bounds the wait.
 - Configured next hops are trusted not to loop: pointing the smarthost at this host's own
   address on another port (a content filter) is legitimate. MX and literal routes are
   checked against ``is_local_host`` (``5.4.6``).
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from hato.accounts import InvalidInput, normalize_domain
-from hato.config import RelaySettings, TlsPolicy
+from hato.config import HostPort, RelaySettings, TlsPolicy, TlsPolicyEntry, Transport
 from hato.routing._dns import (
     NO_SUCH_DOMAIN,
     DnsError,
@@ -41,8 +42,6 @@ from hato.routing._dns import (
     RouteError,
 )
 from hato.routing._mx import IsLocalHost, loop_error, mail_exchangers
-
-from ..smtp import is_ip_address
 
 __all__ = [
     "SMTP_PORT",
@@ -89,39 +88,30 @@ class Hops:
 Route: TypeAlias = LocalRoute | Hops
 
 
-@dataclass(frozen=True, slots=True)
-class _NextHop:
-    host: str
-    port: int
-    is_ip: bool
-
-
 class NextHopRouter:
     """Routes remote domains by the transport table, smarthost or MX (module docstring).
 
-    Built from plain values as ``RelaySettings`` holds them (``from_settings`` does that);
-    a malformed entry raises ValueError here rather than misroute mail later.
+    Built from the typed values ``RelaySettings`` holds (``from_settings`` does that): the
+    configuration parsed and checked them, so nothing here parses text again.
     """
 
     def __init__(
         self,
         resolver: Resolver,
         *,
-        transports: Iterable[str] = (),
-        tls_policy: Iterable[str] = (),
-        smarthost: str = "",
-        smarthost_tls: str = TlsPolicy.MAY,
+        transports: Iterable[Transport] = (),
+        tls_policy: Iterable[TlsPolicyEntry] = (),
+        smarthost: HostPort | None = None,
+        smarthost_tls: TlsPolicy = TlsPolicy.MAY,
         port: int = SMTP_PORT,
         rng: random.Random | None = None,
         is_local_host: IsLocalHost | None = None,
     ) -> None:
         self._resolver = resolver
-        self._transports: dict[str, _NextHop | None] = {}
-        for domain, target in map(_entry, transports):
-            self._transports[domain] = None if target == "local" else _parse_next_hop(target)
-        self._tls_policy = {domain: TlsPolicy(policy) for domain, policy in map(_entry, tls_policy)}
-        self._smarthost = _parse_next_hop(smarthost) if smarthost else None
-        self._smarthost_tls = TlsPolicy(smarthost_tls)
+        self._transports = {entry.domain: entry.next_hop for entry in transports}
+        self._tls_policy = {entry.domain: entry.policy for entry in tls_policy}
+        self._smarthost = smarthost
+        self._smarthost_tls = smarthost_tls
         self._port = port
         self._rng = rng or random.Random()
         self._is_local_host = is_local_host
@@ -174,7 +164,7 @@ class NextHopRouter:
         hops = [Hop(mx.host, self._port, mx.addresses, policy, mx.host) for mx in exchangers]
         return Hops(hops, "mx")
 
-    async def _configured(self, hop: _NextHop, via: Via, policy: TlsPolicy, domain: str) -> Hops:
+    async def _configured(self, hop: HostPort, via: Via, policy: TlsPolicy, domain: str) -> Hops:
         if hop.is_ip:
             addresses = [hop.host]
         else:
@@ -190,39 +180,6 @@ class NextHopRouter:
             raise loop_error(domain)
         policy = TlsPolicy.MAY  # no domain name, so no tls_policy entry can name it
         return Hops([Hop(address, self._port, [address], policy, address)], "literal")
-
-
-def _entry(text: str) -> tuple[str, str]:
-    """A "domain value" table entry, its domain normalized."""
-    domain, _, value = text.strip().partition(" ")
-    if not value.strip():
-        raise ValueError(f'{text!r}: expected "domain value"')
-    try:
-        return normalize_domain(domain), value.strip()
-    except InvalidInput as exc:
-        raise ValueError(f"{text!r}: {exc}") from None
-
-
-def _parse_next_hop(text: str) -> _NextHop:
-    """``[ip]:port``, ``[ip]``, ``ip``, ``host:port`` or ``host`` (``[host]`` too)."""
-    if is_ip_address(text):
-        return _NextHop(str(ipaddress.ip_address(text)), SMTP_PORT, True)
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(f'{text!r}: expected "[ADDRESS]:PORT"')
-        port_text = rest[1:]
-    else:
-        host, _, port_text = text.rpartition(":") if ":" in text else (text, "", "")
-    port = int(port_text) if port_text else SMTP_PORT
-    if not 0 < port < 65536:
-        raise ValueError(f"{text!r}: port must be 1-65535")
-    if is_ip_address(host):
-        return _NextHop(str(ipaddress.ip_address(host)), port, True)
-    try:
-        return _NextHop(normalize_domain(host), port, False)
-    except InvalidInput as exc:
-        raise ValueError(f"{text!r}: {exc}") from None
 
 
 def _literal_address(domain: str) -> str:

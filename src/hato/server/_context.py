@@ -32,6 +32,7 @@ def limits_from(settings: Settings) -> Limits:
         max_text_line=smtp.max_text_line,
         max_recipients=smtp.max_recipients,
         max_errors=smtp.max_errors,
+        junk_command_limit=smtp.junk_command_limit,
         bare_newline=smtp.bare_newline,
     )
 

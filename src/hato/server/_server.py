@@ -42,7 +42,8 @@ class SmtpServer:
             for address in implicit_tls:
                 # The context given here is only the first: its SNI callback moves every
                 # handshake onto the current one, so SIGHUP reaches these listeners too.
-                await self._listen(address, self.ctx.tls.context, self.bound_tls)
+                tls = self.ctx.tls.context_for(submission=True)  # RFC 8314: submission too
+                await self._listen(address, tls, self.bound_tls)
 
     async def _listen(
         self,

@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 from .. import __version__, policy, routing, smtp
-from ..accounts import AccountError
+from ..accounts import AccountError, InvalidInput, parse_address
 from ..events import (
     AuthSucceeded,
     Connected,
@@ -57,6 +57,7 @@ R_AUTH_FAILED = reply(535, "5.7.8", "Authentication credentials invalid")
 R_AUTH_MALFORMED = reply(501, "5.5.2", "Cannot decode AUTH response")
 R_AUTH_TEMPFAIL = reply(454, "4.7.0", "Temporary authentication failure")
 R_AUTH_REQUIRED = reply(530, "5.7.0", "Authentication required")
+R_STARTTLS_FIRST = reply(530, "5.7.0", "Must issue a STARTTLS command first")  # RFC 3207 4
 # Input buffered while the session waits for the disk: past this, stop reading.
 MAX_BUFFERED = 1 << 20
 # Reverse DNS is a courtesy for the Received header; it must never hold a client long.
@@ -155,7 +156,11 @@ class Session(asyncio.Protocol):
             self._greet()
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = time.monotonic()
+        # smtp.idle_timeout is the time for a complete command line (an AUTH answer too): a
+        # line dripped a byte at a time does not renew it. Message data renews it with every
+        # read, however small, as Postfix's smtpd_timeout does.
+        if b"\n" in data or self.conn.in_message:
+            self.last_activity = time.monotonic()
         if self._handshaking:
             # Decrypted already: the TLS layer may deliver the client's first command before
             # start_tls() has returned to us. Plaintext never arrives here in this state.
@@ -287,9 +292,7 @@ class Session(asyncio.Protocol):
             self.conn.close_with(self._limit_refusal.reply)
             self.close_reason = "per-IP limit"
         elif self.ctx.auth_limit.banned(self.client_ip):
-            refusal = reply(
-                421, "4.7.0", f"{self.ctx.hostname} Error: too many failed authentications"
-            )
+            refusal = self._banned_reply()
             self._rejected("CONNECT", refusal, "client IP banned after failed AUTH attempts")
             self.conn.close_with(refusal)
             self.close_reason = "banned"
@@ -433,12 +436,15 @@ class Session(asyncio.Protocol):
         )
 
     def _mail(self, event: smtp.MailFrom) -> None:
-        if self.submission:
+        refusal, reason = _sender_syntax(event.reverse_path)
+        # Submission wants AUTH first; whoever authenticated, on any listener, sends only as
+        # an address the user owns (RFC 6409 6.1; RFC 8314 makes implicit TLS submission too).
+        if refusal is None and (self.submission or self.auth_user is not None):
             refusal, reason = self._check_sender(event.reverse_path)
-            if refusal is not None:
-                self._rejected("MAIL", refusal, reason, sender=event.reverse_path)
-                self.conn.send_reply(refusal)
-                return
+        if refusal is not None:
+            self._rejected("MAIL", refusal, reason, sender=event.reverse_path)
+            self.conn.send_reply(refusal)
+            return
         decision = self._mail_policy(event.reverse_path)
         if decision is not None:
             self._refused("MAIL", decision, sender=event.reverse_path)
@@ -487,16 +493,24 @@ class Session(asyncio.Protocol):
         router = self.ctx.router
         if match == "domain":
             return _same_domain(sender.rpartition("@")[2], user.rpartition("@")[2])
-        login = router.lookup(user)
+        try:
+            login, found = router.lookup(user), router.lookup(sender)
+        except InvalidInput:
+            return False  # a sender no mailbox could have: nobody's
         if not isinstance(login, routing.Mailbox):
             return False
+        if match == "owned" and isinstance(found, routing.AliasMatch) and found.is_catch_all:
+            return False  # a catch-all receives for addresses; it does not hand them out
         owner = login.address.casefold()
         return any(m.address.casefold() == owner for m in router.expand(sender).mailboxes)
 
     def _check_sender(self, sender: str) -> tuple[Reply | None, str]:
-        """Submission (RFC 6409 4.3, 6.1): AUTH first, and only the user's own address."""
+        """Submission (RFC 6409 4.3, 6.1): AUTH first; after AUTH: the user's own address."""
         user = self.auth_user
         if user is None:
+            if not self.conn.auth_mechanisms and self.tls is None and self.conn.tls_available:
+                # AUTH is offered only inside TLS: asking for it would send the client nowhere.
+                return R_STARTTLS_FIRST, "submission before STARTTLS"
             return R_AUTH_REQUIRED, "submission without authentication"
         if not self._sender_owned(sender, user):
             return reply(
@@ -511,12 +525,25 @@ class Session(asyncio.Protocol):
     def _offer_auth(self) -> None:
         """AUTH is offered inside TLS only, unless auth.allow_plaintext says otherwise."""
         settings = self.ctx.settings.auth
-        may = self.ctx.accounts is not None and (
-            self.implicit_tls or self.tls is not None or settings.allow_plaintext
-        )
+        offered = self.ctx.accounts is not None and bool(settings.mechanisms)
+        may = offered and (self.implicit_tls or self.tls is not None or settings.allow_plaintext)
         self.conn.auth_mechanisms = settings.mechanisms if may else ()
+        self.conn.auth_needs_tls = offered and not may and self.conn.tls_available
+
+    def _banned_reply(self) -> Reply:
+        return reply(421, "4.7.0", f"{self.ctx.hostname} Error: too many failed authentications")
+
+    def _end_banned(self, stage: str) -> None:
+        """A ban holds in every session of the IP, those opened before it included."""
+        refusal = self._banned_reply()
+        self._rejected(stage, refusal, "client IP banned after failed AUTH attempts")
+        self.conn.close_with(refusal)
+        self.close_reason = "banned"
 
     def _auth_start(self, mechanism: str, initial: str | None) -> None:
+        if self.ctx.auth_limit.banned(self.client_ip):
+            self._end_banned("AUTH")
+            return
         self._auth = (mechanism,)
         if initial is None:
             challenge = "" if mechanism == "PLAIN" else LOGIN_USERNAME
@@ -550,37 +577,7 @@ class Session(asyncio.Protocol):
         self._task = asyncio.ensure_future(self._check_password(mechanism, user, password))
 
     async def _check_password(self, mechanism: str, user: str, password: str | None) -> None:
-        accounts = self.ctx.accounts
-        assert accounts is not None
-        answer: Reply
-        try:
-            ok = password is not None and await asyncio.to_thread(
-                accounts.verify_password, user, password
-            )
-        except AccountError as error:
-            self.ctx.log.emit(InternalError(where="auth", error=str(error), session=self.id))
-            answer = R_AUTH_TEMPFAIL
-            self._rejected("AUTH", answer, f"authentication error for user {user!r}")
-        else:
-            if ok:
-                self.auth_user = user
-                answer = R_AUTH_OK
-                self.ctx.log.emit(
-                    AuthSucceeded(
-                        session=self.id, client_ip=self.client_ip, user=user, mechanism=mechanism
-                    )
-                )
-            else:
-                over = self.ctx.auth_limit.failed(self.client_ip)
-                await asyncio.sleep(self.ctx.settings.auth.failure_delay)
-                if over:
-                    answer = reply(
-                        421, "4.7.0", f"{self.ctx.hostname} Error: too many failed authentications"
-                    )
-                else:
-                    answer = R_AUTH_FAILED
-                reason = f"authentication failed for user {user!r} ({mechanism})"
-                self._rejected("AUTH", answer, reason + (", IP banned" if over else ""))
+        answer = await self._password_answer(mechanism, user, password)
         if self.transport is None or self.transport.is_closing():
             return
         if answer.code == 421:
@@ -590,6 +587,40 @@ class Session(asyncio.Protocol):
             self.conn.send_reply(answer)
         self.busy = False
         self._process()
+
+    async def _password_answer(self, mechanism: str, user: str, password: str | None) -> Reply:
+        accounts, limiter, ip = self.ctx.accounts, self.ctx.auth_limit, self.client_ip
+        assert accounts is not None
+        banned = limiter.banned(ip)
+        try:
+            ok = (
+                not banned
+                and password is not None
+                and await asyncio.to_thread(accounts.verify_password, user, password)
+            )
+        except AccountError as error:
+            self.ctx.log.emit(InternalError(where="auth", error=str(error), session=self.id))
+            self._rejected("AUTH", R_AUTH_TEMPFAIL, f"authentication error for user {user!r}")
+            return R_AUTH_TEMPFAIL
+        if banned or limiter.banned(ip):
+            # Banned before or while the password was checked: right or wrong, no entry.
+            answer = self._banned_reply()
+            self._rejected("AUTH", answer, "client IP banned after failed AUTH attempts")
+            return answer
+        if ok:
+            # The address as the store reads it: without the spaces, brackets or final dot
+            # the password check forgave, which would otherwise reach replies and logs.
+            self.auth_user = user = parse_address(user).text
+            self.ctx.log.emit(
+                AuthSucceeded(session=self.id, client_ip=ip, user=user, mechanism=mechanism)
+            )
+            return R_AUTH_OK
+        over = limiter.failed(ip)
+        await asyncio.sleep(self.ctx.settings.auth.failure_delay)
+        answer = self._banned_reply() if over else R_AUTH_FAILED
+        reason = f"authentication failed for user {user!r} ({mechanism})"
+        self._rejected("AUTH", answer, reason + (", IP banned" if over else ""))
+        return answer
 
     def _rcpt(self, event: smtp.RcptTo) -> None:
         address = event.forward_path
@@ -615,7 +646,12 @@ class Session(asyncio.Protocol):
 
     def _check_recipient(self, address: str) -> tuple[Reply | None, str]:
         """Refuse at RCPT what would only bounce later: unknown users, relaying, full boxes."""
-        lookup = self.ctx.router.lookup(address)
+        try:
+            lookup = self.ctx.router.lookup(address)
+        except InvalidInput as error:
+            # The grammar allows it (u@1.2, an xn-- label that is not Punycode), routing not.
+            answer = reply(501, "5.1.3", f"Bad recipient address syntax ({_brief(error)})")
+            return answer, str(error)
         decision = self.ctx.relay.check(
             address,
             local=not isinstance(lookup, routing.NotLocal),
@@ -633,7 +669,7 @@ class Session(asyncio.Protocol):
                     " table",
                 ), "unknown user"
             case routing.Mailbox(domain=domain, local_part=local, quota=quota) if quota:
-                if self.ctx.maildir.usage(domain, local) >= quota:
+                if self.ctx.maildir.usage(domain, local, quota).bytes >= quota:
                     if self.ctx.settings.accounts.quota_exceeded == "permanent":
                         answer = reply(552, "5.2.2", f"<{address}>: Mailbox full")
                     else:
@@ -768,7 +804,7 @@ class Session(asyncio.Protocol):
             upgraded = await loop.start_tls(
                 transport,
                 self,
-                tls.context,
+                tls.context_for(submission=self.submission),
                 server_side=True,
                 ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
             )
@@ -855,6 +891,22 @@ class Session(asyncio.Protocol):
 
 def _shutdown_reply(hostname: str) -> Reply:
     return reply(421, "4.3.2", f"{hostname} Service shutting down, closing transmission channel")
+
+
+def _sender_syntax(sender: str) -> tuple[Reply | None, str]:
+    """A sender the grammar allows but no report could be returned to (u@1.2): 501."""
+    try:
+        if sender:
+            parse_address(sender, allow_literal=True)
+    except InvalidInput as error:
+        return reply(501, "5.1.7", f"Bad sender address syntax ({_brief(error)})"), str(error)
+    return None, ""
+
+
+def _brief(error: Exception) -> str:
+    # A reply line holds 512 octets (RFC 5321 4.5.3.1.5); the event log keeps all of it.
+    text = str(error)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _same_domain(a: str, b: str) -> bool:

@@ -2,11 +2,17 @@
 
 What this module promises:
 
-- :class:`ServerTls` always holds a usable server :class:`ssl.SSLContext` (TLS 1.2 at
-  least) or, at start-up, raises :class:`TlsError` naming the setting at fault.
+- :class:`ServerTls` always holds usable server :class:`ssl.SSLContext` objects (TLS 1.2 at
+  least) or, at start-up, raises :class:`TlsError` naming the setting at fault: one for
+  STARTTLS on the plain (port 25) listeners, with OpenSSL's default suites, since any
+  encryption beats the plain text an opportunistic client falls back to (RFC 7435); one for
+  the submission and implicit TLS listeners, where clients are mail programs that all speak
+  a modern TLS, offering TLS 1.2 with AEAD suites only (Mozilla's "intermediate" profile),
+  and TLS 1.3.
 - With no configured certificate, a self-signed one for the hostname is kept in
-  ``DATA/tls/cert.pem`` and ``key.pem`` (0600); it is reused across restarts and made
-  anew only when it is missing, unreadable, expired or for another hostname.
+  ``DATA/tls/cert.pem`` and ``key.pem`` (0600, as everything in the data directory); it is
+  reused across restarts and made anew only when it is missing, unreadable, expired or for
+  another hostname.
 - :meth:`ServerTls.reload` (SIGHUP) builds a new context for new handshakes; a session
   already in TLS keeps the one it started with. A failed reload keeps the old context.
   Listeners created with an earlier context pick the new one up too: every context
@@ -30,6 +36,7 @@ from ..config import TlsSettings
 
 __all__ = [
     "SELF_SIGNED_VALIDITY",
+    "SUBMISSION_CIPHERS",
     "ServerTls",
     "TlsError",
     "ensure_self_signed",
@@ -42,6 +49,18 @@ __all__ = [
 SELF_SIGNED_VALIDITY = datetime.timedelta(days=365)
 # Renew a little before the end, so no handshake ever sees an expired certificate.
 RENEW_BEFORE = datetime.timedelta(days=1)
+# TLS 1.2 suites of Mozilla's "intermediate" profile (forward secret, AEAD; TLS 1.3 suites
+# are all AEAD and not set here), for the listeners that take passwords.
+SUBMISSION_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    ]
+)
 CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"
 
@@ -62,10 +81,15 @@ class CertificateInfo:
     not_after: datetime.datetime
 
 
-def server_context(certificate: Path, key: Path | None) -> ssl.SSLContext:
-    """A server context with the chain in ``certificate`` (and ``key``, if separate)."""
+def server_context(
+    certificate: Path, key: Path | None, *, ciphers: str | None = None
+) -> ssl.SSLContext:
+    """A server context with the chain in ``certificate`` (and ``key``, if separate);
+    ``ciphers`` (OpenSSL's syntax) limits the TLS 1.2 suites."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ciphers is not None:
+        context.set_ciphers(ciphers)
     # OpenSSL's errors name neither file, so each is opened first to say which is missing.
     for setting, path in (("tls.certificate", certificate), ("tls.key", key)):
         try:
@@ -113,7 +137,7 @@ def ensure_self_signed(
     )
     # The key first: a certificate must never be found beside a key that is not its own.
     _write_atomically(key_path, key_pem, 0o600)
-    _write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    _write_atomically(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o600)
     return cert_path, key_path
 
 
@@ -152,20 +176,28 @@ def session_description(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> tup
 
 
 class ServerTls:
-    """The current server context; :meth:`reload` replaces it for new handshakes."""
+    """The current server contexts; :meth:`reload` replaces them for new handshakes.
+
+    ``context`` is for STARTTLS on the plain listeners, ``submission_context`` for the
+    submission and implicit TLS listeners (see the module's docstring).
+    """
 
     def __init__(self, settings: TlsSettings, *, hostname: str, data_dir: Path) -> None:
         self.settings = settings
         self.hostname = hostname
         self.directory = data_dir / "tls"
-        self.context, self.info = self._build()
+        self.context, self.submission_context, self.info = self._build()
+
+    def context_for(self, *, submission: bool) -> ssl.SSLContext:
+        """The context a listener's handshakes start with (submission or implicit TLS)."""
+        return self.submission_context if submission else self.context
 
     def reload(self) -> CertificateInfo:
-        """Load the certificate again; on TlsError the current context stays in use."""
-        self.context, self.info = self._build()
+        """Load the certificate again; on TlsError the current contexts stay in use."""
+        self.context, self.submission_context, self.info = self._build()
         return self.info
 
-    def _build(self) -> tuple[ssl.SSLContext, CertificateInfo]:
+    def _build(self) -> tuple[ssl.SSLContext, ssl.SSLContext, CertificateInfo]:
         certificate, key = self.settings.certificate, self.settings.key
         self_signed = certificate is None
         if certificate is None:
@@ -177,16 +209,28 @@ class ServerTls:
                 ) from None
         context = server_context(certificate, key)
         context.sni_callback = self._current
+        submission = server_context(certificate, key, ciphers=SUBMISSION_CIPHERS)
+        submission.sni_callback = self._current_submission
         try:
             leaf = x509.load_pem_x509_certificate(certificate.read_bytes())
         except (OSError, ValueError) as error:
             raise TlsError("tls.certificate", f"cannot read {certificate}: {error}") from None
-        return context, CertificateInfo(certificate, self_signed, leaf.not_valid_after_utc)
+        info = CertificateInfo(certificate, self_signed, leaf.not_valid_after_utc)
+        return context, submission, info
+
+    # Called on every ClientHello (with or without SNI): a listener made with an older
+    # context hands its handshakes to the newest one of its kind, which is how SIGHUP
+    # reaches them. The suites stay those the handshake began with (OpenSSL keeps them
+    # when the context changes), so each kind must only ever move to its own kind.
 
     def _current(
         self, connection: ssl.SSLObject | ssl.SSLSocket, _server_name: str | None, _ctx: object
     ) -> None:
-        # Called on every ClientHello (with or without SNI): a listener made with an older
-        # context hands its handshakes to the newest one, which is how SIGHUP reaches them.
         if connection.context is not self.context:
             connection.context = self.context
+
+    def _current_submission(
+        self, connection: ssl.SSLObject | ssl.SSLSocket, _server_name: str | None, _ctx: object
+    ) -> None:
+        if connection.context is not self.submission_context:
+            connection.context = self.submission_context

@@ -26,6 +26,7 @@ from ._client import (
     Response,
     TranscriptLine,
 )
+from ._content import ContentCheck, LineEnds
 from ._events import (
     AuthResponse,
     AuthStart,
@@ -65,11 +66,13 @@ __all__ = [
     "ClientState",
     "Command",
     "CommandRejected",
+    "ContentCheck",
     "DataChunk",
     "DataCommand",
     "Event",
     "Hello",
     "Limits",
+    "LineEnds",
     "LocalProtocolError",
     "MailFrom",
     "MailParams",

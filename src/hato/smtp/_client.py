@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Literal, NoReturn
 
 from ._address import xtext_encode
+from ._content import LineEnds
 from ._reply import Reply, reply
 from ._server import LocalProtocolError
 
@@ -173,6 +174,7 @@ class ClientConnection:
         self._recipients_sent = 0
         self._tail = b"\r\n"  # the last two octets of message data (CRLF: a line starts)
         self._message_size = 0
+        self._line_ends = LineEnds()
 
     # -- what came from the server -----------------------------------------------------
 
@@ -385,31 +387,40 @@ class ClientConnection:
         return self._command(Command.DATA, "DATA")
 
     def message_chunk(self, chunk: bytes) -> bytes:
-        """Message octets (CRLF line ends), dot-stuffed as RFC 5321 4.5.2 asks.
+        """Message octets, sent with CRLF line ends and dot-stuffed as RFC 5321 4.5.2 asks.
 
         Chunks may be cut anywhere: a line's leading dot is found even when the line's
-        CRLF ended the previous chunk.
+        CRLF ended the previous chunk. A bare CR or LF, whatever was stored, goes out as
+        CRLF: the next hop may take either for a line end (and a "\\n.\\n" for the end of
+        the data, CVE-2023-51764), so the line structure it sees must be the one we saw.
         """
         self._require(Command.END_OF_DATA)
+        self._message_size += len(chunk)
+        return self._stuff(self._line_ends.feed(chunk))
+
+    def _stuff(self, chunk: bytes) -> bytes:
         if not chunk:
             return b""
         joined = self._tail + chunk
         # The tail is unchanged by the replacement, so slicing it off leaves the new octets.
         stuffed = joined.replace(b"\r\n.", b"\r\n..")[len(self._tail) :]
         self._tail = joined[-2:]
-        self._message_size += len(chunk)
         return stuffed
 
     def end_of_data(self) -> bytes:
         """The final ``<CRLF>.<CRLF>``; a message not ending in CRLF gets one first."""
         self._require(Command.END_OF_DATA)
-        self.transcript.append(TranscriptLine("C", f"<message data, {self._message_size} octets>"))
+        held = self._stuff(self._line_ends.finish())
+        note = f"<message data, {self._message_size} octets>"
+        if self._line_ends.bare:
+            note = f"<message data, {self._message_size} octets, bare CR or LF sent as CRLF>"
+        self.transcript.append(TranscriptLine("C", note))
         ending = b".\r\n" if self._tail == b"\r\n" else b"\r\n.\r\n"
-        self._tail, self._message_size = b"\r\n", 0
+        self._tail, self._message_size, self._line_ends = b"\r\n", 0, LineEnds()
         self._command(Command.END_OF_DATA, ".")
         # The transaction ends with the reply, whatever it says; RFC 2920 lets MAIL follow.
         self.state = ClientState.GREETED
-        return ending
+        return held + ending
 
     def rset(self) -> bytes:
         data = self._command(Command.RSET, "RSET")

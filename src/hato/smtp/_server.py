@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ._address import AddressError, parse_path, split_path
+from ._content import ContentCheck
 from ._events import (
     AuthResponse,
     AuthStart,
@@ -88,8 +89,10 @@ class Transaction:
     chunked: bool = False  # a BDAT chunk was sent: DATA is no longer allowed
 
 
-# Bytes that make a command line need editing: NUL (telnet CR NUL), backspace, DEL, IAC.
-_EDIT_BYTES = re.compile(rb"[\x00\x08\x7f\xff]")
+# Bytes that make a command line need editing: backspace and DEL erase what is before them.
+_EDIT_BYTES = re.compile(rb"[\x08\x7f]")
+# The verb of a command line whose octets are refused, to name it in the reply and the log.
+_VERB = re.compile(rb"[A-Za-z]+")
 _TELNET_OPTION_VERBS = frozenset({251, 252, 253, 254})  # WILL WONT DO DONT + option byte
 _TELNET_SB, _TELNET_SE, _TELNET_IAC = 250, 240, 255
 # RFC 3461 section 5 (ORCPT, ENVID: 500 each), RFC 4954 section 5 (AUTH=: 500).
@@ -107,6 +110,14 @@ _R_OK = reply(250, "2.0.0", "Ok")
 _R_REFUSED = reply(503, "5.5.1", "Error: this server refused the connection; send QUIT")
 # What stands in the transcript for AUTH data (credentials, challenges).
 _SECRET = "****"
+# What an unknown line gets while the client may be sending SASL answers (see _masking).
+_R_MASKED = reply(500, "5.5.2", "Error: command unrecognized (not shown: it may be an AUTH answer)")
+# RFC 4954 6: the mechanisms exist, but only inside TLS, so they are not advertised yet.
+_R_ENCRYPTION_REQUIRED = reply(
+    538,
+    "5.7.11",
+    "Encryption required for requested authentication mechanism (issue STARTTLS first)",
+)
 _R_VRFY = reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
 
 
@@ -127,12 +138,17 @@ class ServerConnection:
         self.tls_available = tls_available
         self.tls_active = tls_active
         self.auth_mechanisms = auth_mechanisms
+        # AUTH is offered once TLS is up: before, AUTH gets 538 (RFC 4954 6), not 502.
+        self.auth_needs_tls = False
         self.state = State.CONNECTED
         self.helo: str | None = None
         self.extended = False
         self.authenticated = False
         self.transaction: Transaction | None = None
         self.errors = 0
+        # Forgiven until a message is accepted: RCPTs past the limit, junk commands.
+        self._overshoot = 0
+        self._junk = 0
         # Opt in by setting a list: every command line and reply line, never message data,
         # AUTH secrets masked. The caller drains it (the flight recorder).
         self.transcript: list[tuple[str, str]] | None = None
@@ -141,12 +157,13 @@ class ServerConnection:
         self._ready: deque[Event] = deque()
         self._pending: Event | None = None
         self._skipping_long_line = 0  # while a too-long line is skipped: its limit
+        # After an AUTH that did not succeed, the client's next lines may be its pipelined
+        # SASL answers: until the next known command, unknown lines are never shown.
+        self._masking = False
         self._resume = State.GREETED  # where AUTH and BDAT return to
         # Message reading (DATA and BDAT).
         self._line_start = True
-        self._partial_line = 0
-        self._size = 0
-        self._problem: Reply | None = None
+        self._content = ContentCheck(self.limits)
         self._chunk_left = 0
         self._chunk_last = False
         self._chunk_refusal: Reply | None = None
@@ -271,6 +288,8 @@ class ServerConnection:
                 self.state = State.DATA
             case MessageEnd():
                 self.state, self.transaction = State.GREETED, None
+                if ok:
+                    self._overshoot = self._junk = 0
             case StartTls() if answer.code == 220:
                 self.state = State.TLS
                 self._in.clear()
@@ -292,22 +311,29 @@ class ServerConnection:
         else:
             self.transcript.extend(("S", line) for line in lines)
 
-    def _emit(self, answer: Reply) -> None:
+    def _emit(self, answer: Reply, *, error: bool | None = None) -> None:
+        """Write a reply; an error reply (or ``error=True``) counts toward max_errors."""
         self._write(answer)
-        if answer.code >= 400:
+        if answer.code >= 400 if error is None else error:
             self.errors += 1
             if self.errors >= self.limits.max_errors and self.state is not State.CLOSED:
                 self.close_with(reply(421, "4.7.0", f"{self.hostname} Error: too many errors"))
 
-    def _reject(self, command: str, answer: Reply) -> None:
+    def _reject(self, command: str, answer: Reply, *, error: bool = True) -> None:
         self._ready.append(CommandRejected(command=command, reply=answer))
-        self._emit(answer)
+        self._emit(answer, error=error)
+
+    def _junk_reply(self, answer: Reply) -> None:
+        """NOOP, VRFY, RSET: answered, and past the junk limit counted as errors."""
+        self._junk += 1
+        self._emit(answer, error=self._junk > self.limits.junk_command_limit)
 
     def _after_auth_reply(self, code: int) -> None:
         if code == 334:
             self.state = State.AUTH
             return
         self.state = State.GREETED
+        self._masking = code != 235
         if code == 235:
             self.authenticated = True
 
@@ -336,32 +362,46 @@ class ServerConnection:
             self._skipping_long_line = 0
             if self.transcript is not None:
                 self.transcript.append(("C", f"<line too long, {len(line)} octets kept>"))
-            self._reject("", reply(500, "5.5.6", f"Error: line too long (limit {limit} octets)"))
+            self._refuse_line(reply(500, "5.5.6", f"Error: line too long (limit {limit} octets)"))
         else:
             self._dispatch(line)
         return True
 
+    def _refuse_line(self, answer: Reply) -> None:
+        """A line refused unread; inside AUTH that fails the exchange (RFC 4954 4 and 6)."""
+        command = ""
+        if self.state is State.AUTH:
+            self.state, self._masking, command = State.GREETED, True, "AUTH"
+        self._reject(command, answer)
+
     def _dispatch(self, raw: bytes) -> None:
         if raw.endswith(b"\r"):
             raw = raw[:-1]
+        if raw[:1] == bytes((_TELNET_IAC,)):
+            raw = _drop_telnet_negotiation(raw)
+        if b"\0" in raw:
+            # Never dropped: an address must be the octets the client sent, or refused.
+            self._refuse_octets(raw, "a NUL character", 501)
+            return
         if _EDIT_BYTES.search(raw):
-            raw = _telnet_edit(raw)
+            raw = _erase(raw)
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
-            if self.transcript is not None:
-                self.transcript.append(("C", raw.decode("utf-8", errors="replace")))
-            self._reject("", reply(500, "5.5.2", "Error: command is not valid UTF-8"))
-            return
-        if self.transcript is not None:
-            self.transcript.append(("C", self._shown(line)))
-        if self.state is State.AUTH:
-            self._auth_line(line)
+            self._refuse_octets(raw, "octets that are not UTF-8", None)
             return
         verb, _, argument = line.strip(" \t").partition(" ")
         command = verb.upper()
+        if self.state is not State.AUTH and command in _COMMANDS:
+            self._masking = command == "AUTH"  # until answered 235 (_after_auth_reply)
+        if self.transcript is not None:
+            self.transcript.append(("C", self._shown(line, command)))
+        if self.state is State.AUTH:
+            self._auth_line(line)
+            return
         if self.state is State.REFUSED and command != "QUIT":
-            self._reject(command[:32], _R_REFUSED)
+            masked = self._masking and command not in _COMMANDS
+            self._reject(_SECRET if masked else command[:32], _R_REFUSED)
             return
         handler = _COMMANDS.get(command)
         if handler is not None:
@@ -371,6 +411,8 @@ class ServerConnection:
             self.close_with(_R_HTTP)
         elif not command:
             self._reject("", reply(500, "5.5.2", "Error: empty command"))
+        elif self._masking:
+            self._reject(_SECRET, _R_MASKED)
         else:
             shown = "".join(c if c.isprintable() else "?" for c in verb[:32])
             self._reject(
@@ -378,10 +420,31 @@ class ServerConnection:
                 reply(500, "5.5.2", f'Command unrecognized: "{shown}" (type HELP for the list)'),
             )
 
-    def _shown(self, line: str) -> str:
+    def _refuse_octets(self, raw: bytes, what: str, code: int | None) -> None:
+        """A line that is no text: 501 for a command we know (``code`` or 500 for others)."""
+        verb = _VERB.match(raw)
+        command = verb.group(0).decode("ascii").upper() if verb else ""
+        if self.transcript is not None:
+            text = raw.decode("utf-8", errors="replace")
+            self.transcript.append(("C", self._shown(text, command)))
+        if self.state is State.AUTH:
+            # No answer to the challenge: the exchange ends, as after "*" (and what follows
+            # may still be SASL answers, see _masking).
+            self.state, self._masking = State.GREETED, True
+            self._reject("AUTH", reply(501, "5.5.2", f"Error: AUTH response has {what}"))
+            return
+        if command in _COMMANDS:
+            self._masking = command == "AUTH"
+            self._reject(command, reply(501, "5.5.2", f"Error: {command} line has {what}"))
+        else:
+            self._reject("", reply(code or 500, "5.5.2", f"Error: command line has {what}"))
+
+    def _shown(self, line: str, command: str) -> str:
         """The command line as the transcript keeps it: SASL data never appears."""
         if self.state is State.AUTH:
             return "*" if line.strip() == "*" else _SECRET
+        if self._masking and command and command not in _COMMANDS:
+            return _SECRET
         words = line.split()
         if len(words) > 2 and words[0].upper() == "AUTH":
             return f"{words[0]} {words[1]} {_SECRET}"  # the initial response (RFC 4954 4)
@@ -413,7 +476,9 @@ class ServerConnection:
     def _cmd_hello(self, argument: str, *, extended: bool) -> None:
         name = argument.strip(" \t")
         verb = "EHLO" if extended else "HELO"
-        if not name or " " in name:
+        # A CR would end the reply line that echoes the name (the reply builder refuses
+        # it); other control characters are escaped wherever the name is shown.
+        if not name or " " in name or "\r" in name:
             self._reject(verb, reply(501, "5.5.4", f"Syntax: {verb} hostname"))
             return
         self._ready.append(Hello(name=name, extended=extended))
@@ -465,8 +530,14 @@ class ServerConnection:
             self._reject("RCPT", _address_reply(error, rest[3:], params_utf8=utf8, sender=False))
             return
         if len(self.transaction.recipients) >= self.limits.max_recipients:
-            # RFC 5321 4.5.3.1.10: too many recipients is a 452; the client retries the rest.
-            self._reject("RCPT", reply(452, "4.5.3", "Error: too many recipients"))
+            # RFC 5321 4.5.3.1.10: too many recipients is a 452; the client retries the rest
+            # in another transaction, so it is no error unless the client overdoes it.
+            self._overshoot += 1
+            self._reject(
+                "RCPT",
+                reply(452, "4.5.3", "Error: too many recipients"),
+                error=self._overshoot > self.limits.recipient_overshoot,
+            )
             return
         self._ready.append(RcptTo(forward_path=path.address, params=params))
 
@@ -525,19 +596,17 @@ class ServerConnection:
         if self.state is not State.CONNECTED:
             self.state = State.GREETED
         self._ready.append(Reset())
-        self._emit(_R_OK)
+        self._junk_reply(_R_OK)
 
     def _cmd_noop(self, _argument: str) -> None:
-        self._emit(_R_OK)
+        self._junk_reply(_R_OK)
 
     def _cmd_vrfy(self, argument: str) -> None:
         if not argument.strip():
             self._reject("VRFY", reply(501, "5.5.4", "Syntax: VRFY address"))
             return
         # RFC 5321 3.5.3: 252 says "not verified, but try": no user list ever leaks.
-        self._emit(
-            reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
-        )
+        self._junk_reply(_R_VRFY)
 
     def _cmd_expn(self, _argument: str) -> None:
         self._reject(
@@ -566,7 +635,9 @@ class ServerConnection:
 
     def _cmd_auth(self, argument: str) -> None:
         words = argument.split()
-        if not self.auth_mechanisms:
+        if not self.auth_mechanisms and self.auth_needs_tls and not self.tls_active:
+            self._reject("AUTH", _R_ENCRYPTION_REQUIRED)
+        elif not self.auth_mechanisms:
             self._reject("AUTH", reply(502, "5.5.1", "Error: authentication not enabled"))
         elif self.authenticated:
             self._reject("AUTH", reply(503, "5.5.1", "Error: already authenticated"))
@@ -583,8 +654,8 @@ class ServerConnection:
     # -- message octets ----------------------------------------------------------------
 
     def _start_message(self) -> None:
-        self._line_start, self._partial_line = True, 0
-        self._size, self._problem = 0, None
+        self._line_start = True
+        self._content = ContentCheck(self.limits)
 
     def _read_data(self) -> bool:
         """Consume DATA octets; False when more bytes are needed."""
@@ -598,7 +669,8 @@ class ServerConnection:
             if end:
                 self._take(bytes(buf[:end]), ends_line=True)
             del buf[: end + 3]
-            self._ready.append(MessageEnd(problem=self._problem))
+            self._deliver(self._content.finish())
+            self._ready.append(MessageEnd(problem=self._content.problem))
             return True
         # Only complete lines go out, so dot-unstuffing never straddles two reads.
         cut = buf.rfind(b"\r\n") + 2
@@ -614,40 +686,17 @@ class ServerConnection:
         return True
 
     def _take(self, segment: bytes, *, ends_line: bool) -> None:
-        self._size += len(segment)
-        segment = self._check_segment(segment, ends_line)
-        if self._problem is None and segment:
-            self._ready.append(DataChunk(data=segment))
-        self._line_start = ends_line
-
-    def _check_segment(self, segment: bytes, ends_line: bool) -> bytes:
-        limits = self.limits
-        if self._size > limits.max_message_size:
-            self._refuse(reply(552, "5.3.4", "Error: message exceeds fixed maximum size"))
+        content = self._content
+        content.received(len(segment))
         # RFC 5321 4.5.2: a line's leading dot is removed.
         if self._line_start and segment[:1] == b".":
             segment = segment[1:]
-        segment = segment.replace(b"\r\n.", b"\r\n")
-        crlf = segment.count(b"\r\n")
-        if segment.count(b"\n") != crlf or segment.count(b"\r") != crlf:
-            # RFC 5321 2.3.8: CR and LF only as a pair; a lone one is how smuggling starts.
-            if limits.bare_newline == "reject":
-                self._refuse(_R_BARE_NEWLINE)
-            segment = _BARE_NEWLINE.sub(b"\r\n", segment)
-        lines = segment.split(b"\r\n")
-        lines[0] = b"x" * self._partial_line + lines[0]
-        self._partial_line = 0 if ends_line else len(lines[-1])
-        longest = limits.max_text_line - 2
-        if max(map(len, lines)) > longest:
-            self._refuse(reply(550, "5.6.0", f"Error: message has a line over {longest} octets"))
-        return segment
+        self._deliver(content.feed(segment.replace(b"\r\n.", b"\r\n")))
+        self._line_start = ends_line
 
-    def _refuse(self, problem: Reply) -> None:
-        # Checking goes on past the first problem and the kind first in _PROBLEM_ORDER wins,
-        # so the reply never depends on how the peer's bytes were split into reads.
-        rank = _PROBLEM_ORDER.index
-        if self._problem is None or rank(problem.enhanced) < rank(self._problem.enhanced):
-            self._problem = problem
+    def _deliver(self, data: bytes) -> None:
+        if self._content.problem is None and data:
+            self._ready.append(DataChunk(data=data))
 
     def _read_chunk(self) -> bool:
         buf = self._in
@@ -657,11 +706,9 @@ class ServerConnection:
             del buf[:take]
             self._chunk_left -= take
             if self._chunk_refusal is None:
-                self._size += take
-                if self._size > self.limits.max_message_size and self._problem is None:
-                    self._problem = reply(552, "5.3.4", "Error: message exceeds fixed maximum size")
-                if self._problem is None:
-                    self._ready.append(DataChunk(data=chunk))
+                # BDAT is length-framed, but its content meets the same rules as DATA's.
+                self._content.received(take)
+                self._deliver(self._content.feed(chunk))
         if self._chunk_left:
             return take > 0
         self._end_chunk()
@@ -669,17 +716,19 @@ class ServerConnection:
 
     def _end_chunk(self) -> None:
         self.state = self._resume
+        content = self._content
         if self._chunk_refusal is not None:
             self._reject("BDAT", self._chunk_refusal)
         elif self._chunk_last:
+            self._deliver(content.finish())
             self.state = State.BDAT  # until the caller answers MessageEnd
-            self._ready.append(MessageEnd(problem=self._problem))
-        elif self._problem is not None:
+            self._ready.append(MessageEnd(problem=content.problem))
+        elif content.problem is not None:
             self.transaction, self.state = None, State.GREETED
-            self._reject("BDAT", self._problem)
+            self._reject("BDAT", content.problem)
         else:
             self.state = State.RCPT
-            self._emit(reply(250, "2.0.0", f"Ok: {self._size} octets received"))
+            self._emit(reply(250, "2.0.0", f"Ok: {content.size} octets received"))
 
 
 def _needs_reply(event: Event) -> bool:
@@ -695,38 +744,38 @@ def _address_reply(error: AddressError, text: str, *, params_utf8: bool, sender:
     return reply(501, "5.1.3", f"Bad recipient address syntax ({error})")
 
 
-def _telnet_edit(line: bytes) -> bytes:
-    """Apply what a terminal would: backspace/DEL erase, telnet negotiation is dropped."""
-    out = bytearray()
+def _drop_telnet_negotiation(line: bytes) -> bytes:
+    """Drop the telnet commands (IAC ...) that open a line.
+
+    A telnet client negotiates before its user types, and this server never negotiates,
+    so IAC belongs only there; anywhere else it is an octet that is not UTF-8, refused.
+    """
     i, n = 0, len(line)
-    while i < n:
-        byte = line[i]
-        if byte == _TELNET_IAC:
-            verb = line[i + 1] if i + 1 < n else None
-            if verb == _TELNET_SB:
-                end = line.find(bytes((_TELNET_IAC, _TELNET_SE)), i + 2)
-                i = n if end < 0 else end + 2
-            else:
-                i += 3 if verb in _TELNET_OPTION_VERBS else 2
-            continue
+    while i < n and line[i] == _TELNET_IAC:
+        verb = line[i + 1] if i + 1 < n else None
+        if verb == _TELNET_SB:
+            end = line.find(bytes((_TELNET_IAC, _TELNET_SE)), i + 2)
+            i = n if end < 0 else end + 2
+        else:
+            i += 3 if verb in _TELNET_OPTION_VERBS else 2
+    return line[i:]
+
+
+def _erase(line: bytes) -> bytes:
+    """Apply what a terminal would: backspace and DEL erase the character before them."""
+    out = bytearray()
+    for byte in line:
         if byte in (0x08, 0x7F):
             # Erase one character, all of its UTF-8 continuation bytes included.
             while out and out[-1] & 0xC0 == 0x80:
                 out.pop()
             if out:
                 out.pop()
-        elif byte:
+        else:
             out.append(byte)
-        i += 1
     return bytes(out)
 
 
-_BARE_NEWLINE = re.compile(rb"\r\n|\r|\n")
-_R_BARE_NEWLINE = reply(
-    550, "5.5.2", "Error: bare <CR> or <LF> in message data; lines must end with <CR><LF>"
-)
-# Message problems by precedence: size (552), bare CR/LF (550 5.5.2), long line (550 5.6.0).
-_PROBLEM_ORDER = ("5.3.4", "5.5.2", "5.6.0")
 _R_HTTP = reply(221, "2.7.0", "Error: this is an SMTP server, not a web server")
 
 _COMMANDS = {

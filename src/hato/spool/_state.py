@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from hato.spool._envelope import Envelope, SpoolError
 from hato.spool._spool import message_path
@@ -28,6 +28,7 @@ __all__ = [
     "DELIVERED",
     "FAILED",
     "PENDING_STATES",
+    "HoldChange",
     "Outcome",
     "QueueEntry",
     "QueueState",
@@ -38,6 +39,8 @@ DEFERRED = "deferred"
 DELIVERED = "delivered"
 FAILED = "failed"
 PENDING_STATES = frozenset({"queued", DEFERRED})
+# What QueueState.set_held did: held or released it, found it so already, found no message.
+HoldChange = Literal["changed", "unchanged", "missing"]
 
 _SELECT = """
 SELECT m.queue_id, m.size, m.envelope, m.held, r.position, r.address, r.notify, r.orcpt,
@@ -200,14 +203,26 @@ class QueueState:
 
     # -- administration (any process) --------------------------------------------------
 
-    def set_held(self, queue_id: str, held: bool) -> bool:
+    def set_held(self, queue_id: str, held: bool) -> HoldChange:
+        """Hold or release one message; says whether it changed, was so already, or is gone."""
         with self._lock, _translated("hold"), _transaction(self._conn):
             changed = self._conn.execute(
-                "UPDATE message SET held = ? WHERE queue_id = ?", (int(held), queue_id)
+                "UPDATE message SET held = ? WHERE queue_id = ? AND held != ?",
+                (int(held), queue_id, int(held)),
             ).rowcount
             if changed:
                 self._bump()
-        return changed > 0
+                return "changed"
+            found = self._conn.execute(
+                "SELECT 1 FROM message WHERE queue_id = ?", (queue_id,)
+            ).fetchone()
+        return "unchanged" if found else "missing"
+
+    def queue_ids(self) -> builtins.list[str]:
+        """Every queued message's ID, oldest first (for the ALL of hato queue delete)."""
+        with self._lock, _translated("read"):
+            rows = self._conn.execute("SELECT queue_id FROM message ORDER BY queue_id")
+            return [row[0] for row in rows]
 
     def reschedule(self, queue_ids: Sequence[str] | None, when: float) -> int:
         """Make pending recipients due at ``when`` (flush); None means every message."""

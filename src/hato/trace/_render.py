@@ -6,9 +6,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from hato.trace._store import Summary
+from hato.events import printable
+from hato.trace._store import Refusal, Summary
 
-__all__ = ["render_story", "render_summaries"]
+__all__ = ["render_refusals", "render_story", "render_summaries"]
 
 _INDENT = "    "
 
@@ -102,7 +103,13 @@ def render_story(story: dict[str, Any]) -> str:
             if kind == "session"
             else (_attempt(step) if kind == "attempt" else _event(step))
         )
-    return "\n".join(out) + "\n"
+    return _lines(out)
+
+
+def _lines(out: list[str]) -> str:
+    # Clients and remote servers chose much of this text (EHLO names, commands, replies,
+    # addresses): each line is escaped as a whole, so none can hold a control or a break.
+    return "".join(printable(line) + "\n" for line in out)
 
 
 def render_summaries(summaries: Sequence[Summary]) -> str:
@@ -117,4 +124,22 @@ def render_summaries(summaries: Sequence[Summary]) -> str:
             out.append(f"{_INDENT}Message-ID: {found.message_id}")
         if found.report_of:
             out.append(f"{_INDENT}report about {found.report_of}")
-    return "\n".join(out) + ("\n" if out else "")
+    return _lines(out)
+
+
+def render_refusals(refusals: Sequence[Refusal]) -> str:
+    """Refusals a search found, one block each, oldest first: who, at which stage, why."""
+    out = []
+    for found in refusals:
+        out.append(
+            f"refused {found.stage or '-'}  {_when(found.ts)}  session {found.session}"
+            f"  from {found.client}"
+        )
+        if found.sender is not None:
+            out.append(f"{_INDENT}from <{found.sender}>")
+        if found.recipient:
+            out.append(f"{_INDENT}to <{found.recipient}>")
+        out.append(f"{_INDENT}{found.reply}")
+        rule = f" (rule {found.rule})" if found.rule else ""
+        out.append(f"{_INDENT}why: {found.reason}{rule}")
+    return _lines(out)

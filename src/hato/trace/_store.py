@@ -205,6 +205,25 @@ class Summary:
         return asdict(self)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refusal:
+    """One refusal as a search lists it: no message was queued, so it has no queue ID."""
+
+    ts: float
+    session: str
+    client: str  # "[ip]:port"
+    stage: str  # CONNECT, EHLO, MAIL, RCPT, DATA, AUTH, ...
+    reply: str
+    reason: str
+    rule: str
+    helo: str
+    sender: str | None  # None before MAIL
+    recipient: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class TraceStore:
     """One connection to the trace file; the recorder writes, ``hato trace`` reads."""
 
@@ -349,6 +368,45 @@ class TraceStore:
         ).fetchall()
         return [_summary(row, self._events(row[0])) for row in rows]
 
+    def refusals(
+        self,
+        *,
+        sender: str | None = None,
+        recipient: str | None = None,
+        since: float | None = None,
+        limit: int = SEARCH_LIMIT,
+    ) -> list[Refusal]:
+        """Refusals matching every criterion given, oldest first (the newest ``limit``).
+
+        A refused RCPT or MAIL leaves no message row, only its session's; the sessions'
+        event runs are searched instead (the texts first, in SQL, then each refusal).
+        """
+        where = ["instr(events, '\"reject\"') > 0"]
+        args: list[object] = []
+        for text in (sender, recipient):
+            if text is not None:
+                where.append("instr(lower(events), lower(?)) > 0")
+                args.append(text)
+        if since is not None:
+            where.append("(ended IS NULL OR ended >= ?)")
+            args.append(since)
+        rows = self._conn.execute(
+            f"SELECT session, client, events FROM sessions WHERE {' AND '.join(where)} ORDER BY id",
+            args,
+        )
+        found = [
+            refusal
+            for session, client, run in rows
+            for ts, name, _, data in _decode_run(run)
+            if name == "reject"
+            and (since is None or ts >= since)
+            and _contains(data.get("sender"), sender)
+            and _contains(data.get("recipient"), recipient)
+            for refusal in [_refusal(session, client, ts, data)]
+        ]
+        found.sort(key=lambda refusal: refusal.ts)
+        return found[-limit:]
+
     def summary(self, queue_id: str) -> Summary | None:
         row = self._message(queue_id)
         return None if row is None else _summary(row[:-1], self._events(queue_id))
@@ -468,3 +526,23 @@ def _status(events: list[dict[str, Any]]) -> str:
             latest[event["data"].get("recipient", "")] = event["event"]
     states = sorted(set(latest.values()), key=_OUTCOMES.index)
     return ", ".join(states) if states else "queued"
+
+
+def _contains(value: str | None, wanted: str | None) -> bool:
+    """A search's "contains this text" (case-insensitive); no criterion matches anything."""
+    return wanted is None or (value is not None and wanted.casefold() in value.casefold())
+
+
+def _refusal(session: str, client: str, ts: float, data: dict[str, Any]) -> Refusal:
+    return Refusal(
+        ts=ts,
+        session=session,
+        client=client,
+        stage=str(data.get("command", "")),
+        reply=str(data.get("reply", "")),
+        reason=str(data.get("reason", "")),
+        rule=str(data.get("rule", "")),
+        helo=str(data.get("helo", "")),
+        sender=data.get("sender"),
+        recipient=str(data.get("recipient", "")),
+    )

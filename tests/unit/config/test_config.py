@@ -28,6 +28,7 @@ from hato.config import (
     load_settings,
     settings_to_dict,
     settings_to_toml,
+    settings_warnings,
 )
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "hato.example.toml"
@@ -69,6 +70,7 @@ def test_defaults_are_the_documented_schema(
         max_text_line=1000,
         max_recipients=100,
         max_errors=20,
+        junk_command_limit=100,
         idle_timeout=300.0,
         bare_newline=BareNewline.REJECT,
     )
@@ -107,6 +109,7 @@ def test_an_integer_is_taken_for_a_float_setting(tmp_path: Path) -> None:
 
 # --- One problem each, under its key ---------------------------------------------------------
 
+RCPT_RULE = '[[policy.rcpt]]\naction = "reject"\nrecipient = '
 ERROR_CASES = [
     ("int-is-bool", "[smtp]\nmax_recipients = true", "smtp.max_recipients", "got a boolean"),
     ("int-is-str", '[smtp]\nmax_errors = "20"', "smtp.max_errors", "expected an integer"),
@@ -181,7 +184,15 @@ ERROR_CASES = [
     ("events-int", "[log]\nevents_file = 1", "log.events_file", "expected a string"),
     ("events-nul", '[log]\nevents_file = "a\\u0000b"', "log.events_file", "NUL"),
     ("unknown-section", "[bogus]\nx = 1", "bogus", "unknown section"),
-    ("unknown-top-key", "hostname = 'x'", "hostname", "unknown section"),
+    # Above every [section] header a key is top-level: it is named with the section it is of.
+    ("unknown-top-key", "hostname = 'x'", "hostname", "did you mean server.hostname (under"),
+    ("top-key-typo", "hostnme = 'x'", "hostnme", "did you mean server.hostname"),
+    ("key-in-wrong-section", "[smtp]\nlocal_domains = []", "smtp.local_domains", "server."),
+    ("pattern-at-at", RCPT_RULE + '["@@"]', "policy.rcpt[0].recipient[0]", "no local part"),
+    ("pattern-two-ats", RCPT_RULE + '["a@@b.example"]', "policy.rcpt[0].recipient[0]", '"a@"'),
+    ("pattern-route", RCPT_RULE + '["@r.example:u@b.example"]', "policy.rcpt[0].recipient[0]", ""),
+    ("postmaster-bad", '[accounts]\npostmaster = "@@"', "accounts.postmaster", "not an address"),
+    ("postmaster-no-at", '[accounts]\npostmaster = "root"', "accounts.postmaster", ""),
     ("unknown-key", "[smtp]\nmax_recipient = 5", "smtp.max_recipient", "unknown key"),
     ("unknown-subtable", "[server.tls]\ncert = 'x'", "server.tls", "unknown key"),
     ("section-not-table", "server = 5", "server", "expected a table"),
@@ -527,3 +538,32 @@ def test_tls_settings(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, text))
     assert (settings.tls.certificate, settings.tls.key, settings.tls.starttls) == (cert, key, False)
     assert [p.key for p in problems_of(tmp_path, f'[tls]\nkey = "{key}"')] == ["tls.key"]
+
+
+def test_address_patterns_that_are_addresses_load(tmp_path: Path) -> None:
+    path = tmp_path / "hato.toml"
+    path.write_text(RCPT_RULE + '["u@b.example", "\\"a@b\\"@b.example", "u@", "<>", ".b.example"]')
+    (rule,) = load_settings(path).policy.rcpt
+    assert rule.recipient == ("u@b.example", '"a@b"@b.example', "u@", "<>", ".b.example")
+    path.write_text('[accounts]\npostmaster = "root@localhost"')
+    assert load_settings(path).accounts.postmaster == "root@localhost"
+
+
+def test_relay_open_to_the_world_is_a_warning() -> None:
+    named = {"server.hostname": "mx.example.com"}  # the machine's own name may be warned of
+    assert settings_warnings(load_settings(overrides=named)) == []
+    wide = ["0.0.0.0/0", "::/0", "10.0.0.0/8", "8.0.0.0/6", "2001:db8::/32", "2000::/3"]
+    found = settings_warnings(load_settings(overrides={**named, "relay.trusted_networks": wide}))
+    assert [w.key for w in found] == [
+        "relay.trusted_networks[0]",
+        "relay.trusted_networks[1]",
+        "relay.trusted_networks[3]",
+        "relay.trusted_networks[5]",
+    ]
+    assert "OPEN RELAY" in found[0].message and "OPEN RELAY" in found[1].message
+    assert "67,108,864 addresses" in found[2].message
+
+
+def test_a_hostname_that_is_not_fully_qualified_is_a_warning() -> None:
+    (found,) = settings_warnings(load_settings(overrides={"server.hostname": "mail"}))
+    assert found.key == "server.hostname" and "fully qualified" in found.message

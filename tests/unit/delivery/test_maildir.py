@@ -6,13 +6,14 @@ import hashlib
 import os
 import re
 import stat
+import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hato.delivery import MaildirAgent, MaildirJob, Result, Status
+from hato.delivery import MaildirAgent, MaildirJob, Result, Status, Usage
 
 HOST = "mx.example.net"
 QUEUE_ID = "0ABCDEFGHIJ123"
@@ -371,8 +372,15 @@ def test_unusable_local_parts_fail_permanently(agent: MaildirAgent, tmp_path: Pa
 # -- usage and listing ---------------------------------------------------------------------------
 
 
+def counted(agent: MaildirAgent, local: str, quota: int | None = None) -> Usage:
+    """The usage once the count the first look starts is done."""
+    agent.usage("example.com", local, quota)
+    agent.wait_usage()
+    return agent.usage("example.com", local, quota)
+
+
 def test_usage_counts_new_and_cur(agent: MaildirAgent, tmp_path: Path) -> None:
-    assert agent.usage("example.com", "nobody") == 0
+    assert counted(agent, "nobody") == Usage(0, 0)
     message = spooled(tmp_path)
     agent.deliver([job(message, recipient_index=i) for i in range(3)])
     size = stored(agent)[0].stat().st_size
@@ -381,7 +389,60 @@ def test_usage_counts_new_and_cur(agent: MaildirAgent, tmp_path: Path) -> None:
     moved.rename(maildir / "cur" / f"{moved.name}:2,S")
     (maildir / "cur" / "1.foreign.host:2,").write_bytes(b"12345")  # no ,S=: its real size
     (maildir / "tmp" / "ignored").write_bytes(b"x" * 1000)
-    assert agent.usage("example.com", "bob") == 3 * size + 5
+    (maildir / ".Sent" / "cur").mkdir(parents=True)  # a Maildir++ folder counts too
+    (maildir / ".Sent" / "cur" / "2.foreign.host,S=70:2,S").write_bytes(b"")
+    assert counted(agent, "bob") == Usage(3 * size + 5 + 70, 5)
+    assert (maildir / "maildirsize").read_text() == f"0S\n{3 * size + 75} 5\n"
+    # A delivery appends its line, and the next look reads it: no count.
+    agent.deliver([job(message, recipient_index=3)])
+    assert (maildir / "maildirsize").read_text().splitlines()[-1] == f"{size} 1"
+    assert agent.usage("example.com", "bob") == Usage(4 * size + 75, 6)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",  # empty
+        "100S\n",  # no usage line
+        "100S\n10 1\nten 1\n",  # not a number
+        "100S\n10 1\n-20 -2\n",  # below zero
+        "100S\n10\0 1\n",  # a NUL
+        "100S\n" + "1 0\n" * 2000,  # 5120 bytes or more
+    ],
+)
+def test_a_broken_or_long_maildirsize_is_counted_again(agent: MaildirAgent, content: str) -> None:
+    maildir = agent.mailbox_dir("example.com", "bob")
+    (maildir / "cur").mkdir(parents=True)
+    (maildir / "cur" / "1.host,S=30:2,S").write_bytes(b"")
+    (maildir / "maildirsize").write_text(content)
+    assert counted(agent, "bob", quota=100) == Usage(30, 1)
+    assert (maildir / "maildirsize").read_text() == "100S\n30 1\n"
+
+
+def test_maildirsize_as_courier_writes_it_is_trusted(agent: MaildirAgent) -> None:
+    # Courier pads each line to 14 bytes; a last line without its LF is still being written.
+    maildir = agent.mailbox_dir("example.com", "bob")
+    maildir.mkdir(parents=True)
+    (maildir / "maildirsize").write_text("5000S,10C\n      1000    2\n       -10   -1\n77 7")
+    assert counted(agent, "bob", quota=5000) == Usage(990, 1)  # not counted: no files
+
+
+def test_an_over_quota_figure_is_doubted_only_when_maildir_plus_plus_says(
+    agent: MaildirAgent,
+) -> None:
+    maildir = agent.mailbox_dir("example.com", "bob")
+    for sub in ("new", "cur"):
+        (maildir / sub).mkdir(parents=True)
+    size_file = maildir / "maildirsize"
+    size_file.write_text("100S\n500 5\n")
+    old = time.time() - 3600
+    os.utime(maildir / "new", (old, old))
+    os.utime(maildir / "cur", (old, old))
+    # One summary line, fresh, folders unchanged since: over quota, believed.
+    assert counted(agent, "bob", quota=100) == Usage(500, 5)
+    # Older than 15 minutes: counted again (the maildir is empty).
+    os.utime(size_file, (old, old))
+    assert counted(agent, "bob", quota=100) == Usage(0, 0)
 
 
 def test_messages_lists_oldest_first_with_decoded_fields(

@@ -89,6 +89,22 @@ def test_return_content_for_failures(ret: str | None, size: int, expected: str) 
     assert return_content(ret, size, full_limit=1000) == expected
 
 
+@pytest.mark.parametrize(
+    ("ret", "size", "expected"),
+    [
+        (None, 10, "headers"),  # without RET: never whole, however small
+        ("HDRS", 10, "headers"),
+        ("FULL", 100, "full"),
+        ("full", 100, "full"),
+        ("FULL", 101, "headers"),  # asked for, but too large to reflect to a bystander
+    ],
+)
+def test_a_message_from_outside_returns_its_header_unless_small_and_ret_full(
+    ret: str | None, size: int, expected: str
+) -> None:
+    assert return_content(ret, size, full_limit=1000, outside_full_limit=100) == expected
+
+
 @pytest.mark.parametrize("action", [DY, DV, R, E])
 @pytest.mark.parametrize("ret", ["FULL", "HDRS", None])
 def test_other_reports_return_headers_only(action: Action, ret: str | None) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hato.accounts import AccountStore
+from hato.config import HostPort, Transport
 from hato.delivery import MaildirAgent, SmtpAgent
 from hato.events import EventLog
 from hato.queue import QueueManager, RetryPolicy
@@ -106,8 +107,9 @@ async def open_rig(tmp_path: Path) -> AsyncIterator[Rig]:
         return writer.queue_id
 
     # Remote domains route to a closed loopback port; no test here relays.
+    closed = HostPort("127.0.0.1", 9)
     next_hops = NextHopRouter(
-        DnspythonResolver(["127.0.0.1:9"], timeout=1.0), transports=["remote.example 127.0.0.1:9"]
+        DnspythonResolver([closed], timeout=1.0), transports=[Transport("remote.example", closed)]
     )
     manager = QueueManager(
         state=QueueState(tmp_path),

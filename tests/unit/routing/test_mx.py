@@ -37,7 +37,7 @@ def exchangers(
     is_local_host: IsLocalHost | None = None,
     timeout: float = 5.0,
 ) -> list[Exchanger]:
-    resolver = DnspythonResolver([server.address], timeout=timeout)
+    resolver = DnspythonResolver([server.nameserver], timeout=timeout)
     found = mail_exchangers(domain, resolver, random.Random(seed), is_local_host=is_local_host)
     return asyncio.run(found)
 

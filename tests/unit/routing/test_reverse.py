@@ -9,7 +9,7 @@ from hato.routing import DnspythonResolver, confirmed_name
 
 
 def lookup(dns_server: DnsServer, ip: str) -> str | None:
-    resolver = DnspythonResolver([dns_server.address], timeout=2.0)
+    resolver = DnspythonResolver([dns_server.nameserver], timeout=2.0)
     return asyncio.run(confirmed_name(resolver, ip))
 
 

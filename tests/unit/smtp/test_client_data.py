@@ -69,8 +69,14 @@ def test_messages_arrive_byte_identical(session: Session, message: bytes, cut: C
         ([b"a\r", b"\n.b\r\n"], b"a\r\n..b\r\n.\r\n"),
         ([b"a\r\n", b"", b".", b"\r\n"], b"a\r\n..\r\n.\r\n"),
         ([b"a", b".\r\n"], b"a.\r\n.\r\n"),
-        ([b"a\r", b".\r\n"], b"a\r.\r\n.\r\n"),  # a bare CR ends no line
-        ([b"a\n", b".\r\n"], b"a\n.\r\n.\r\n"),  # nor does a bare LF
+        # A bare CR or LF goes out as CRLF, so the dot after it is stuffed.
+        ([b"a\r", b".\r\n"], b"a\r\n..\r\n.\r\n"),
+        ([b"a\n", b".\r\n"], b"a\r\n..\r\n.\r\n"),
+        ([b"hi\n.\nMAIL FROM:<x@y.example>\n"], b"hi\r\n..\r\nMAIL FROM:<x@y.example>\r\n.\r\n"),
+        ([b"\r.\r"], b"\r\n..\r\n.\r\n"),
+        ([b"a\r", b"\r\n"], b"a\r\n\r\n.\r\n"),
+        ([b"a\r", b"", b"\nb"], b"a\r\nb\r\n.\r\n"),  # one CRLF cut in two
+        ([b"ends in CR\r"], b"ends in CR\r\n.\r\n"),
         ([b"x\r\n"], b"x\r\n.\r\n"),
         ([b""], b".\r\n"),
     ],
@@ -133,3 +139,23 @@ def test_any_body_cut_anywhere_arrives_identical(
     wire.greet()
     send_message(wire, split_at(message, cuts))
     assert wire.server.messages == [stored(message)]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b".", b"x", b"MAIL"]), max_size=30).map(
+        b"".join
+    ),
+    cuts=st.lists(st.integers(0, 120), max_size=10),
+)
+def test_no_bare_cr_or_lf_ever_goes_out(body: bytes, cuts: list[int]) -> None:
+    """Whatever was stored: a strict server (bare line ends refused) takes the message,
+    and a lenient one that ends lines at LF finds the end of the data only at the end."""
+    wire = Wire()
+    wire.greet()
+    written = send_message(wire, split_at(body, cuts))
+    assert written.count(b"\n") == written.count(b"\r\n") == written.count(b"\r")
+    lenient = b"\n" + written.replace(b"\r\n", b"\n")  # after the DATA line's own end
+    assert lenient.find(b"\n.\n") == len(lenient) - 3
+    normalized = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    assert wire.server.messages == [stored(normalized)]

@@ -192,3 +192,66 @@ def test_path_longer_than_256_octets() -> None:
     assert parse_path(fits, utf8=False, allow_null=False).domain == domain
     with pytest.raises(AddressError, match="longer than 256"):
         parse_path(f"<{'a' * 62}@{domain}>", utf8=False, allow_null=False)
+
+
+# -- octets that are no text: refused, never dropped or taken into an address -------------
+
+
+@pytest.mark.parametrize("smtputf8", [b"", b" SMTPUTF8"])
+@pytest.mark.parametrize(
+    ("address", "what"),
+    [
+        (b"a\x00b@example.com", "a NUL character"),
+        (b"j\xff\xfe\xc0rg@example.com", "octets that are not UTF-8"),  # IAC DONT 0xc0
+        (b"j\xc3rg@example.com", "octets that are not UTF-8"),
+        (b"j\xedrg@example.com", "octets that are not UTF-8"),
+        (b"a@ex\xffample.com", "octets that are not UTF-8"),
+    ],
+)
+def test_mail_from_with_octets_that_are_not_text(
+    session: Session, address: bytes, what: str, smtputf8: bytes
+) -> None:
+    smtp = session()
+    smtp.feed(GREETED)
+    assert smtp.feed(b"MAIL FROM:<" + address + b">" + smtputf8 + b"\r\n") == [
+        f"501 5.5.2 Error: MAIL line has {what}"
+    ]
+    assert smtp.of_type(MailFrom) == []
+    assert smtp.conn.transaction is None
+
+
+@pytest.mark.parametrize(
+    ("address", "what"),
+    [
+        (b"b\x00ob@example.com", "a NUL character"),
+        (b"bob@example.com\x00", "a NUL character"),
+        (b"b\xff\xfb\x01ob@example.com", "octets that are not UTF-8"),
+        (b"b\x80ob@example.com", "octets that are not UTF-8"),
+    ],
+)
+def test_rcpt_to_with_octets_that_are_not_text(session: Session, address: bytes, what: str) -> None:
+    smtp = in_mail(session, b"MAIL FROM:<alice@example.org> SMTPUTF8")
+    assert smtp.feed(b"RCPT TO:<" + address + b">\r\n") == [
+        f"501 5.5.2 Error: RCPT line has {what}"
+    ]
+    assert smtp.of_type(RcptTo) == []
+    # The session goes on: the next recipient is taken as sent.
+    assert smtp.feed(b"RCPT TO:<bob@example.com>\r\n") == ["250 2.1.5 Ok"]
+    assert [r.forward_path for r in smtp.of_type(RcptTo)] == ["bob@example.com"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"VRFY ro\x00ot", b"EXPN st\xffaff", b"HELO a\x00b", b"EHLO \xfe", b"HELP MA\x00IL"],
+)
+def test_other_commands_with_octets_that_are_not_text(session: Session, line: bytes) -> None:
+    smtp = session()
+    smtp.feed(GREETED)
+    (answer,) = smtp.feed(line + b"\r\n")
+    assert answer.startswith(f"501 5.5.2 Error: {line[:4].decode()} line has ")
+    assert smtp.conn.helo == "client.example"
+
+
+def test_nul_in_an_unknown_command_is_refused(session: Session) -> None:
+    smtp = session()
+    assert smtp.feed(b"NO\x00OP\r\n") == ["501 5.5.2 Error: command line has a NUL character"]

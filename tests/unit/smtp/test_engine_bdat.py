@@ -67,10 +67,63 @@ def test_empty_message_with_bdat_zero_last(session: Session) -> None:
 
 def test_binary_octets_and_dots_are_data(session: Session) -> None:
     smtp = ready(session)
-    payload = bytes(range(256)) + b"\r\n.\r\nMAIL FROM:<evil@x.example>\r\n..\n.\r.\r\n"
+    payload = bytes(range(256)).replace(b"\r", b"").replace(b"\n", b"")
+    payload += b"\r\n.\r\nMAIL FROM:<evil@x.example>\r\n..\r\n.\r\n"
     assert smtp.feed(bdat(payload, last=True) + b"NOOP\r\n") == [QUEUED, "250 2.0.0 Ok"]
     assert smtp.messages == [payload]
     assert [e.reverse_path for e in smtp.of_type(MailFrom)] == ["alice@example.org"]
+
+
+SMUGGLED = b"Subject: s\r\n\r\nhi\n.\nMAIL FROM:<evil@x.example>\nRCPT TO:<v@y.example>\n\r\n"
+BARE = "550 5.5.2 Error: bare <CR> or <LF> in message data; lines must end with <CR><LF>"
+
+
+@pytest.mark.parametrize("content", [SMUGGLED, b"a\rb\r\n", b"ends with CR\r", b"\n"])
+def test_bare_line_ends_in_bdat_are_refused_as_in_data(session: Session, content: bytes) -> None:
+    smtp = ready(session)
+    assert smtp.feed(bdat(content, last=True) + b"NOOP\r\n") == [BARE, "250 2.0.0 Ok"]
+    assert smtp.messages == []
+    assert [e.reverse_path for e in smtp.of_type(MailFrom)] == ["alice@example.org"]
+
+
+def test_bare_line_end_in_an_earlier_chunk_refuses_that_chunk(session: Session) -> None:
+    smtp = ready(session)
+    out = smtp.feed(bdat(b"a\nb\r\n") + bdat(b"more\r\n", last=True))
+    assert out == [BARE, NEED_MAIL]
+    assert smtp.messages == []
+    assert smtp.conn.transaction is None
+
+
+def test_crlf_split_between_chunks_is_one_line_end(session: Session) -> None:
+    smtp = ready(session)
+    out = smtp.feed(bdat(b"line one\r") + bdat(b"\nline two\r") + bdat(b"\n", last=True))
+    assert out[-1] == QUEUED
+    assert smtp.messages == [b"line one\r\nline two\r\n"]
+
+
+@pytest.mark.parametrize(
+    ("content", "stored"),
+    [
+        (SMUGGLED, SMUGGLED.replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n")),
+        (b"a\rb\r\n", b"a\r\nb\r\n"),
+        (b"ends with CR\r", b"ends with CR\r\n"),
+    ],
+)
+def test_bare_line_ends_in_bdat_are_normalized_as_in_data(
+    session: Session, content: bytes, stored: bytes
+) -> None:
+    smtp = ready(session, Limits(bare_newline="normalize"))
+    assert smtp.feed(bdat(content, last=True)) == [QUEUED]
+    assert smtp.messages == [stored]
+
+
+def test_long_line_in_bdat_is_refused_as_in_data(session: Session) -> None:
+    smtp = ready(session)
+    assert smtp.feed(bdat(b"x" * 999 + b"\r\n", last=True)) == [
+        "550 5.6.0 Error: message has a line over 998 octets"
+    ]
+    smtp = ready(session)
+    assert smtp.feed(bdat(b"x" * 998 + b"\r\n", last=True)) == [QUEUED]
 
 
 def test_binarymime_needs_bdat(session: Session) -> None:

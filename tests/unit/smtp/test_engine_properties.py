@@ -372,6 +372,37 @@ def test_any_message_body(body: bytes, options: dict[str, object], cuts: st.Data
     assert len(outputs) == 1
 
 
+def dot_stuffed(body: bytes) -> bytes:
+    return (b"." if body.startswith(b".") else b"") + body.replace(b"\r\n.", b"\r\n..")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=message_octets, policy=st.sampled_from(["reject", "normalize"]), cuts=st.data())
+def test_bdat_and_data_apply_the_same_content_rules(
+    body: bytes, policy: str, cuts: st.DataObject
+) -> None:
+    """The same message through DATA and through BDAT chunks cut anywhere: one verdict,
+    one stored message (so a bare CR or LF cannot come in by the door DATA closes)."""
+    body += b"\r\n"
+    options: dict[str, object] = {"limits": Limits(bare_newline=policy)}
+    by_data, _ = run([OPENINGS[-1] + b"DATA\r\n" + dot_stuffed(body) + b".\r\n"], options)
+    points = cuts.draw(st.lists(st.integers(0, len(body)), max_size=6), label="cuts")
+    chunks = split_at(body, points) or [b""]
+    framed = b"".join(b"BDAT %d\r\n" % len(c) + c for c in chunks[:-1])
+    framed += b"BDAT %d LAST\r\n" % len(chunks[-1]) + chunks[-1]
+    by_bdat, output = run([OPENINGS[-1] + framed], options)
+    assert by_bdat.messages == by_data.messages
+    (end,) = by_data.ends
+    if end.problem is not None:
+        # Refused at the chunk where a problem showed (its own kind), or at the last one.
+        refusals = {"552 5.3.4", "550 5.5.2", "550 5.6.0"}
+        assert any(line[:9] in refusals for line in reply_lines(output))
+        if len(chunks) == 1:
+            assert end.problem.wire_lines()[0] in reply_lines(output)
+    for message in by_bdat.messages:
+        assert message.count(b"\n") == message.count(b"\r\n") == message.count(b"\r")
+
+
 def test_checked_session_sees_every_kind_of_event() -> None:
     # The invariants above are only worth as much as the events they were checked on.
     smtp, output = run(

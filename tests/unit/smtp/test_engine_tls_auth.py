@@ -11,6 +11,7 @@ from hato.smtp import (
     PAUSED,
     AuthResponse,
     AuthStart,
+    CommandRejected,
     Event,
     Hello,
     LocalProtocolError,
@@ -235,3 +236,82 @@ def test_starttls_forgets_authentication(session: Session) -> None:
     assert not smtp.conn.authenticated
     assert "AUTH PLAIN LOGIN" in keywords(smtp.feed(GREETED))
     assert smtp.of_type(Hello)[-1] == Hello(name="client.example", extended=True)
+
+
+def test_auth_before_tls_says_encryption_is_required(session: Session) -> None:
+    # RFC 4954 6: the mechanisms are there, but only inside TLS (so not advertised yet).
+    smtp = session(tls_available=True)
+    smtp.conn.auth_needs_tls = True
+    smtp.feed(GREETED)
+    assert smtp.feed(b"AUTH PLAIN Zm9v\r\n") == [
+        "538 5.7.11 Encryption required for requested authentication mechanism"
+        " (issue STARTTLS first)"
+    ]
+    assert smtp.of_type(AuthStart) == []
+
+
+def test_a_too_long_auth_line_ends_the_exchange(session: Session) -> None:
+    smtp = session(auth_mechanisms=MECHANISMS)
+    smtp.feed(GREETED)
+    assert smtp.feed(b"AUTH LOGIN\r\n") == ["334 "]
+    assert smtp.feed(b"QUFB" * 4000 + b"\r\nNOOP\r\n") == [
+        "500 5.5.6 Error: line too long (limit 12288 octets)",
+        "250 2.0.0 Ok",
+    ]
+    assert smtp.conn.state is State.GREETED
+    assert smtp.of_type(AuthResponse) == []
+    (refused,) = smtp.of_type(CommandRejected)
+    assert refused.command == "AUTH"
+
+
+@pytest.mark.parametrize(
+    ("mechanisms", "answers"),
+    [
+        ((), {}),  # AUTH not offered: 502
+        (MECHANISMS, {AuthStart: lambda _e: reply(501, "5.5.2", "Cannot decode AUTH response")}),
+        (MECHANISMS, {AuthStart: lambda _e: reply(535, "5.7.8", "Authentication failed")}),
+    ],
+)
+def test_lines_after_a_refused_auth_are_neither_echoed_nor_recorded(
+    session: Session, mechanisms: tuple[str, ...], answers: dict[type, Callable[[Event], Reply]]
+) -> None:
+    smtp = session(auth_mechanisms=mechanisms, answers=answers)
+    smtp.conn.transcript = []
+    smtp.feed(GREETED)
+    replies = smtp.feed(b"AUTH LOGIN dXNlcg==\r\nc2VjcmV0LXBhc3N3b3Jk\r\n\r\nNOOP\r\nc2Vj\r\n")
+    assert replies[1:] == [
+        "500 5.5.2 Error: command unrecognized (not shown: it may be an AUTH answer)",
+        "500 5.5.2 Error: empty command",
+        "250 2.0.0 Ok",
+        # A known command ends the precaution.
+        '500 5.5.2 Command unrecognized: "c2Vj" (type HELP for the list)',
+    ]
+    said = [text for side, text in smtp.conn.transcript if side == "C"]
+    assert said[1:] == ["AUTH LOGIN ****", "****", "", "NOOP", "c2Vj"]
+    assert all("c2VjcmV0" not in text for _, text in smtp.conn.transcript)
+    refused = [r.command for r in smtp.of_type(CommandRejected)]
+    assert "C2VJCMV0LXBHC3N3B3JK" not in refused and "****" in refused
+
+
+def test_a_successful_auth_ends_the_precaution(session: Session) -> None:
+    smtp = session(auth_mechanisms=MECHANISMS)
+    smtp.feed(GREETED)
+    assert smtp.feed(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nFOO\r\n") == [
+        "235 2.7.0 Authentication successful",
+        '500 5.5.2 Command unrecognized: "FOO" (type HELP for the list)',
+    ]
+
+
+@pytest.mark.parametrize("response", [b"YWxp\x00Y2U=", b"YWxp\xffY2U="])
+def test_auth_response_that_is_no_text_ends_the_exchange(response: bytes) -> None:
+    smtp = AcceptAll(auth_mechanisms=("PLAIN", "LOGIN"))
+    smtp.conn.transcript = []
+    smtp.feed(b"EHLO client.example\r\nAUTH LOGIN\r\n")
+    assert smtp.conn.state is State.AUTH
+    (answer,) = smtp.feed(response + b"\r\n")
+    assert answer.startswith("501 5.5.2 Error: AUTH response has ")
+    assert smtp.conn.state is State.GREETED
+    assert not smtp.conn.authenticated
+    # What the client sent in answer to a challenge is a secret, even when refused.
+    assert all("Y2U" not in text for _side, text in smtp.conn.transcript)
+    assert smtp.feed(b"NOOP\r\n") == ["250 2.0.0 Ok"]

@@ -89,15 +89,19 @@ def test_admin_changes_bump_the_generation(tmp_path: Path) -> None:
     queue_id = queue_one(tmp_path, "u@localhost")
     with QueueState(tmp_path) as state:
         first = state.generation()
-        assert state.set_held(queue_id, True)
+        assert state.set_held(queue_id, True) == "changed"
         entry = state.entry(queue_id)
         assert entry is not None and entry.held
+        assert state.generation() == first + 1
+        # Holding it again changes nothing, says so, and does not make the queue reload.
+        assert state.set_held(queue_id, True) == "unchanged"
         assert state.generation() == first + 1
         state.record([outcome(queue_id, 0, DEFERRED, 9999.0)])
         assert state.reschedule([queue_id], 0.0) == 1
         entry = state.entry(queue_id)
         assert entry is not None and entry.due == 0.0
-        assert not state.set_held("NOSUCHMESSAGE0", True)
+        assert state.set_held("NOSUCHMESSAGE0", True) == "missing"
+        assert state.queue_ids() == [queue_id]
         assert state.delete([queue_id]) == 1
         assert state.entry(queue_id) is None
         assert state.generation() == first + 3

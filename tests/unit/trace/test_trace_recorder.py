@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hato.events import Connected, Disconnected, Queued, TlsStarted
-from hato.trace import PARTIAL_AFTER, Recorder, TraceStore, TraceVersionError
+from hato.trace import PARTIAL_AFTER, PARTIAL_LINES, Recorder, TraceStore, TraceVersionError
 
 T0 = 1_800_000_000.0
 
@@ -107,6 +107,27 @@ def test_an_open_session_waits_until_its_lines_are_old_or_the_recorder_closes(
     recorder.write_pending(everything=True)  # what close() does last
     row = sqlite3.connect(path).execute("SELECT transcript, ended FROM sessions").fetchone()
     assert row[0].count("\n") == 4 and row[1] is None
+
+
+def test_an_open_session_with_many_lines_waiting_is_written_without_waiting(
+    tmp_path: Path,
+) -> None:
+    # A client pipelining thousands of commands must not pile its transcript up in memory.
+    clock = Clock()
+    path = tmp_path / "trace.sqlite3"
+    recorder = Recorder(path, retention=86400, clock=clock)
+    recorder.open_store()
+    connect(recorder, "s1", T0)
+    for _ in range(PARTIAL_LINES // 1000 - 1):
+        recorder.session_lines("s1", [("C", "NOOP"), ("S", "250 2.0.0 Ok")] * 500, T0)
+    recorder.session_lines("s1", [("C", "NOOP")] * 999, T0)
+    recorder.write_pending()
+    count = "SELECT count(*) FROM sessions"
+    assert sqlite3.connect(path).execute(count).fetchone() == (0,)  # one line short
+    recorder.session_lines("s1", [("C", "NOOP")], T0)
+    recorder.write_pending()
+    row = sqlite3.connect(path).execute("SELECT transcript FROM sessions").fetchone()
+    assert row[0].count("\nC") + row[0].count("\nS") == PARTIAL_LINES
 
 
 def test_a_line_feed_inside_a_line_cannot_forge_a_line(tmp_path: Path) -> None:
