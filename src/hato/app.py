@@ -40,7 +40,7 @@ from .routing import (
     local_host_matcher,
 )
 from .server import ServerContext, ServerTls, SmtpServer, TlsError
-from .spool import Envelope, Origin, QueueState, Refusal, Spool, SpoolError
+from .spool import Envelope, MessageSource, Origin, QueueState, Refusal, Spool, SpoolError
 from .trace import TRACE_FILE, Recorder
 
 __all__ = ["EX_TEMPFAIL", "DataDirInUse", "DataDirLock", "Hato", "install_event_loop_policy", "run"]
@@ -163,7 +163,7 @@ class Hato:
             pipeline=build_pipeline(settings, filters),
             log=self.log,
             notify=self._queued,
-            deliver_now=self._deliver_now if settings.queue.deliver_in_data else None,
+            deliver_in_data=self._deliver_in_data if settings.queue.deliver_in_data else None,
         )
         self.context = ServerContext(
             settings=settings,
@@ -328,17 +328,17 @@ class Hato:
         if self.queue is not None:
             self.queue.notify(queue_id)
 
-    async def _deliver_now(
+    async def _deliver_in_data(
         self,
         queue_id: str,
         envelope: Envelope,
-        source: Path | bytes,
+        source: MessageSource,
         announce: Callable[[], None],
     ) -> bool:
         # Before the queue has started (a report written during start) nothing is local yet.
         if self.queue is None:
             return False
-        return await self.queue.deliver_at_once(queue_id, envelope, source, announce)
+        return await self.queue.deliver_in_data(queue_id, envelope, source, announce)
 
     async def submit(self, envelope: Envelope, data: bytes) -> str:
         """Messages Hato writes itself (delivery reports): through the intake like any

@@ -21,7 +21,7 @@ from hato.pipeline._filter import (
     Verdict,
     parse_header,
 )
-from hato.pipeline._intake import MAX_HEADER_READ, DeliverNow, PipelineIntake
+from hato.pipeline._intake import MAX_HEADER_READ, DeliverInData, PipelineIntake
 from hato.pipeline._pipeline import ON_ERROR, Pipeline, Step
 from hato.pipeline._setup import build_pipeline
 
@@ -30,7 +30,7 @@ __all__ = [
     "MAX_HEADER_READ",
     "ON_ERROR",
     "Action",
-    "DeliverNow",
+    "DeliverInData",
     "Header",
     "Message",
     "MessageFilter",

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import io
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import BinaryIO
 
 from ..events import EventLog, FilterVerdict, InternalError, Queued
@@ -26,6 +24,7 @@ from ..smtp import reply
 from ..spool import (
     Accepted,
     Envelope,
+    MessageSource,
     MessageWriter,
     Origin,
     Refusal,
@@ -35,7 +34,7 @@ from ..spool import (
 from ._filter import Action, Header, Message, Verdict, parse_header
 from ._pipeline import Pipeline
 
-__all__ = ["MAX_HEADER_READ", "DeliverNow", "PipelineIntake"]
+__all__ = ["MAX_HEADER_READ", "DeliverInData", "PipelineIntake"]
 
 # How much of a header section is held and parsed before the data streams on; a longer
 # section is taken as it is (its filters see it marked incomplete).
@@ -43,9 +42,10 @@ MAX_HEADER_READ = 64 * 1024
 
 R_WRITE_ERROR = reply(451, "4.3.0", "Error: queue file write error, try again later")
 
-# Local delivery while the sender waits: True once every copy is durable (``announce``
-# called first), False to queue the message instead.
-DeliverNow = Callable[[str, Envelope, Path | bytes, Callable[[], None]], Awaitable[bool]]
+# Delivery in the DATA phase (``queue.deliver_in_data``): local mailboxes written while
+# the sender waits. True once every copy is durable (``announce`` called first), False to
+# queue the message instead.
+DeliverInData = Callable[[str, Envelope, MessageSource, Callable[[], None]], Awaitable[bool]]
 
 
 class PipelineIntake:
@@ -58,14 +58,14 @@ class PipelineIntake:
         pipeline: Pipeline,
         log: EventLog,
         notify: Callable[[str], None],
-        deliver_now: DeliverNow | None = None,
+        deliver_in_data: DeliverInData | None = None,
     ) -> None:
         self.spool, self.pipeline, self.log = spool, pipeline, log
-        self.notify, self.deliver_now = notify, deliver_now
+        self.notify, self.deliver_in_data = notify, deliver_in_data
 
     def open(self, envelope: Envelope, origin: Origin) -> _Incoming:
         # Reports are written whole and always queued: no reason to hold them in memory.
-        in_memory = self.deliver_now is not None and origin is not Origin.REPORT
+        in_memory = self.deliver_in_data is not None and origin is not Origin.REPORT
         writer = self.spool.new_message(in_memory=in_memory)
         incoming = _Incoming(self, writer, envelope, origin)
         try:
@@ -142,10 +142,7 @@ class _Incoming:
         )
 
     def _open_source(self) -> BinaryIO:
-        memory = self._writer.contents()
-        if memory is not None:
-            return io.BytesIO(memory)
-        return open(self._writer.flush(), "rb")
+        return self._writer.source().open()
 
     async def finish(self) -> Accepted | Refusal:
         intake = self._intake
@@ -184,10 +181,10 @@ class _Incoming:
         """Deliver while the sender waits, or commit; True when delivered (never queued).
         Shielded: a sender that leaves now does not stop the message being kept."""
         intake, writer = self._intake, self._writer
-        deliver_now = intake.deliver_now
-        if deliver_now is not None and self.origin is not Origin.REPORT:
-            source = writer.contents() or writer.flush()
-            if await deliver_now(writer.queue_id, envelope, source, self._announce):
+        deliver_in_data = intake.deliver_in_data
+        if deliver_in_data is not None and self.origin is not Origin.REPORT:
+            source = writer.source()
+            if await deliver_in_data(writer.queue_id, envelope, source, self._announce):
                 writer.abort()  # delivered: the spool copy was only the source
                 return True
         await writer.commit(envelope)

@@ -28,6 +28,7 @@ from hato.spool._envelope import (
     is_queue_id,
 )
 from hato.spool._intake import Accepted, IncomingMessage, Intake, Origin, Refusal
+from hato.spool._source import MessageSource
 from hato.spool._spool import MessageWriter, Spool, message_path
 from hato.spool._state import (
     DEFERRED,
@@ -55,6 +56,7 @@ __all__ = [
     "HoldChange",
     "IncomingMessage",
     "Intake",
+    "MessageSource",
     "MessageWriter",
     "Origin",
     "Outcome",

@@ -26,6 +26,7 @@ from hato.spool._envelope import (
     SpoolStats,
     is_queue_id,
 )
+from hato.spool._source import MessageSource
 from hato.spool._store import SQLiteStore, Store, StoredMessage
 
 __all__ = ["MessageWriter", "Spool", "message_path"]
@@ -332,6 +333,14 @@ class MessageWriter:
         self._file = new
         self.size += len(data)
 
+    def source(self) -> MessageSource:
+        """Where the message is now, for a reader before (or instead of) its commit: its
+        bytes while it is only in memory, else its file, with what was written handed to
+        the OS (no sync)."""
+        if self._memory is not None:
+            return MessageSource(data=bytes(self._memory))
+        return MessageSource(path=self.flush())
+
     def contents(self) -> bytes | None:
         """The message when it is still only in memory; None once it has its file."""
         return bytes(self._memory) if self._memory is not None else None
@@ -544,6 +553,10 @@ class Spool:
             return None
         stored = self._require_store().get(queue_id)
         return None if stored is None else self._queued(stored)
+
+    def source(self, queue_id: str) -> MessageSource:
+        """The stored message of ``queue_id`` (whether or not it is still queued)."""
+        return MessageSource(path=self._message_path(queue_id))
 
     def open_data(self, queue_id: str) -> BinaryIO:
         """The message bytes of a queued message; ``KeyError`` if no such message is queued."""

@@ -90,14 +90,14 @@ class Fixed:
         return self.verdict
 
 
-def intake_with(spool: Spool, events: Events, *steps: Step, deliver_now=None) -> PipelineIntake:  # type: ignore[no-untyped-def]
+def intake_with(spool: Spool, events: Events, *steps: Step, deliver_in_data=None) -> PipelineIntake:  # type: ignore[no-untyped-def]
     notified: list[str] = []
     intake = PipelineIntake(
         spool=spool,
         pipeline=Pipeline(steps),
         log=events.log,
         notify=notified.append,
-        deliver_now=deliver_now,
+        deliver_in_data=deliver_in_data,
     )
     intake.notified = notified  # type: ignore[attr-defined]
     return intake
@@ -183,7 +183,7 @@ async def test_added_fields_go_on_top(spool: Spool, size: int) -> None:
         pipeline=Pipeline([Step(filter=first), Step(filter=second)]),
         log=events.log,
         notify=lambda _id: None,
-        deliver_now=lambda *_: asyncio.sleep(0, False),  # keeps it in memory until the end
+        deliver_in_data=lambda *_: asyncio.sleep(0, False),  # keeps it in memory until the end
     )
     data = BODY + b"x" * size + b"\r\n"
     outcome = await take(intake, data)
@@ -262,9 +262,7 @@ async def test_received_is_written_first(spool: Spool) -> None:
 async def test_submission_fields(spool: Spool, message: bytes, added: set[str]) -> None:
     events = Events()
     fields = SubmissionFields(hostname="mx.test")
-    intake = intake_with(
-        spool, events, Step(filter=fields, origins=frozenset({Origin.SUBMISSION}))
-    )
+    intake = intake_with(spool, events, Step(filter=fields, origins=frozenset({Origin.SUBMISSION})))
     outcome = await take(intake, message, Origin.SUBMISSION)
     assert isinstance(outcome, Accepted)
     data = stored(spool, outcome.queue_id)
@@ -280,15 +278,15 @@ async def test_delivered_while_waiting_never_queued(spool: Spool) -> None:
     events = Events()
     taken: list[bytes] = []
 
-    async def deliver_now(queue_id, env, source, announce) -> bool:  # type: ignore[no-untyped-def]
+    async def deliver_in_data(queue_id, env, source, announce) -> bool:  # type: ignore[no-untyped-def]
         taken.append(source)
         announce()
         return True
 
-    intake = intake_with(spool, events, deliver_now=deliver_now)
+    intake = intake_with(spool, events, deliver_in_data=deliver_in_data)
     outcome = await take(intake, BODY)
     assert isinstance(outcome, Accepted) and outcome.delivered
-    assert taken == [BODY]
+    assert [t.data for t in taken] == [BODY]
     assert spool.list() == [] and intake.notified == []  # type: ignore[attr-defined]
     assert len(events.of(Queued)) == 1
 
