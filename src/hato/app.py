@@ -15,6 +15,7 @@ import signal
 import stat
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
@@ -23,13 +24,13 @@ from .config import ServerRecord, Settings, write_server_record
 from .delivery import MaildirAgent, SmtpAgent
 from .events import (
     EventLog,
-    Queued,
     ServerStarted,
     ServerStopped,
     SpoolRecovered,
     TlsReloaded,
     TlsReloadFailed,
 )
+from .pipeline import MessageFilter, PipelineIntake, build_pipeline
 from .queue import QueueManager, RetryPolicy
 from .routing import (
     DnspythonResolver,
@@ -39,7 +40,7 @@ from .routing import (
     local_host_matcher,
 )
 from .server import ServerContext, ServerTls, SmtpServer, TlsError
-from .spool import Envelope, QueueState, Spool, SpoolError
+from .spool import Envelope, MessageSource, Origin, QueueState, Refusal, Spool, SpoolError
 from .trace import TRACE_FILE, Recorder
 
 __all__ = ["EX_TEMPFAIL", "DataDirInUse", "DataDirLock", "Hato", "install_event_loop_policy", "run"]
@@ -105,17 +106,26 @@ def _read_pid(fd: int) -> int | None:
 class Hato:
     """One running Hato: spool, SMTP listeners and the event log."""
 
-    def __init__(self, settings: Settings, *, log: EventLog | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        log: EventLog | None = None,
+        filters: tuple[MessageFilter, ...] = (),
+    ) -> None:
+        """``filters``: message filters to run after the built-in ones (see ``pipeline``)."""
         self.settings = settings
         # First of all: a second server must not touch what the running one uses.
         self.lock = DataDirLock(settings.server.data_dir)
         try:
-            self._build(settings, log)
+            self._build(settings, log, filters)
         except BaseException:
             self.lock.release()
             raise
 
-    def _build(self, settings: Settings, log: EventLog | None) -> None:
+    def _build(
+        self, settings: Settings, log: EventLog | None, filters: tuple[MessageFilter, ...]
+    ) -> None:
         events_file = settings.log.events_file
         self.log = log or EventLog.to_stderr(
             level=str(settings.log.level), json_path=Path(events_file) if events_file else None
@@ -148,14 +158,21 @@ class Hato:
         )
         self.queue: QueueManager | None = None
         self.resolver = DnspythonResolver(settings.dns.nameservers, timeout=settings.dns.timeout)
+        self.intake = PipelineIntake(
+            spool=self.spool,
+            pipeline=build_pipeline(settings, filters),
+            log=self.log,
+            notify=self._queued,
+            deliver_in_data=self._deliver_in_data if settings.queue.deliver_in_data else None,
+        )
         self.context = ServerContext(
             settings=settings,
             spool=self.spool,
             log=self.log,
-            version=__version__,
             router=self.router,
             maildir=self.maildir,
             accounts=self.accounts,
+            intake=self.intake,
         )
         if self.context.access.zones:
             self.context.dnsbl_lookup = self.resolver.a_records
@@ -227,9 +244,6 @@ class Hato:
         )
         self.queue = self._queue_manager()
         await self.queue.start()
-        self.context.on_queued = self.queue.notify
-        if self.settings.queue.deliver_in_data:
-            self.context.deliver_now = self.queue.deliver_at_once
         try:
             server = self.settings.server
             await self.smtp.start(
@@ -310,29 +324,35 @@ class Hato:
             per_destination=relay.per_destination,
         )
 
-    async def submit(self, envelope: Envelope, data: bytes) -> str:
-        """The intake for messages Hato writes itself (delivery reports): durable, then queued."""
-        writer = self.spool.new_message()
-        try:
-            writer.write(data)
-        except SpoolError:
-            writer.abort()
-            raise
-        await writer.commit(envelope)
-        self.log.emit(
-            Queued(
-                session="",
-                queue_id=writer.queue_id,
-                size=writer.size,
-                reverse_path=envelope.reverse_path,
-                recipients=tuple(r.address for r in envelope.recipients),
-                client_ip="",
-                message_id=writer.message_id,
-            )
-        )
+    def _queued(self, queue_id: str) -> None:
         if self.queue is not None:
-            self.queue.notify(writer.queue_id)
-        return writer.queue_id
+            self.queue.notify(queue_id)
+
+    async def _deliver_in_data(
+        self,
+        queue_id: str,
+        envelope: Envelope,
+        source: MessageSource,
+        announce: Callable[[], None],
+    ) -> bool:
+        # Before the queue has started (a report written during start) nothing is local yet.
+        if self.queue is None:
+            return False
+        return await self.queue.deliver_in_data(queue_id, envelope, source, announce)
+
+    async def submit(self, envelope: Envelope, data: bytes) -> str:
+        """Messages Hato writes itself (delivery reports): through the intake like any
+        other, durable, then queued."""
+        message = self.intake.open(envelope, Origin.REPORT)
+        try:
+            message.write(data)
+        except SpoolError:
+            message.abort()
+            raise
+        outcome = await message.finish()
+        if isinstance(outcome, Refusal):
+            raise SpoolError(f"report not queued: {outcome.reply} ({outcome.reason})")
+        return outcome.queue_id
 
     async def stop(self, reason: str = "stop requested") -> None:
         if self._stopped.is_set():

@@ -28,7 +28,9 @@ __all__ = [
     "Delivered",
     "DeliveryFailed",
     "Disconnected",
+    "DnsblUnavailable",
     "EventLog",
+    "FilterVerdict",
     "HeloReceived",
     "InternalError",
     "MailAccepted",
@@ -244,6 +246,27 @@ class AuthSucceeded(OpsEvent):
         return (
             f"session={self.session} auth {self.mechanism} user={self.user} from [{self.client_ip}]"
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FilterVerdict(OpsEvent):
+    """A message filter said more than a plain accept: refused, deferred, quarantined, or
+    accepted with a warning (a failure or a timeout taken as accept)."""
+
+    name: ClassVar[str] = "filter_verdict"
+    level: ClassVar[str] = "warning"
+    session: str
+    queue_id: str
+    filter: str
+    action: str  # accept | reject | defer | quarantine
+    reason: str
+    reply: str = ""  # what the sender was told, with reject and defer
+    elapsed: float = 0.0  # seconds the filter took
+
+    def describe(self) -> str:
+        origin = f"session={self.session} " if self.session else ""
+        told = f": {self.reply}" if self.reply else ""
+        return f"{origin}{self.queue_id} filter {self.filter} {self.action}{told} ({self.reason})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from dovecot_server import Dovecot, dovecot_fixture  # noqa: F401 - provides `dovecot`
 
 from hato.delivery import MaildirAgent, MaildirJob, Status
+from hato.spool import MessageSource
 
 HOST = "mx.test.example"
 MESSAGE = (
@@ -38,7 +39,7 @@ def job(message: Path, local: str, domain: str, index: int = 0) -> MaildirJob:
         local_part=local,
         delivered_to=f"{local}@{domain}",
         reverse_path="alice@example.org",
-        message_path=message,
+        source=MessageSource(path=message),
         arrival=1_700_000_000,
     )
 

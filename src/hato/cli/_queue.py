@@ -15,7 +15,7 @@ import click
 
 from ..config import read_server_record
 from ..events import printable
-from ..spool import HoldChange, QueueEntry, QueueState, SpoolError, is_queue_id, message_path
+from ..spool import HoldChange, QueueEntry, QueueState, SpoolError, is_queue_id
 from ._common import config_options, data_settings
 
 __all__ = ["queue"]
@@ -123,7 +123,7 @@ def show(
         click.echo(json.dumps(entry.to_dict(), indent=2))
         return
     try:
-        with message_path(state.data_dir, queue_id).open("rb") as data:
+        with state.source(queue_id).open() as data:
             content = data.read() if full else _header(data.read(HEADER_PREVIEW_BYTES))
     except OSError as error:
         raise click.ClickException(f"{queue_id}: cannot read the message: {error}") from None

@@ -835,6 +835,31 @@ class TraceSettings:
     )
 
 
+class FilterFailure(enum.StrEnum):
+    TEMPFAIL = "tempfail"
+    ACCEPT = "accept"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PipelineSettings:
+    """The message filters every message passes between its final dot and its commit."""
+
+    timeout: float = field(
+        default=30.0,
+        metadata=_meta(
+            "Seconds one filter may take over one message before it counts as failed.", gt=0
+        ),
+    )
+    on_error: FilterFailure = field(
+        default=FilterFailure.TEMPFAIL,
+        metadata=_meta(
+            'What a filter that fails or times out means: "tempfail" answers 451 4.7.1 and'
+            ' the sender tries again later; "accept" lets the message through unchecked,'
+            " with a warning event."
+        ),
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything read from the configuration file; a change needs a restart."""
@@ -880,4 +905,8 @@ class Settings:
     trace: TraceSettings = field(
         default_factory=TraceSettings,
         metadata=_meta("The flight recorder behind hato trace."),
+    )
+    pipeline: PipelineSettings = field(
+        default_factory=PipelineSettings,
+        metadata=_meta("The message filters: their time limit and what a failure means."),
     )

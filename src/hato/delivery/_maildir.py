@@ -30,7 +30,7 @@ from hato.delivery._result import (
 )
 
 # The spool's durability primitives, shared so both stores sync the same way.
-from hato.spool import fsync_dir, is_queue_id, sync_mode, syncfs
+from hato.spool import MessageSource, fsync_dir, is_queue_id, sync_mode, syncfs
 
 __all__ = ["MaildirAgent", "MaildirJob"]
 
@@ -63,13 +63,14 @@ class MaildirJob:
     local_part: str
     delivered_to: str
     reverse_path: str  # "" is the null sender, stored as "Return-Path: <>"
-    message_path: Path
+    # The message: from the spool, or in memory while its client waits (delivery in the
+    # DATA phase). One in memory was never attempted before, so no copy of it can exist
+    # yet: its tmp/ file is renamed into new/ (one step, not two).
+    source: MessageSource
     arrival: float
     recheck: bool = False
-    # The message itself, when it is still in memory (delivery while the client waits);
-    # None: read it from message_path. Such a message was never attempted before, so no
-    # copy of it can exist yet: its tmp/ file is renamed into new/ (one step, not two).
-    message_data: bytes | None = None
+    # A Maildir++ folder of the mailbox ("" the inbox), e.g. "Junk" for a quarantined copy.
+    folder: str = ""
 
     def __post_init__(self) -> None:
         if not is_queue_id(self.queue_id):
@@ -158,23 +159,19 @@ class MaildirAgent:
             maildir = self.mailbox_dir(job.domain, job.local_part)
         except ValueError as exc:
             return Result.failed(BAD_MAILBOX, f"no mailbox name for this address: {exc}")
+        if job.folder:
+            maildir = maildir / f".{job.folder}"  # Maildir++: a folder is a dot-directory
         source: _Source
         try:
-            if job.message_data is not None:
-                source = BytesIO(job.message_data)
-            else:
-                source = open(job.message_path, "rb")  # noqa: SIM115 - closed below
+            source = job.source.open()
         except OSError as exc:
             return os_error_result(exc, "cannot read the queued message")
         with source:
             header = _trace_header(job)
             try:
                 loop = find_loop(source, job.delivered_to, self.max_received)
-                length = (
-                    len(job.message_data)
-                    if job.message_data is not None
-                    else os.fstat(source.fileno()).st_size
-                )
+                data = job.source.data
+                length = len(data) if data is not None else os.fstat(source.fileno()).st_size
                 size = len(header) + length
             except OSError as exc:
                 return os_error_result(exc, "cannot read the queued message")
@@ -195,7 +192,7 @@ class MaildirAgent:
             tmp=tmp,
             name=name,
             size=size,
-            first=job.message_data is not None,
+            first=job.source.in_memory,
         )
 
     def _copy_in(
@@ -290,6 +287,15 @@ class MaildirAgent:
         if device is not None:
             return device
         fsync = self.sync == "fsync"
+        if maildir.name.startswith("."):
+            # A Maildir++ folder: its mailbox first, then the folder marked as one.
+            self._ensure_maildir(maildir.parent)
+            for directory in (maildir, *(maildir / s for s in ("tmp", "new", "cur"))):
+                _make_dir(directory, fsync=fsync)
+            (maildir / "maildirfolder").touch(mode=_FILE_MODE)
+            device = os.stat(maildir).st_dev
+            self._ready[maildir] = device
+            return device
         if not self.root.is_dir():
             self.root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
             if fsync:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from hato.delivery._result import Result
-from hato.spool import Envelope
+from hato.spool import Envelope, MessageSource
 
 __all__ = ["RemoteAgent", "RemoteJob", "RemoteResult", "RemoteTarget"]
 
@@ -28,7 +27,7 @@ class RemoteJob:
     domain: str
     envelope: Envelope
     targets: tuple[RemoteTarget, ...]
-    message_path: Path
+    source: MessageSource
     size: int
 
 

@@ -234,7 +234,7 @@ class SmtpAgent:
         sent = await client.send(
             reverse_path=envelope.reverse_path,
             recipients=[(t.address, t.notify, t.orcpt) for t in job.targets],
-            message=job.message_path,
+            message=job.source,
             size=job.size,
             body=envelope.body,
             smtputf8=envelope.smtputf8,

@@ -29,10 +29,11 @@ from types import TracebackType
 from typing import Literal, NamedTuple, cast
 
 from ..smtp import ClientConnection, Command, ProtocolError, Reply, Response
+from ..spool import MessageSource
 
 __all__ = [
     "MESSAGE_CHUNK",
-    "MessageSource",
+    "MessageContent",
     "RecipientReply",
     "SendResult",
     "SmtpClient",
@@ -45,7 +46,7 @@ __all__ = [
 
 TlsPolicy = Literal["none", "may", "encrypt", "verify"]
 _TLS_POLICIES = ("none", "may", "encrypt", "verify")
-MessageSource = bytes | Path | AsyncIterable[bytes]
+MessageContent = bytes | Path | MessageSource | AsyncIterable[bytes]
 RecipientSpec = str | tuple[str, Sequence[str], str | None]
 
 # Message files are read this much at a time: memory stays flat whatever the size.
@@ -166,14 +167,15 @@ class _Wire(asyncio.Protocol):
         self.writable.set()
 
 
-async def message_chunks(source: MessageSource) -> AsyncIterator[bytes]:
+async def message_chunks(source: MessageContent) -> AsyncIterator[bytes]:
     """The message in pieces: bytes and files in chunks of MESSAGE_CHUNK, iterables as given."""
     if isinstance(source, bytes):
         for start in range(0, len(source), MESSAGE_CHUNK):
             yield source[start : start + MESSAGE_CHUNK]
-    elif isinstance(source, os.PathLike):
+    elif isinstance(source, os.PathLike | MessageSource):
         # Disk reads go to a thread so a slow disk never stalls other connections.
-        handle = await asyncio.to_thread(open, source, "rb")
+        stored = source if isinstance(source, MessageSource) else MessageSource(path=Path(source))
+        handle = await asyncio.to_thread(stored.open)
         try:
             while chunk := await asyncio.to_thread(handle.read, MESSAGE_CHUNK):
                 yield chunk
@@ -372,7 +374,7 @@ class SmtpClient:
         *,
         reverse_path: str,
         recipients: Sequence[RecipientSpec],
-        message: MessageSource,
+        message: MessageContent,
         size: int | None = None,
         body: str | None = None,
         smtputf8: bool = False,
@@ -417,7 +419,7 @@ class SmtpClient:
         mail: Reply,
         replies: tuple[RecipientReply, ...],
         data: Reply | None,
-        message: MessageSource,
+        message: MessageContent,
     ) -> SendResult:
         conn = self.connection
         accepted = mail.is_positive and any(r.reply.is_positive for r in replies)

@@ -16,7 +16,7 @@ Promises:
 - Held messages are never attempted; ``hato queue`` changes made by another process are
   noticed within ``ADMIN_POLL`` seconds.
 - Mail for local mailboxes only, with no report owed, may be delivered while its client
-  waits (``deliver_at_once``): the server answers 250 once the mailbox copies are durable
+  waits (``deliver_in_data``): the server answers 250 once the mailbox copies are durable
   and the message never enters the queue. Copies of many sessions share one sync, as a
   batch of the local worker does. When anything stands in the way, the message is queued
   as usual, and the copies already made are found again by name, never stored twice.
@@ -32,7 +32,6 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..config import DsnSettings
 from ..delivery import (
@@ -47,7 +46,14 @@ from ..delivery import (
 from ..events import Delivered, EventLog, InternalError, MessageRemoved, ReportQueued
 from ..policy import RelayPolicy
 from ..routing import LocalRouter, Mailbox
-from ..spool import Envelope, QueueEntry, QueueState, RecipientState, SpoolError, message_path
+from ..spool import (
+    Envelope,
+    MessageSource,
+    QueueEntry,
+    QueueState,
+    RecipientState,
+    SpoolError,
+)
 from ._outcomes import Notice, Plan, Verdict, conclude, removed_event
 from ._reports import render_notice
 from ._retry import RetryPolicy
@@ -126,9 +132,9 @@ class QueueManager:
         self._runner: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._generation = -1
-        # deliver_at_once: the jobs waiting for the next shared sync, and the task syncing.
-        self._instant: list[tuple[list[MaildirJob], asyncio.Future[list[Result] | None]]] = []
-        self._instant_task: asyncio.Task[None] | None = None
+        # deliver_in_data: the jobs waiting for the next shared sync, and the task syncing.
+        self._in_data: list[tuple[list[MaildirJob], asyncio.Future[list[Result] | None]]] = []
+        self._in_data_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -160,11 +166,11 @@ class QueueManager:
 
     # -- delivery while the client waits -------------------------------------------------
 
-    async def deliver_at_once(
+    async def deliver_in_data(
         self,
         queue_id: str,
         envelope: Envelope,
-        source: Path | bytes,
+        source: MessageSource,
         announce: Callable[[], None],
     ) -> bool:
         """Deliver a just-received message into its local mailboxes before it is queued.
@@ -174,13 +180,13 @@ class QueueManager:
         False: the message is not for local mailboxes only, a report is owed, or a copy
         could not be made; queue it (the queue's attempt finds copies made here by name).
         """
-        jobs = self._instant_jobs(queue_id, envelope, source)
+        jobs = self._in_data_jobs(queue_id, envelope, source)
         if not jobs:
             return False
         future: asyncio.Future[list[Result] | None] = asyncio.get_running_loop().create_future()
-        self._instant.append((jobs, future))
-        if self._instant_task is None:
-            self._instant_task = asyncio.ensure_future(self._instant_batches())
+        self._in_data.append((jobs, future))
+        if self._in_data_task is None:
+            self._in_data_task = asyncio.ensure_future(self._in_data_batches())
         results = await future
         if results is None or any(r.status is not Status.DELIVERED for r in results):
             return False
@@ -200,13 +206,10 @@ class QueueManager:
         )
         return True
 
-    def _instant_jobs(
-        self, queue_id: str, envelope: Envelope, source: Path | bytes
+    def _in_data_jobs(
+        self, queue_id: str, envelope: Envelope, source: MessageSource
     ) -> list[MaildirJob]:
-        """The mailbox jobs of a message that may be delivered at once; [] if it may not."""
-        # In memory, the path is only the name the spool would give the message's file.
-        data = source if isinstance(source, bytes) else None
-        path = source if isinstance(source, Path) else message_path(self.state.data_dir, queue_id)
+        """The mailbox jobs of a message that may be delivered in the DATA phase; [] if not."""
         jobs: list[MaildirJob] = []
         for position, recipient in enumerate(envelope.recipients):
             if "SUCCESS" in recipient.notify:
@@ -220,24 +223,24 @@ class QueueManager:
                     position,
                     envelope,
                     expansion.mailboxes,
-                    path,
-                    data=data,
+                    source,
                 )
             )
         return jobs
 
-    async def _instant_batches(self) -> None:
+    async def _in_data_batches(self) -> None:
         """One MaildirAgent batch (one sync) for every session waiting, until none waits."""
         try:
-            while self._instant:
-                waiting, self._instant = self._instant, []
+            while self._in_data:
+                waiting, self._in_data = self._in_data, []
                 jobs = [job for batch, _ in waiting for job in batch]
                 try:
                     results: list[Result] | None = await asyncio.to_thread(
                         self.maildir.deliver, jobs
                     )
                 except Exception as error:  # the queue gets these messages instead
-                    self.log.emit(InternalError(where="instant delivery", error=repr(error)))
+                    where = "delivery in the DATA phase"
+                    self.log.emit(InternalError(where=where, error=repr(error)))
                     results = None
                 start = 0
                 for batch, future in waiting:
@@ -246,7 +249,7 @@ class QueueManager:
                     if not future.done():
                         future.set_result(part)
         finally:
-            self._instant_task = None
+            self._in_data_task = None
 
     # -- the schedule ------------------------------------------------------------------
 
@@ -372,7 +375,7 @@ class QueueManager:
                 recipient.position,
                 entry.envelope,
                 expansion.mailboxes,
-                message_path(self.state.data_dir, entry.queue_id),
+                self.state.source(entry.queue_id),
                 recheck=recheck,
             )
         )
@@ -413,7 +416,7 @@ class QueueManager:
             domain=domain,
             envelope=entry.envelope,
             targets=tuple(target for _, target in pairs),
-            message_path=message_path(self.state.data_dir, entry.queue_id),
+            source=self.state.source(entry.queue_id),
             size=entry.size,
         )
         async with self._destinations[domain]:
@@ -457,7 +460,7 @@ class QueueManager:
             render_notice,
             notice,
             hostname=self.setup.hostname,
-            data_dir=self.state.data_dir,
+            source=self.state.source(notice.entry.queue_id),
             dsn=self.setup.dsn,
             retry=self.retry,
             now=now,
@@ -480,10 +483,9 @@ def _mailbox_jobs(
     position: int,
     envelope: Envelope,
     mailboxes: Sequence[Mailbox],
-    path: Path,
+    source: MessageSource,
     *,
     recheck: bool = False,
-    data: bytes | None = None,
 ) -> list[MaildirJob]:
     """One Maildir job per mailbox a recipient leads to; the same for the queue's attempts
     and for delivery while the client waits, so both name the copies alike."""
@@ -495,10 +497,10 @@ def _mailbox_jobs(
             local_part=mailbox.local_part,
             delivered_to=mailbox.address,
             reverse_path=envelope.reverse_path,
-            message_path=path,
+            source=source,
             arrival=envelope.arrival,
             recheck=recheck,
-            message_data=data,
+            folder=envelope.folder,
         )
         for mailbox in mailboxes
     ]

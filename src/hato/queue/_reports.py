@@ -7,8 +7,6 @@ Reports go out with the null reverse-path, so they never cause reports themselve
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..config import DsnSettings
 from ..dsn import (
     REPORT_REVERSE_PATH,
@@ -19,7 +17,7 @@ from ..dsn import (
     write_report,
 )
 from ..policy import RelayPolicy
-from ..spool import Envelope, Recipient, message_path
+from ..spool import Envelope, MessageSource, Recipient
 from ._outcomes import Notice
 from ._retry import RetryPolicy
 
@@ -41,7 +39,7 @@ def render_notice(
     notice: Notice,
     *,
     hostname: str,
-    data_dir: Path,
+    source: MessageSource,
     dsn: DsnSettings,
     retry: RetryPolicy,
     now: float,
@@ -88,9 +86,8 @@ def render_notice(
             ),
         ),
     )
-    path = message_path(data_dir, entry.queue_id)
     pieces: list[bytes] = []
-    with path.open("rb") as original:
+    with source.open() as original:
         encoding = write_report(
             report, original, pieces.append, now=now, message_id_domain=hostname
         )

@@ -9,7 +9,7 @@ plain listeners and from the first byte on the implicit TLS ones, with one certi
 """
 
 from ._context import ServerContext, limits_from
-from ._received import ClientFacts, protocol_name, received_header
+from ._received import ClientFacts, protocol_name
 from ._server import SmtpServer
 from ._session import Session
 from ._tls import ServerTls, TlsError, ensure_self_signed, server_context
@@ -24,6 +24,5 @@ __all__ = [
     "ensure_self_signed",
     "limits_from",
     "protocol_name",
-    "received_header",
     "server_context",
 ]

@@ -6,7 +6,6 @@ import itertools
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..accounts import AccountStore
@@ -16,7 +15,7 @@ from ..events import EventLog
 from ..policy import AccessPolicy, AuthLimiter, ClientLimits, RelayPolicy
 from ..routing import LocalRouter
 from ..smtp import Limits
-from ..spool import Envelope, Spool
+from ..spool import Intake, Spool
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -43,16 +42,10 @@ class ServerContext:
     settings: Settings
     spool: Spool
     log: EventLog
-    version: str
     router: LocalRouter
     maildir: MaildirAgent
-    # Called with the queue ID once a message is durable (the queue manager's notify).
-    on_queued: Callable[[str], None] = lambda _queue_id: None
-    # Local delivery while the client waits (QueueManager.deliver_at_once): True once every
-    # copy is durable, False to queue the message instead. None: always queue.
-    deliver_now: (
-        Callable[[str, Envelope, Path | bytes, Callable[[], None]], Awaitable[bool]] | None
-    ) = None
+    # Where every message goes at the end of its data: filters, then durable (spool.Intake).
+    intake: Intake
     # The client's forward-confirmed PTR name, for the Received header (None: unknown).
     reverse_lookup: Callable[[str], Awaitable[str | None]] | None = None
     # The certificate for STARTTLS and the implicit TLS listeners (None: no TLS at all).

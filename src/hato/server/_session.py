@@ -4,7 +4,7 @@ The session is the only place where the engine, the socket and the spool meet. I
 answers each event with a typed :class:`~hato.smtp.Reply`; one loop
 (:meth:`Session._process`) writes everything the engine has to say in one write per
 batch, which is what makes pipelined clients cheap. A ``250`` after the data is sent
-only once :meth:`MessageWriter.commit` has returned, i.e. the message is durable.
+only once the intake's ``finish`` has returned ``Accepted``, i.e. the message is durable.
 
 STARTTLS (RFC 3207): the session answers 220, hands the socket to ``loop.start_tls`` and
 tells the engine once the handshake is done; the engine has already dropped whatever the
@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import email.utils
-import re
 import ssl
 import time
 from typing import TYPE_CHECKING, Any, cast
@@ -31,15 +29,14 @@ from ..events import (
     HeloReceived,
     InternalError,
     MailAccepted,
-    Queued,
     RcptAccepted,
     Rejected,
     TlsFailed,
     TlsStarted,
 )
 from ..smtp import Reply, reply
-from ..spool import Envelope, MessageWriter, Recipient, SpoolError
-from ._received import ClientFacts, protocol_name, received_header
+from ..spool import Accepted, Envelope, IncomingMessage, Origin, Recipient, SpoolError
+from ._received import ClientFacts, protocol_name
 from ._sasl import LOGIN_PASSWORD, LOGIN_USERNAME, SaslError, decode_login, decode_plain
 from ._tls import session_description
 
@@ -61,11 +58,6 @@ R_AUTH_MALFORMED = reply(501, "5.5.2", "Cannot decode AUTH response")
 R_AUTH_TEMPFAIL = reply(454, "4.7.0", "Temporary authentication failure")
 R_AUTH_REQUIRED = reply(530, "5.7.0", "Authentication required")
 R_STARTTLS_FIRST = reply(530, "5.7.0", "Must issue a STARTTLS command first")  # RFC 3207 4
-# Submission (RFC 6409 8.2, 8.3): how much of a message's header section is held while
-# looking for Date: and Message-ID:; past it, the header section is taken as it is.
-MAX_HEADER_SCAN = 64 * 1024
-_HAS_DATE = re.compile(rb"(?im)^date[ \t]*:")
-_HAS_MESSAGE_ID = re.compile(rb"(?im)^message-id[ \t]*:")
 # Input buffered while the session waits for the disk: past this, stop reading.
 MAX_BUFFERED = 1 << 20
 # Reverse DNS is a courtesy for the Received header; it must never hold a client long.
@@ -101,8 +93,6 @@ class Session(asyncio.Protocol):
         self.auth_user: str | None = None
         # The AUTH exchange in progress: ("PLAIN",), ("LOGIN",) or ("LOGIN", username).
         self._auth: tuple[str, ...] = ()
-        # Submission: the start of the message while its header section is being read.
-        self._headers: bytearray | None = None
         self.tls: str | None = None  # "TLSv1.3 TLS_AES_256_GCM_SHA384" once TLS is up
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
@@ -112,7 +102,7 @@ class Session(asyncio.Protocol):
         self.started = time.monotonic()
         self.last_activity = self.started
         self.busy = True  # until the banner is out; then while waiting on DNS or the disk
-        self.writer: MessageWriter | None = None
+        self.message: IncomingMessage | None = None  # the message being received
         self.write_error: OSError | None = None
         self.messages = 0
         self.recipients = 0
@@ -372,7 +362,7 @@ class Session(asyncio.Protocol):
         conn = self.conn
         match event:
             case smtp.DataChunk(data=data):
-                self._data(data)
+                self._write(data)
             case smtp.Hello(name=name, extended=extended):
                 self._abort_message()
                 self.ctx.log.emit(HeloReceived(session=self.id, helo=name, extended=extended))
@@ -455,8 +445,6 @@ class Session(asyncio.Protocol):
             self._rejected("MAIL", refusal, reason, sender=event.reverse_path)
             self.conn.send_reply(refusal)
             return
-        if self.submission:
-            self._headers = bytearray()
         decision = self._mail_policy(event.reverse_path)
         if decision is not None:
             self._refused("MAIL", decision, sender=event.reverse_path)
@@ -702,71 +690,37 @@ class Session(asyncio.Protocol):
         )
 
     def _open_message(self) -> bool:
-        """Start the queue file with our Received header; False if the spool cannot."""
+        """Hand the message to the intake; False if the spool cannot take it."""
         transaction = self.conn.transaction
         assert transaction is not None
         self._abort_message()
+        origin = Origin.SUBMISSION if self.submission else Origin.SMTP
         try:
-            writer = self.ctx.spool.new_message(in_memory=self.ctx.deliver_now is not None)
-            writer.write(
-                received_header(
-                    self._facts(),
-                    hostname=self.ctx.hostname,
-                    version=__version__,
-                    queue_id=writer.queue_id,
-                    recipients=[path for path, _ in transaction.recipients],
-                    smtputf8=transaction.params.smtputf8,
-                    when=time.time(),
-                )
-            )
+            self.message = self.ctx.intake.open(self._envelope(transaction), origin)
         except (OSError, SpoolError) as error:
             self.ctx.log.emit(InternalError(where="spool", error=repr(error), session=self.id))
             return False
-        self.writer, self.write_error = writer, None
+        self.write_error = None
         return True
 
-    def _data(self, data: bytes) -> None:
-        headers = self._headers
-        if headers is None:
-            self._write(data)
-            return
-        headers += data
-        if headers.startswith(b"\r\n") or b"\r\n\r\n" in headers or len(headers) > MAX_HEADER_SCAN:
-            self._flush_headers()
-
-    def _flush_headers(self) -> None:
-        """Submission: add Date: and Message-ID: when missing (RFC 6409 8.2, 8.3)."""
-        headers, self._headers = self._headers, None
-        if headers is None:
-            return
-        end = 0 if headers.startswith(b"\r\n") else headers.find(b"\r\n\r\n")
-        section = bytes(headers if end < 0 else headers[: end + 2])
-        added = b""
-        if not _HAS_DATE.search(section):
-            added += f"Date: {email.utils.formatdate(localtime=True)}\r\n".encode()
-        if not _HAS_MESSAGE_ID.search(section):
-            msgid = email.utils.make_msgid(domain=self.ctx.hostname)
-            added += f"Message-ID: {msgid}\r\n".encode()
-        self._write(added + bytes(headers))
-
     def _write(self, data: bytes) -> None:
-        # The first BDAT chunk opens the queue file (DATA opened it at 354).
-        if self.writer is None and (self.write_error is not None or not self._open_message()):
+        # The first BDAT chunk opens the message (DATA opened it at 354).
+        if self.message is None and (self.write_error is not None or not self._open_message()):
             self.write_error = self.write_error or OSError("cannot open queue file")
             return
-        assert self.writer is not None
+        assert self.message is not None
         try:
-            self.writer.write(data)
+            self.message.write(data)
         except (OSError, SpoolError) as error:
             self.ctx.log.emit(InternalError(where="spool", error=repr(error), session=self.id))
             self.write_error = OSError(str(error))
             self._abort_message()
 
     def _abort_message(self) -> None:
-        writer, self.writer = self.writer, None
-        if writer is not None:
+        message, self.message = self.message, None
+        if message is not None:
             try:
-                writer.abort()
+                message.abort()
             except (OSError, SpoolError) as error:
                 self.ctx.log.emit(InternalError(where="spool", error=repr(error), session=self.id))
 
@@ -777,29 +731,23 @@ class Session(asyncio.Protocol):
             decision = self._data_policy()
             if decision is not None:
                 self._refused("BDAT", decision)
-                self._headers = None
                 self._abort_message()
                 self.write_error = None
                 self.conn.send_reply(decision.reply)
                 return
-        if problem is None and self.write_error is None:
-            self._flush_headers()
-        self._headers = None
-        if problem is None and self.writer is None and self.write_error is None:
+        if problem is None and self.message is None and self.write_error is None:
             self._write(b"")  # BDAT 0 LAST as the only chunk: an empty message
-        if problem is not None or self.write_error is not None or self.writer is None:
+        if problem is not None or self.write_error is not None or self.message is None:
             self._abort_message()
             self.write_error = None
             refusal = problem or R_WRITE_ERROR
             self._rejected("DATA", refusal, "message refused" if problem else "spool error")
             self.conn.send_reply(refusal)
             return
-        transaction = self.conn.transaction
+        message, self.message = self.message, None
         assert transaction is not None
-        writer, self.writer = self.writer, None
-        envelope = self._envelope(transaction)
         self.busy = True
-        self._task = asyncio.ensure_future(self._commit(writer, envelope))
+        self._task = asyncio.ensure_future(self._finish(message, len(transaction.recipients)))
 
     def _envelope(self, transaction: smtp.Transaction) -> Envelope:
         params = transaction.params
@@ -824,43 +772,18 @@ class Session(asyncio.Protocol):
             session_id=self.id,
         )
 
-    async def _commit(self, writer: MessageWriter, envelope: Envelope) -> None:
-        def announce() -> None:
+    async def _finish(self, message: IncomingMessage, recipients: int) -> None:
+        # The intake keeps a message it has started to store even if the client leaves.
+        outcome = await message.finish()
+        if isinstance(outcome, Accepted):
             self.messages += 1
-            self.recipients += len(envelope.recipients)
-            self.ctx.log.emit(
-                Queued(
-                    session=self.id,
-                    queue_id=writer.queue_id,
-                    size=writer.size,
-                    reverse_path=envelope.reverse_path,
-                    recipients=tuple(r.address for r in envelope.recipients),
-                    client_ip=self.client_ip,
-                    message_id=writer.message_id,
-                )
-            )
-
-        async def store() -> None:
-            deliver_now = self.ctx.deliver_now
-            source = writer.contents() if deliver_now is not None else None
-            if deliver_now is not None and await deliver_now(
-                writer.queue_id, envelope, source or writer.flush(), announce
-            ):
-                writer.abort()  # delivered: the spool copy was only the source
-            else:
-                await writer.commit(envelope)
-                announce()
-                self.ctx.on_queued(writer.queue_id)
-
-        answer = reply(250, "2.0.0", f"Ok: queued as {writer.queue_id}")
-        try:
-            # A client that leaves now does not stop the message being delivered or queued.
-            await asyncio.shield(store())
-        except SpoolError as error:
-            self.ctx.log.emit(InternalError(where="spool", error=repr(error), session=self.id))
-            answer = R_WRITE_ERROR
+            self.recipients += recipients
+            answer = reply(250, "2.0.0", f"Ok: queued as {outcome.queue_id}")
+        else:
+            answer = outcome.reply
+            self._rejected("DATA", answer, outcome.reason)
         if self.transport is None or self.transport.is_closing():
-            return  # the client left; the message is queued all the same
+            return  # the client left; an accepted message is queued all the same
         self.conn.send_reply(answer)
         self.busy = False
         self._process()
@@ -933,7 +856,7 @@ class Session(asyncio.Protocol):
 
     def _tick(self) -> None:
         idle = time.monotonic() - self.last_activity
-        if self.busy and self.writer is None and self._task is not None:
+        if self.busy and self.message is None and self._task is not None:
             # Waiting on our own disk or DNS is not the client's idleness.
             self.last_activity = time.monotonic()
         elif idle >= self.ctx.settings.smtp.idle_timeout:
@@ -958,7 +881,7 @@ class Session(asyncio.Protocol):
                 if self.transport is not None:
                     self.transport.abort()  # start_tls() fails, which ends the session
             return
-        if force and self._task is not None and not self._task.done() and self.writer is None:
+        if force and self._task is not None and not self._task.done() and self.message is None:
             return  # a commit is in flight: its 250 is owed; it closes after
         self._abort_message()
         self.conn.close_with(_shutdown_reply(self.ctx.hostname))

@@ -27,6 +27,8 @@ from hato.spool._envelope import (
     SpoolStats,
     is_queue_id,
 )
+from hato.spool._intake import Accepted, IncomingMessage, Intake, Origin, Refusal
+from hato.spool._source import MessageSource
 from hato.spool._spool import MessageWriter, Spool, message_path
 from hato.spool._state import (
     DEFERRED,
@@ -49,9 +51,14 @@ __all__ = [
     "PENDING_STATES",
     "QUEUED",
     "SYNC_MODES",
+    "Accepted",
     "Envelope",
     "HoldChange",
+    "IncomingMessage",
+    "Intake",
+    "MessageSource",
     "MessageWriter",
+    "Origin",
     "Outcome",
     "QueueEntry",
     "QueueIdSource",
@@ -60,6 +67,7 @@ __all__ = [
     "Recipient",
     "RecipientState",
     "RecoveryReport",
+    "Refusal",
     "SQLiteStore",
     "Spool",
     "SpoolError",

@@ -39,6 +39,8 @@ _TIME_DIGITS = 10
 # 36**4 is about 1.7 million: keeps apart IDs that two processes draw in the same microsecond.
 _RANDOM_DIGITS = 4
 _QUEUE_ID_RE = re.compile(r"[0-9A-Z]{12,16}")
+# A Maildir++ folder name that is safe as a path component (no dots: no nesting, no "..").
+_FOLDER_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class SpoolError(Exception):
@@ -160,6 +162,9 @@ class Envelope:
     auth: str | None = None  # authenticated user name
     arrival: float = 0.0  # unix time
     session_id: str = ""
+    # The Maildir++ folder local copies go to ("" the inbox): "Junk" for a message a
+    # filter quarantined.
+    folder: str = ""
 
     def __post_init__(self) -> None:
         # RFC 5321 §3.3: a transaction needs at least one successful RCPT before DATA.
@@ -169,6 +174,8 @@ class Envelope:
             raise ValueError(f"invalid RET {self.ret!r}")
         if self.body is not None and self.body not in _BODY_VALUES:
             raise ValueError(f"invalid BODY {self.body!r}")
+        if self.folder and not _FOLDER_RE.fullmatch(self.folder):
+            raise ValueError(f"invalid folder name {self.folder!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict; ``from_dict`` reverses it."""
@@ -197,6 +204,7 @@ class Envelope:
             auth=_take(data, "auth", _OPT_STR, None),
             arrival=float(_take(data, "arrival", (int, float), 0.0)),
             session_id=_take(data, "session_id", (str,), ""),
+            folder=_take(data, "folder", (str,), ""),
         )
 
 

@@ -6,7 +6,7 @@ import contextlib
 import fcntl
 import os
 import queue
-import re
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +26,7 @@ from hato.spool._envelope import (
     SpoolStats,
     is_queue_id,
 )
+from hato.spool._source import MessageSource
 from hato.spool._store import SQLiteStore, Store, StoredMessage
 
 __all__ = ["MessageWriter", "Spool", "message_path"]
@@ -40,9 +41,6 @@ _DIR_MODE = 0o700
 # Fresh IDs collide only if two processes share a spool in one microsecond and draw the same
 # random digits; a handful of attempts turns that into never.
 _ID_ATTEMPTS = 8
-# The header section is watched for Message-ID (for the flight recorder) up to this much.
-_HEADER_WATCH = 64 * 1024
-_MESSAGE_ID = re.compile(rb"(?im)^message-id[ \t]*:[ \t]*((?:[^\r\n]|\r?\n[ \t])*)")
 
 
 def message_path(data_dir: Path, queue_id: str) -> Path:
@@ -285,15 +283,6 @@ class MessageWriter:
         self._memory: bytearray | None = bytearray() if file is None else None
         self._committer = committer
         self._failed = False
-        self._header: bytearray | None = bytearray()  # until the header section has ended
-        self._message_id = ""
-
-    @property
-    def message_id(self) -> str:
-        """The Message-ID field's value as written so far ("" when there is none)."""
-        if self._header is not None:
-            self._scan_header()
-        return self._message_id
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append ``data``: buffered, never synced, so cheap enough for the event loop."""
@@ -308,22 +297,49 @@ class MessageWriter:
             except OSError as exc:
                 self._discard(failed=True)
                 raise SpoolError(f"cannot write {self.queue_id}: {exc}") from exc
-        header = self._header
-        if header is not None:
-            header += data
-            if b"\r\n\r\n" in header or len(header) > _HEADER_WATCH:
-                self._scan_header()
 
-    def _scan_header(self) -> None:
-        header, self._header = self._header, None
-        if header is None:
+    def prepend(self, data: bytes) -> None:
+        """Put ``data`` (header fields a filter added at the end) before what was written.
+
+        In memory this is a splice. A message that already has its file is copied once
+        into a new file behind the fields, which then takes the old one's name: call it
+        in a thread for such a message. Nothing is synced; ``commit`` does that.
+        """
+        memory = self._memory
+        if memory is not None:
+            memory[:0] = data
+            self.size += len(data)
             return
-        end = header.find(b"\r\n\r\n")
-        section = bytes(header if end < 0 else header[: end + 2])
-        found = _MESSAGE_ID.search(section)
-        if found is not None:
-            value = b" ".join(found.group(1).split())
-            self._message_id = value.decode("utf-8", errors="replace")[:998]
+        old = self._open_file()
+        staged = self._path.with_name(self._path.name + ".new")
+        try:
+            old.flush()
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE)
+            new = BufferedWriter(FileIO(fd, "wb"), _WRITE_BUFFER)
+            try:
+                new.write(data)
+                with open(self._path, "rb") as source:
+                    shutil.copyfileobj(source, new, _WRITE_BUFFER)
+                new.flush()
+            except OSError:
+                _close_quietly(new)
+                raise
+            os.replace(staged, self._path)
+        except OSError as exc:
+            _unlink(staged)
+            self._discard(failed=True)
+            raise SpoolError(f"cannot write {self.queue_id}: {exc}") from exc
+        _close_quietly(old)
+        self._file = new
+        self.size += len(data)
+
+    def source(self) -> MessageSource:
+        """Where the message is now, for a reader before (or instead of) its commit: its
+        bytes while it is only in memory, else its file, with what was written handed to
+        the OS (no sync)."""
+        if self._memory is not None:
+            return MessageSource(data=bytes(self._memory))
+        return MessageSource(path=self.flush())
 
     def contents(self) -> bytes | None:
         """The message when it is still only in memory; None once it has its file."""
@@ -537,6 +553,10 @@ class Spool:
             return None
         stored = self._require_store().get(queue_id)
         return None if stored is None else self._queued(stored)
+
+    def source(self, queue_id: str) -> MessageSource:
+        """The stored message of ``queue_id`` (whether or not it is still queued)."""
+        return MessageSource(path=self._message_path(queue_id))
 
     def open_data(self, queue_id: str) -> BinaryIO:
         """The message bytes of a queued message; ``KeyError`` if no such message is queued."""

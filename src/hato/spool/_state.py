@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hato.spool._envelope import Envelope, SpoolError
+from hato.spool._source import MessageSource
 from hato.spool._spool import message_path
 from hato.spool._store import _connect, _transaction, _translated, envelope_from_row
 
@@ -153,6 +154,10 @@ class QueueState:
         self.close()
 
     # -- reading -----------------------------------------------------------------------
+
+    def source(self, queue_id: str) -> MessageSource:
+        """The bytes of a queued message, for a delivery agent, a report or ``queue show``."""
+        return MessageSource(path=message_path(self.data_dir, queue_id))
 
     def entries(self) -> builtins.list[QueueEntry]:
         with self._lock, _translated("read"):

@@ -26,6 +26,7 @@ from hato.events import (
     Delivered,
     DeliveryFailed,
     Disconnected,
+    FilterVerdict,
     InternalError,
     MessageRemoved,
     OpsEvent,
@@ -72,7 +73,7 @@ PRUNE_EVERY = 600.0
 _SESSION_EVENTS = (Rejected, AuthSucceeded, TlsStarted, TlsFailed, InternalError)
 # What happened to a message: found by queue ID.
 _MESSAGE_EVENTS = (Queued, Delivered, Deferred, DeliveryFailed, ReportQueued, MessageRemoved)
-_KEPT = frozenset((*_SESSION_EVENTS, *_MESSAGE_EVENTS, Connected, Disconnected))
+_KEPT = frozenset((*_SESSION_EVENTS, *_MESSAGE_EVENTS, Connected, Disconnected, FilterVerdict))
 # Each kept event's field names, so the writer never calls dataclasses.fields per event.
 _FIELDS = {kind: tuple(f.name for f in dataclasses.fields(kind)) for kind in _KEPT}
 _JSON = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":")).encode
@@ -328,6 +329,12 @@ class Recorder:
             found = self._session(session, ts)
             found.events.append((ts, event.name, event.describe(), _data(event)))
 
+    def _on_verdict(self, ts: float, event: FilterVerdict, batch: _Batch) -> None:
+        # In the session's story always; in the message's too when the message was kept.
+        self._on_session_event(ts, event, batch)
+        if event.action in ("accept", "quarantine"):
+            self._on_message_event(ts, event, batch)
+
     def _on_queued(self, ts: float, event: Queued, batch: _Batch) -> None:
         origin = self._open.get(event.session) if event.session else None
         if origin is not None:
@@ -358,6 +365,7 @@ class Recorder:
         Disconnected: _on_disconnected,
         Queued: _on_queued,
         ReportQueued: _on_report,
+        FilterVerdict: _on_verdict,
         **dict.fromkeys(_SESSION_EVENTS, _on_session_event),
         **dict.fromkeys((Delivered, Deferred, DeliveryFailed, MessageRemoved), _on_message_event),
     }

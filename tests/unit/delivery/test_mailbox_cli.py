@@ -11,6 +11,7 @@ from click.testing import CliRunner, Result
 
 from hato.cli import main
 from hato.delivery import MaildirAgent, MaildirJob
+from hato.spool import MessageSource
 
 FIRST = (
     b"Received: by mx\r\nSubject: first\r\nFrom: Alice <a@example.org>\r\n"
@@ -36,7 +37,7 @@ def deliver(data_dir: Path, local: str, domain: str, *messages: bytes) -> list[b
             local_part=local,
             delivered_to=f"{local}@{domain}",
             reverse_path="",
-            message_path=path,
+            source=MessageSource(path=path),
             arrival=1_700_000_000,
         )
         [result] = agent.deliver([job])

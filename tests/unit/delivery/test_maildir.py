@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from hato.delivery import MaildirAgent, MaildirJob, Result, Status, Usage
+from hato.spool import MessageSource
 
 HOST = "mx.example.net"
 QUEUE_ID = "0ABCDEFGHIJ123"
@@ -51,7 +52,7 @@ def job(message_path: Path, **changes: Any) -> MaildirJob:
         "local_part": "bob",
         "delivered_to": "bob@example.com",
         "reverse_path": "alice@example.org",
-        "message_path": message_path,
+        "source": MessageSource(path=message_path),
         "arrival": ARRIVAL,
     }
     fields.update(changes)

@@ -1,0 +1,71 @@
+"""The one intake: every way a message enters Hato (an SMTP session, a report Hato writes,
+and later the ``sendmail`` command, the pickup directory and the HTTP API) opens an
+:class:`IncomingMessage`, streams the bytes into it and awaits ``finish``.
+
+Promise, the same for every caller: ``finish`` returns :class:`Accepted` only once every
+copy of the message is durable (in the spool, or in every local mailbox when it was
+delivered while its sender waited); only then may the caller say so (``250``, exit 0).
+Anything else is a :class:`Refusal` carrying the reply to give, and nothing was kept.
+
+The protocol lives here, low, so that the server and the queue can both depend on it
+without importing each other; its implementation (``pipeline.PipelineIntake``) runs the
+message filters and is wired in ``app.py``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..smtp import Reply
+from ._envelope import Envelope
+
+__all__ = ["Accepted", "IncomingMessage", "Intake", "Origin", "Refusal"]
+
+
+class Origin(enum.StrEnum):
+    """How a message came in: which filters apply to it depends on this."""
+
+    SMTP = "smtp"  # an SMTP session that is not submission
+    SUBMISSION = "submission"  # RFC 6409: the submission listeners
+    REPORT = "report"  # a delivery report Hato wrote itself
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    queue_id: str
+    # True: delivered into local mailboxes while the sender waited; never queued.
+    delivered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Not accepted: the reply to give (5xx refused, 4xx try again) and why, for the log."""
+
+    reply: Reply
+    reason: str
+
+
+class IncomingMessage(Protocol):
+    """One message being received. ``write`` raises ``SpoolError`` when the bytes cannot be
+    kept; the message is then gone and ``finish`` refuses it."""
+
+    @property
+    def queue_id(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def abort(self) -> None: ...
+
+    async def finish(self) -> Accepted | Refusal: ...
+
+
+class Intake(Protocol):
+    def open(self, envelope: Envelope, origin: Origin) -> IncomingMessage:
+        """Start a message. The envelope is whole when its data begins (RFC 5321 3.3: the
+        recipients precede DATA), and the trace fields written first need it."""
+        ...
