@@ -322,10 +322,12 @@ class Session(asyncio.Protocol):
                 self._rcpt(event)
             case smtp.DataCommand():
                 decision = self.checks.data()
+                if decision is None and not self._open_message():
+                    decision = policy.Decision(reply=R_WRITE_ERROR, reason="spool error")
                 if decision is not None:
                     self._refuse("DATA", decision)
                 else:
-                    conn.send_reply(R_DATA_GO if self._open_message() else R_WRITE_ERROR)
+                    conn.send_reply(R_DATA_GO)
             case smtp.MessageEnd(problem=problem):
                 self._end_message(problem)
             case smtp.Reset():
