@@ -37,13 +37,14 @@ from ..events import (
     TlsStarted,
 )
 from ..smtp import Reply, reply
-from ..spool import Accepted, Envelope, IncomingMessage, Origin, Recipient, SpoolError
+from ..spool import Accepted, IncomingMessage, Origin
 from ._auth import Credentials, SaslExchange
 from ._checks import ClientChecks, sender_syntax
 from ._context import ServerContext
-from ._received import ClientFacts, protocol_name
+from ._received import ClientFacts
 from ._registry import Sessions
 from ._tls import session_description
+from ._transfer import Transfer, envelope_for
 
 __all__ = ["TLS_HANDSHAKE_TIMEOUT", "Session"]
 
@@ -101,8 +102,7 @@ class Session(asyncio.Protocol):
         self.started = time.monotonic()
         self.last_activity = self.started
         self.busy = True  # until the banner is out; then while waiting on DNS or the disk
-        self.message: IncomingMessage | None = None  # the message being received
-        self.write_error: OSError | None = None
+        self.transfer = Transfer(context.intake, context.log, self.id)  # the message
         self.messages = 0
         self.recipients = 0
         self.close_reason = "client closed"
@@ -175,7 +175,7 @@ class Session(asyncio.Protocol):
         self._record()
         if exc is not None:
             self.close_reason = f"connection lost: {exc}"
-        self._abort_message()
+        self.transfer.abort()
         if self._timer is not None:
             self._timer.cancel()
         if self._task is not None and not self._task.done():
@@ -276,7 +276,7 @@ class Session(asyncio.Protocol):
                 conn.close_with(_shutdown_reply(self.ctx.hostname))
         except Exception as error:  # our bug: end this session cleanly, keep the server
             self.ctx.log.emit(InternalError(where="session", error=repr(error), session=self.id))
-            self._abort_message()
+            self.transfer.abort()
             conn.close_with(R_INTERNAL)
             self.close_reason = "internal error"
         self._flush()
@@ -309,7 +309,7 @@ class Session(asyncio.Protocol):
             case smtp.DataChunk(data=data):
                 self._write(data)
             case smtp.Hello(name=name, extended=extended):
-                self._abort_message()
+                self.transfer.abort()
                 self.ctx.log.emit(HeloReceived(session=self.id, helo=name, extended=extended))
                 decision = self.checks.helo(name)
                 if decision is not None:
@@ -331,10 +331,10 @@ class Session(asyncio.Protocol):
             case smtp.MessageEnd(problem=problem):
                 self._end_message(problem)
             case smtp.Reset():
-                self._abort_message()
+                self.transfer.abort()
             case smtp.CommandRejected(command=command, reply=refusal):
                 if conn.transaction is None:
-                    self._abort_message()
+                    self.transfer.abort()
                 self._rejected(command, policy.Decision(reply=refusal, reason="protocol"))
             case smtp.StartTls() if self.ctx.tls is not None:
                 conn.send_reply(R_TLS_GO)
@@ -481,36 +481,15 @@ class Session(asyncio.Protocol):
         """Hand the message to the intake; False if the spool cannot take it."""
         transaction = self.conn.transaction
         assert transaction is not None
-        self._abort_message()
         origin = Origin.SUBMISSION if self.submission else Origin.SMTP
-        try:
-            self.message = self.ctx.intake.open(self._envelope(transaction), origin)
-        except (OSError, SpoolError) as error:
-            self.ctx.log.emit(InternalError(where="spool", error=repr(error), session=self.id))
-            return False
-        self.write_error = None
-        return True
+        envelope = envelope_for(transaction, self._facts(), session=self.id)
+        return self.transfer.open(envelope, origin)
 
     def _write(self, data: bytes) -> None:
         # The first BDAT chunk opens the message (DATA opened it at 354).
-        if self.message is None and (self.write_error is not None or not self._open_message()):
-            self.write_error = self.write_error or OSError("cannot open queue file")
-            return
-        assert self.message is not None
-        try:
-            self.message.write(data)
-        except (OSError, SpoolError) as error:
-            self.ctx.log.emit(InternalError(where="spool", error=repr(error), session=self.id))
-            self.write_error = OSError(str(error))
-            self._abort_message()
-
-    def _abort_message(self) -> None:
-        message, self.message = self.message, None
-        if message is not None:
-            try:
-                message.abort()
-            except (OSError, SpoolError) as error:
-                self.ctx.log.emit(InternalError(where="spool", error=repr(error), session=self.id))
+        if not self.transfer.active and not self.transfer.failed:
+            self._open_message()
+        self.transfer.write(data)
 
     def _end_message(self, problem: Reply | None) -> None:
         transaction = self.conn.transaction
@@ -518,46 +497,19 @@ class Session(asyncio.Protocol):
             # BDAT has no moment before the data: its data rules answer the LAST chunk.
             decision = self.checks.data()
             if decision is not None:
-                self._abort_message()
-                self.write_error = None
+                self.transfer.abort()
                 self._refuse("BDAT", decision)
                 return
-        if problem is None and self.message is None and self.write_error is None:
+        if problem is None and not self.transfer.active and not self.transfer.failed:
             self._write(b"")  # BDAT 0 LAST as the only chunk: an empty message
-        if problem is not None or self.write_error is not None or self.message is None:
-            self._abort_message()
-            self.write_error = None
-            if problem is not None:
-                self._refuse("DATA", policy.Decision(reply=problem, reason="message refused"))
-            else:
-                self._refuse("DATA", policy.Decision(reply=R_WRITE_ERROR, reason="spool error"))
+        message = self.transfer.take() if problem is None else None
+        if message is None:
+            self.transfer.abort()
+            reason = "message refused" if problem is not None else "spool error"
+            self._refuse("DATA", policy.Decision(reply=problem or R_WRITE_ERROR, reason=reason))
             return
-        message, self.message = self.message, None
         assert transaction is not None
         self._suspend(self._finish(message, len(transaction.recipients)))
-
-    def _envelope(self, transaction: smtp.Transaction) -> Envelope:
-        params = transaction.params
-        facts = self._facts()
-        return Envelope(
-            reverse_path=transaction.reverse_path,
-            recipients=tuple(
-                Recipient(address=path, notify=rp.notify, orcpt=rp.orcpt)
-                for path, rp in transaction.recipients
-            ),
-            envid=params.envid,
-            ret=params.ret,
-            body=params.body,
-            smtputf8=params.smtputf8,
-            client_ip=self.client_ip,
-            client_name=self.client_name,
-            helo=self.conn.helo or "",
-            protocol=protocol_name(facts, smtputf8=params.smtputf8),
-            tls=self.tls,
-            auth=self.auth_user,
-            arrival=time.time(),
-            session_id=self.id,
-        )
 
     async def _finish(self, message: IncomingMessage, recipients: int) -> Reply:
         # The intake keeps a message it has started to store even if the client leaves.
@@ -635,11 +587,11 @@ class Session(asyncio.Protocol):
 
     def _tick(self) -> None:
         idle = time.monotonic() - self.last_activity
-        if self.busy and self.message is None and self._task is not None:
+        if self.busy and not self.transfer.active and self._task is not None:
             # Waiting on our own disk or DNS is not the client's idleness.
             self.last_activity = time.monotonic()
         elif idle >= self.ctx.settings.smtp.idle_timeout:
-            self._abort_message()
+            self.transfer.abort()
             self.conn.close_with(
                 reply(421, "4.4.2", f"{self.ctx.hostname} Error: timeout exceeded")
             )
@@ -660,9 +612,9 @@ class Session(asyncio.Protocol):
                 if self.transport is not None:
                     self.transport.abort()  # start_tls() fails, which ends the session
             return
-        if force and self._task is not None and not self._task.done() and self.message is None:
+        if force and self._task is not None and not self._task.done() and not self.transfer.active:
             return  # a commit is in flight: its 250 is owed; it closes after
-        self._abort_message()
+        self.transfer.abort()
         self.conn.close_with(_shutdown_reply(self.ctx.hostname))
         self.close_reason = "server shutdown"
         self._flush()

@@ -157,3 +157,19 @@ async def test_a_client_that_leaves_mid_commit_still_has_its_message_kept(
     # Kept, and nothing written after the close (MemoryTransport.write would fail).
     assert len(make.intake.stored) == 1
     assert make.of(Disconnected)[0].reason == "client closed"
+
+
+async def test_a_spool_failure_does_not_outlive_its_transaction(make: Harness) -> None:
+    """A BDAT write that failed, then RSET: the next message is tried afresh, not refused."""
+    make.intake.fail_write = True
+    session, transport = await greeted(make)
+    await talk(transport, session, ENVELOPE, 2)
+    assert await talk(transport, session, b"BDAT 3\r\nabc", 1) == [
+        "250 2.0.0 Ok: 3 octets received"
+    ]
+    assert await talk(transport, session, b"RSET\r\n", 1) == ["250 2.0.0 Ok"]
+    make.intake.fail_write = False
+    await talk(transport, session, ENVELOPE, 2)
+    lines = await talk(transport, session, b"BDAT 3 LAST\r\nxyz", 1)
+    assert lines == [f"250 2.0.0 Ok: queued as {next(iter(make.intake.stored), '?')}"]
+    assert list(make.intake.stored.values()) == [b"xyz"]
