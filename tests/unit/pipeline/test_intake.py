@@ -262,9 +262,7 @@ async def test_received_is_written_first(spool: Spool) -> None:
 async def test_submission_fields(spool: Spool, message: bytes, added: set[str]) -> None:
     events = Events()
     fields = SubmissionFields(hostname="mx.test")
-    intake = intake_with(
-        spool, events, Step(filter=fields, origins=frozenset({Origin.SUBMISSION}))
-    )
+    intake = intake_with(spool, events, Step(filter=fields, origins=frozenset({Origin.SUBMISSION})))
     outcome = await take(intake, message, Origin.SUBMISSION)
     assert isinstance(outcome, Accepted)
     data = stored(spool, outcome.queue_id)
