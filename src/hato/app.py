@@ -39,7 +39,16 @@ from .routing import (
     confirmed_name,
     local_host_matcher,
 )
-from .server import ServerContext, ServerTls, SmtpServer, TlsError
+from .server import (
+    Authenticator,
+    Checks,
+    ServerContext,
+    ServerTls,
+    SmtpServer,
+    SubmissionRules,
+    TlsError,
+    limits_from,
+)
 from .spool import Envelope, MessageSource, Origin, QueueState, Refusal, Spool, SpoolError
 from .trace import TRACE_FILE, Recorder
 
@@ -165,27 +174,39 @@ class Hato:
             notify=self._queued,
             deliver_in_data=self._deliver_in_data if settings.queue.deliver_in_data else None,
         )
-        self.context = ServerContext(
-            settings=settings,
-            spool=self.spool,
-            log=self.log,
-            router=self.router,
-            maildir=self.maildir,
-            accounts=self.accounts,
-            intake=self.intake,
-        )
-        if self.context.access.zones:
-            self.context.dnsbl_lookup = self.resolver.a_records
-        if settings.server.reverse_dns:
-            resolver = self.resolver
-            self.context.reverse_lookup = lambda ip: confirmed_name(resolver, ip)
         # The flight recorder: the event stream and every conversation (hato trace).
         self.recorder: Recorder | None = None
         if settings.trace.enabled:
             self.recorder = Recorder(data_dir / TRACE_FILE, retention=settings.trace.retention)
             self.log.subscribe(self.recorder.event)
-            self.context.record_lines = self.recorder.session_lines
-        self.tls: ServerTls | None = None
+        self.tls = self._load_tls()
+        resolver = self.resolver
+        maildir = self.maildir
+        self.context = ServerContext(
+            settings=settings,
+            log=self.log,
+            limits=limits_from(settings),
+            intake=self.intake,
+            checks=Checks(
+                settings,
+                router=self.router,
+                # Quota at RCPT: what the delivery layer knows of the mailbox, no listing.
+                usage=lambda domain, local, quota: maildir.usage(domain, local, quota).bytes,
+                log=self.log,
+                dnsbl_lookup=resolver.a_records,
+            ),
+            submission=SubmissionRules(
+                self.router, sender_login_match=settings.auth.sender_login_match
+            ),
+            auth=Authenticator(
+                self.accounts, settings.auth, hostname=settings.server.hostname, log=self.log
+            ),
+            tls=self.tls,
+            reverse_lookup=(
+                (lambda ip: confirmed_name(resolver, ip)) if settings.server.reverse_dns else None
+            ),
+            record_lines=self.recorder.session_lines if self.recorder is not None else None,
+        )
         self.smtp = SmtpServer(self.context)
         self._flusher: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -195,17 +216,16 @@ class Hato:
         """The (host, port) pairs actually listened on (port 0 resolved)."""
         return self.smtp.bound
 
-    def _load_tls(self) -> None:
-        """The certificate, when anything offers TLS; TlsError names the setting at fault."""
+    def _load_tls(self) -> ServerTls | None:
+        """The certificate, when anything offers TLS; TlsError names the setting at fault.
+
+        Loaded while the server is built, so the context the sessions share is complete
+        from the start; SIGHUP reloads it in place (``ServerTls.reload``)."""
         settings = self.settings
         server = settings.server
         if not (settings.tls.starttls or server.implicit_tls_listen or server.submission_listen):
-            return
-        self.tls = ServerTls(
-            settings.tls, hostname=settings.server.hostname, data_dir=settings.server.data_dir
-        )
-        self.context.tls = self.tls
-        self._tls_loaded()
+            return None
+        return ServerTls(settings.tls, hostname=server.hostname, data_dir=server.data_dir)
 
     def _tls_loaded(self) -> None:
         assert self.tls is not None
@@ -233,7 +253,8 @@ class Hato:
     async def start(self) -> None:
         if self.recorder is not None:
             self.recorder.start()
-        self._load_tls()
+        if self.tls is not None:
+            self._tls_loaded()
         report = self.spool.open()
         self.log.emit(
             SpoolRecovered(

@@ -25,11 +25,14 @@ _ROUTING_CHARACTERS = frozenset("%!@")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Decision:
-    """A refusal: the reply for the client, and the reason for the event log."""
+    """A refusal: the reply for the client, the reason for the event log, and the rule
+    that refused ("" when no configured rule did: the unknown user, AUTH, the engine).
+
+    Every refusal of a session has this one shape, whoever decided it."""
 
     reply: Reply
     reason: str
-    rule: str
+    rule: str = ""
 
 
 class RelayPolicy:

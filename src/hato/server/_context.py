@@ -1,25 +1,20 @@
-"""What every session of one server shares: settings, spool, event log, counters."""
+"""What every session of one server shares, built once in ``app.py`` and never changed:
+settings, the event log and the collaborators a session calls. The runtime state (who is
+connected, stopping, session IDs) is the server's (:class:`._registry.Sessions`)."""
 
 from __future__ import annotations
 
-import itertools
-import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from ..accounts import AccountStore
 from ..config import Settings
-from ..delivery import MaildirAgent
 from ..events import EventLog
-from ..policy import AccessPolicy, AuthLimiter, ClientLimits, RelayPolicy
-from ..routing import LocalRouter
 from ..smtp import Limits
-from ..spool import Intake, Spool
-
-if TYPE_CHECKING:
-    from ._session import Session
-    from ._tls import ServerTls
+from ..spool import Intake
+from ._auth import Authenticator
+from ._checks import Checks
+from ._submission import SubmissionRules
+from ._tls import ServerTls
 
 __all__ = ["ServerContext", "limits_from"]
 
@@ -37,53 +32,26 @@ def limits_from(settings: Settings) -> Limits:
     )
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServerContext:
     settings: Settings
-    spool: Spool
     log: EventLog
-    router: LocalRouter
-    maildir: MaildirAgent
+    # The engine's limits (limits_from(settings)).
+    limits: Limits
     # Where every message goes at the end of its data: filters, then durable (spool.Intake).
     intake: Intake
-    # The client's forward-confirmed PTR name, for the Received header (None: unknown).
-    reverse_lookup: Callable[[str], Awaitable[str | None]] | None = None
+    # The per-stage checks: limits, access rules, DNSBL, relay, recipients, quota.
+    checks: Checks
+    # AUTH before MAIL on submission; the authenticated user's own sender everywhere.
+    submission: SubmissionRules
+    # SMTP AUTH (None: no AUTH is offered anywhere).
+    auth: Authenticator | None = None
     # The certificate for STARTTLS and the implicit TLS listeners (None: no TLS at all).
     tls: ServerTls | None = None
-    # Whose passwords SMTP AUTH checks (None: no AUTH is offered anywhere).
-    accounts: AccountStore | None = None
-    # The A records of a name, for DNS blocklists (None: blocklist rules never match).
-    dnsbl_lookup: Callable[[str], Awaitable[list[str]]] | None = None
+    # The client's forward-confirmed PTR name, for the Received header (None: unknown).
+    reverse_lookup: Callable[[str], Awaitable[str | None]] | None = None
     # The flight recorder's intake for session lines: (session ID, [(C/S, text)], unix time).
     record_lines: Callable[[str, list[tuple[str, str]], float], None] | None = None
-    limits: Limits = field(init=False)
-    relay: RelayPolicy = field(init=False)
-    auth_limit: AuthLimiter = field(init=False)
-    access: AccessPolicy = field(init=False)
-    client_limits: ClientLimits = field(init=False)
-    sessions: set[Session] = field(default_factory=set)
-    stopping: bool = False
-    _ids: itertools.count[int] = field(default_factory=itertools.count)
-    _prefix: str = field(default_factory=lambda: os.urandom(2).hex())
-
-    def __post_init__(self) -> None:
-        self.limits = limits_from(self.settings)
-        self.relay = RelayPolicy(self.settings.relay.trusted_networks)
-        auth = self.settings.auth
-        self.auth_limit = AuthLimiter(
-            max_failures=auth.max_failures, window=auth.failure_window, ban_time=auth.ban_time
-        )
-        policy, server = self.settings.policy, self.settings.server
-        self.access = AccessPolicy(
-            policy, hostname=server.hostname, local_domains=server.local_domains
-        )
-        self.client_limits = ClientLimits(
-            max_connections=policy.max_connections,
-            connection_rate=policy.connection_rate,
-            message_rate=policy.message_rate,
-            recipient_rate=policy.recipient_rate,
-            hostname=server.hostname,
-        )
 
     @property
     def starttls(self) -> bool:
@@ -93,6 +61,3 @@ class ServerContext:
     @property
     def hostname(self) -> str:
         return self.settings.server.hostname
-
-    def new_session_id(self) -> str:
-        return f"{self._prefix}{next(self._ids):06x}"

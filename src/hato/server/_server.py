@@ -9,6 +9,7 @@ import ssl
 from ..config import ListenAddress
 from ..events import ServerStopping
 from ._context import ServerContext
+from ._registry import Sessions
 from ._session import TLS_HANDSHAKE_TIMEOUT, Session
 
 __all__ = ["SmtpServer"]
@@ -17,10 +18,15 @@ BACKLOG = 1024
 
 
 class SmtpServer:
-    """All SMTP listeners of one process, sharing one :class:`ServerContext`."""
+    """All SMTP listeners of one process, sharing one :class:`ServerContext`.
+
+    The server owns the runtime state its sessions share (:class:`Sessions`: who is
+    connected, whether it is stopping, session IDs); the context holds none.
+    """
 
     def __init__(self, context: ServerContext) -> None:
         self.ctx = context
+        self.sessions = Sessions()
         self._servers: list[asyncio.Server] = []
         self.bound: list[tuple[str, int]] = []
         self.bound_tls: list[tuple[str, int]] = []  # implicit TLS listeners
@@ -57,7 +63,9 @@ class SmtpServer:
         label = str(address)
         implicit = context is not None
         server = await loop.create_server(
-            lambda: Session(self.ctx, label, implicit_tls=implicit, submission=submission),
+            lambda: Session(
+                self.ctx, self.sessions, label, implicit_tls=implicit, submission=submission
+            ),
             host=address.host,
             port=address.port,
             reuse_address=True,
@@ -77,24 +85,24 @@ class SmtpServer:
 
         Returns how many sessions had to be cut off when the grace period ended.
         """
-        ctx = self.ctx
-        ctx.stopping = True
-        ctx.log.emit(ServerStopping(reason=reason, sessions=len(ctx.sessions)))
+        sessions = self.sessions
+        sessions.stopping = True
+        self.ctx.log.emit(ServerStopping(reason=reason, sessions=len(sessions)))
         for server in self._servers:
             server.close()
-        for session in list(ctx.sessions):
+        for session in list(sessions.open):
             session.shutdown(force=False)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while ctx.sessions and loop.time() < deadline:
+        while sessions.open and loop.time() < deadline:
             await asyncio.sleep(0.05)
         cut = 0
-        for session in list(ctx.sessions):
+        for session in list(sessions.open):
             cut += 1
             session.shutdown(force=True)
         # Commits already in flight still get their 250 before we go.
         deadline = loop.time() + 5.0
-        while ctx.sessions and loop.time() < deadline:
+        while sessions.open and loop.time() < deadline:
             await asyncio.sleep(0.02)
         for server in self._servers:
             await server.wait_closed()

@@ -1,10 +1,15 @@
-"""One SMTP connection: feeds the engine, answers its events, streams DATA into the spool.
+"""One SMTP connection: sockets, timers and TLS around the engine; everything else it asks.
 
-The session is the only place where the engine, the socket and the spool meet. It
-answers each event with a typed :class:`~hato.smtp.Reply`; one loop
-(:meth:`Session._process`) writes everything the engine has to say in one write per
-batch, which is what makes pipelined clients cheap. A ``250`` after the data is sent
-only once the intake's ``finish`` has returned ``Accepted``, i.e. the message is durable.
+The session is where the engine, the socket and the collaborators meet: the per-stage
+checks (:class:`._checks.ClientChecks`), AUTH (:class:`._auth.Authenticator`), the
+submission rules (:class:`._submission.SubmissionRules`) and the intake
+(:class:`~hato.spool.Intake`). It answers each event with a typed
+:class:`~hato.smtp.Reply`; one loop (:meth:`Session._process`) writes everything the
+engine has to say in one write per batch, which is what makes pipelined clients cheap.
+Whatever must wait (DNS, a password, the disk, a TLS handshake) runs through
+:meth:`Session._suspend`: the engine is not asked for more events until the reply is out.
+A ``250`` after the data is sent only once the intake's ``finish`` has returned
+``Accepted``, i.e. the message is durable.
 
 STARTTLS (RFC 3207): the session answers 220, hands the socket to ``loop.start_tls`` and
 tells the engine once the handshake is done; the engine has already dropped whatever the
@@ -14,18 +19,15 @@ client pipelined after STARTTLS (CVE-2011-0411), and the session starts over ins
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ssl
 import time
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Awaitable
+from typing import cast
 
-from .. import __version__, policy, routing, smtp
-from ..accounts import AccountError, InvalidInput, parse_address
+from .. import __version__, policy, smtp
 from ..events import (
-    AuthSucceeded,
     Connected,
     Disconnected,
-    DnsblUnavailable,
     HeloReceived,
     InternalError,
     MailAccepted,
@@ -35,13 +37,14 @@ from ..events import (
     TlsStarted,
 )
 from ..smtp import Reply, reply
-from ..spool import Accepted, Envelope, IncomingMessage, Origin, Recipient, SpoolError
-from ._received import ClientFacts, protocol_name
-from ._sasl import LOGIN_PASSWORD, LOGIN_USERNAME, SaslError, decode_login, decode_plain
+from ..spool import Accepted, IncomingMessage, Origin
+from ._auth import Credentials, SaslExchange
+from ._checks import ClientChecks, sender_syntax
+from ._context import ServerContext
+from ._received import ClientFacts
+from ._registry import Sessions
 from ._tls import session_description
-
-if TYPE_CHECKING:
-    from ._context import ServerContext
+from ._transfer import Transfer, envelope_for
 
 __all__ = ["TLS_HANDSHAKE_TIMEOUT", "Session"]
 
@@ -52,12 +55,6 @@ R_RCPT_OK = reply(250, "2.1.5", "Ok")
 R_WRITE_ERROR = reply(451, "4.3.0", "Error: queue file write error, try again later")
 R_INTERNAL = reply(421, "4.3.0", "Error: internal server error, closing connection")
 R_TLS_GO = reply(220, "2.0.0", "Ready to start TLS")  # RFC 3207 4
-R_AUTH_OK = reply(235, "2.7.0", "Authentication successful")
-R_AUTH_FAILED = reply(535, "5.7.8", "Authentication credentials invalid")
-R_AUTH_MALFORMED = reply(501, "5.5.2", "Cannot decode AUTH response")
-R_AUTH_TEMPFAIL = reply(454, "4.7.0", "Temporary authentication failure")
-R_AUTH_REQUIRED = reply(530, "5.7.0", "Authentication required")
-R_STARTTLS_FIRST = reply(530, "5.7.0", "Must issue a STARTTLS command first")  # RFC 3207 4
 # Input buffered while the session waits for the disk: past this, stop reading.
 MAX_BUFFERED = 1 << 20
 # Reverse DNS is a courtesy for the Received header; it must never hold a client long.
@@ -68,17 +65,21 @@ TLS_HANDSHAKE_TIMEOUT = 30.0
 
 
 class Session(asyncio.Protocol):
+    checks: ClientChecks  # this connection's checks, from connection_made on
+
     def __init__(
         self,
         context: ServerContext,
+        sessions: Sessions,
         listener: str,
         *,
         implicit_tls: bool = False,
         submission: bool = False,
     ) -> None:
         self.ctx = context
+        self.sessions = sessions
         self.listener = listener
-        self.id = context.new_session_id()
+        self.id = sessions.new_id()
         self.conn = smtp.ServerConnection(
             context.hostname,
             context.limits,
@@ -91,8 +92,7 @@ class Session(asyncio.Protocol):
         self.implicit_tls = implicit_tls
         self.submission = submission
         self.auth_user: str | None = None
-        # The AUTH exchange in progress: ("PLAIN",), ("LOGIN",) or ("LOGIN", username).
-        self._auth: tuple[str, ...] = ()
+        self._sasl = SaslExchange()
         self.tls: str | None = None  # "TLSv1.3 TLS_AES_256_GCM_SHA384" once TLS is up
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
@@ -102,8 +102,7 @@ class Session(asyncio.Protocol):
         self.started = time.monotonic()
         self.last_activity = self.started
         self.busy = True  # until the banner is out; then while waiting on DNS or the disk
-        self.message: IncomingMessage | None = None  # the message being received
-        self.write_error: OSError | None = None
+        self.transfer = Transfer(context.intake, context.log, self.id)  # the message
         self.messages = 0
         self.recipients = 0
         self.close_reason = "client closed"
@@ -114,13 +113,6 @@ class Session(asyncio.Protocol):
         self._handshaking = False
         self._early = bytearray()  # plaintext that arrived before start_tls() returned
         self._lost = False
-        self.trusted = False  # the client is in relay.trusted_networks
-        self._counted = False  # client_limits.connect() let this connection in
-        self._limit_refusal: policy.Decision | None = None
-        # Refusals kept for RCPT time (policy.delay_reject): from connect, from HELO.
-        self._delayed_connect: policy.Decision | None = None
-        self._delayed_helo: policy.Decision | None = None
-        self._listed: dict[str, str] = {}  # DNS blocklist zone -> the answer that lists us
         self._offer_auth()
 
     # -- asyncio.Protocol --------------------------------------------------------------
@@ -132,7 +124,10 @@ class Session(asyncio.Protocol):
         self.client_ip, self.client_port = str(peer[0]), int(peer[1])
         local = self.transport.get_extra_info("sockname") or ("",)
         self.server_ip = str(local[0])
-        self.ctx.sessions.add(self)
+        self.checks = self.ctx.checks.client(
+            self.conn, client_ip=self.client_ip, server_ip=self.server_ip, session=self.id
+        )
+        self.sessions.open.add(self)
         self.ctx.log.emit(
             Connected(
                 session=self.id,
@@ -145,15 +140,12 @@ class Session(asyncio.Protocol):
             # The listener finished the handshake before calling connection_made.
             self._tls_up(self.transport.get_extra_info("ssl_object"))
         self._arm_timer()
-        self.trusted = self.ctx.relay.is_trusted(self.client_ip)
-        if not self.trusted:
-            self._limit_refusal = self.ctx.client_limits.connect(self.client_ip)
-            self._counted = self._limit_refusal is None
-        zones = self.ctx.access.zones if self.ctx.dnsbl_lookup is not None else ()
-        if self._limit_refusal is None and (self.ctx.reverse_lookup is not None or zones):
-            self._task = asyncio.ensure_future(self._greet_after_lookup(zones))
+        refusal = self.checks.admit()
+        if refusal is None and (self.ctx.reverse_lookup is not None or self.checks.lookups):
+            self._suspend(self._look_up())
         else:
-            self._greet()
+            self._greet(refusal)
+            self._answer(None)
 
     def data_received(self, data: bytes) -> None:
         # smtp.idle_timeout is the time for a complete command line (an AUTH answer too): a
@@ -183,15 +175,13 @@ class Session(asyncio.Protocol):
         self._record()
         if exc is not None:
             self.close_reason = f"connection lost: {exc}"
-        self._abort_message()
+        self.transfer.abort()
         if self._timer is not None:
             self._timer.cancel()
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        if self._counted:
-            self._counted = False
-            self.ctx.client_limits.disconnect(self.client_ip)
-        self.ctx.sessions.discard(self)
+        self.checks.close()
+        self.sessions.open.discard(self)
         self.ctx.log.emit(
             Disconnected(
                 session=self.id,
@@ -220,10 +210,10 @@ class Session(asyncio.Protocol):
 
     # -- the greeting ------------------------------------------------------------------
 
-    async def _greet_after_lookup(self, zones: tuple[str, ...]) -> None:
+    async def _look_up(self) -> None:
         """Reverse DNS and the DNS blocklists, all at once, before the banner."""
-        await asyncio.gather(self._look_up_name(), *(self._look_up_listing(z) for z in zones))
-        self._greet()
+        await asyncio.gather(self._look_up_name(), self.checks.look_up())
+        self._greet(None)
 
     async def _look_up_name(self) -> None:
         lookup = self.ctx.reverse_lookup
@@ -234,104 +224,59 @@ class Session(asyncio.Protocol):
         except (TimeoutError, OSError):
             self.client_name = None
 
-    async def _look_up_listing(self, zone: str) -> None:
-        lookup, name = self.ctx.dnsbl_lookup, policy.dnsbl_query(self.client_ip, zone)
-        if lookup is None or name is None:
-            return
-        try:
-            answer = await asyncio.wait_for(lookup(name), self.ctx.settings.policy.dnsbl_timeout)
-        except (routing.NoSuchDomain, routing.NoRecords):
-            return  # RFC 5782 2.1: no A record is "not listed"
-        except (TimeoutError, OSError, routing.DnsError) as error:
-            # A list that fails us lists nobody, and the log says so.
-            reason = str(error) or f"no answer within {self.ctx.settings.policy.dnsbl_timeout} s"
-            self.ctx.log.emit(
-                DnsblUnavailable(
-                    session=self.id, client_ip=self.client_ip, zone=zone, reason=reason
-                )
-            )
-            return
-        listed = policy.dnsbl_listed(answer)
-        if listed is not None:
-            self._listed[zone] = listed
-
-    def _access(self, stage: str, **known: Any) -> policy.Decision | None:
-        """The access rules of ``stage``; facts are gathered only when there are rules."""
-        if not self.ctx.access.has_rules(stage):
-            return None
-        return self.ctx.access.check(stage, self._policy_facts(**known))
-
-    def _policy_facts(self, **known: Any) -> policy.Facts:
-        """What the access rules may look at, now; ``known`` adds what the caller has."""
-        transaction = self.conn.transaction
-        facts = dataclasses.replace(
-            policy.Facts(
-                client_ip=self.client_ip,
-                server_ip=self.server_ip,
-                helo=self.conn.helo or "",
-                sender=transaction.reverse_path if transaction is not None else None,
-                authenticated=self.conn.authenticated,
-                trusted=self.trusted,
-                listed=self._listed,
-            ),
-            **known,
-        )
-        if facts.sender and "@" in facts.sender:
-            domain = facts.sender.rpartition("@")[2]
-            facts = dataclasses.replace(facts, sender_local=self.ctx.router.is_local_domain(domain))
-        return facts
-
-    def _refused(self, command: str, decision: policy.Decision, **facts: str) -> None:
-        self._rejected(command, decision.reply, decision.reason, rule=decision.rule, **facts)
-
-    def _greet(self) -> None:
-        if self.ctx.stopping:
+    def _greet(self, refusal: policy.Decision | None) -> None:
+        """The banner, or the refusal of the connection (limits, an AUTH ban, the rules)."""
+        if self.sessions.stopping:
             self.conn.close_with(_shutdown_reply(self.ctx.hostname))
-        elif self._limit_refusal is not None:
-            self._refused("CONNECT", self._limit_refusal)
-            self.conn.close_with(self._limit_refusal.reply)
-            self.close_reason = "per-IP limit"
-        elif self.ctx.auth_limit.banned(self.client_ip):
-            refusal = self._banned_reply()
-            self._rejected("CONNECT", refusal, "client IP banned after failed AUTH attempts")
-            self.conn.close_with(refusal)
-            self.close_reason = "banned"
-        elif (decision := self._access("connect")) is not None and not (
-            self.ctx.settings.policy.delay_reject
-        ):
-            self._refused("CONNECT", decision)
-            self.close_reason = "refused by policy"
-            if decision.reply.code == 554:
-                self.conn.send_greeting(decision.reply)  # then only QUIT (RFC 5321 3.1)
+        elif (refusal := refusal or self._ban() or self.checks.connect()) is not None:
+            self._rejected("CONNECT", refusal)
+            self.close_reason = f"refused: {refusal.reason}"
+            if refusal.reply.code == 554:
+                self.conn.send_greeting(refusal.reply)  # then only QUIT (RFC 5321 3.1)
             else:
-                self.conn.close_with(decision.reply)
+                self.conn.close_with(refusal.reply)
         else:
-            self._delayed_connect = decision
             self.conn.send_greeting(
                 reply(220, None, f"{self.ctx.hostname} ESMTP Hato {__version__} ready")
             )
+
+    # -- waiting, and the one loop that answers and writes -------------------------------
+
+    def _suspend(self, work: Awaitable[Reply | None]) -> None:
+        """Run ``work`` with the engine on hold, then answer with the reply it returns."""
+        self.busy = True
+        self._task = asyncio.ensure_future(self._resume(work))
+
+    async def _resume(self, work: Awaitable[Reply | None]) -> None:
+        answer = await work
+        if self.transport is None or self.transport.is_closing():
+            return  # the client left; an accepted message is queued all the same
+        self._answer(answer)
+
+    def _answer(self, answer: Reply | None) -> None:
+        if answer is not None:
+            if answer.code == 421:  # RFC 5321 3.8: the server closes after a 421
+                self.conn.close_with(answer)
+            else:
+                self.conn.send_reply(answer)
         self.busy = False
         self._process()
 
-    # -- the one loop that answers and writes --------------------------------------------
-
     def _process(self) -> None:
-        conn = self.conn
+        conn, stopping = self.conn, self.sessions
         try:
             while not self.busy:
-                if self.ctx.stopping and not conn.in_message:
+                if stopping.stopping and not conn.in_message:
                     break  # only the message in transfer may finish; no new command is run
                 event = conn.next_event()
-                if event is smtp.NEED_DATA or event is smtp.PAUSED:
-                    break
-                if event is smtp.CLOSED:
+                if event is smtp.NEED_DATA or event is smtp.PAUSED or event is smtp.CLOSED:
                     break
                 self._handle(event)
-            if self.ctx.stopping and not self.busy and not conn.in_message and not conn.closed:
+            if stopping.stopping and not self.busy and not conn.in_message and not conn.closed:
                 conn.close_with(_shutdown_reply(self.ctx.hostname))
         except Exception as error:  # our bug: end this session cleanly, keep the server
             self.ctx.log.emit(InternalError(where="session", error=repr(error), session=self.id))
-            self._abort_message()
+            self.transfer.abort()
             conn.close_with(R_INTERNAL)
             self.close_reason = "internal error"
         self._flush()
@@ -364,15 +309,11 @@ class Session(asyncio.Protocol):
             case smtp.DataChunk(data=data):
                 self._write(data)
             case smtp.Hello(name=name, extended=extended):
-                self._abort_message()
+                self.transfer.abort()
                 self.ctx.log.emit(HeloReceived(session=self.id, helo=name, extended=extended))
-                decision = self._access("helo", helo=name, sender=None)
-                self._delayed_helo = None
-                if decision is not None and self.ctx.settings.policy.delay_reject:
-                    self._delayed_helo, decision = decision, None
+                decision = self.checks.helo(name)
                 if decision is not None:
-                    self._refused("EHLO" if extended else "HELO", decision, helo=name)
-                    conn.send_reply(decision.reply)
+                    self._refuse("EHLO" if extended else "HELO", decision, helo=name)
                 else:
                     conn.send_reply(self._hello_reply(name, extended))
             case smtp.MailFrom():
@@ -380,28 +321,28 @@ class Session(asyncio.Protocol):
             case smtp.RcptTo():
                 self._rcpt(event)
             case smtp.DataCommand():
-                decision = self._data_policy()
+                decision = self.checks.data()
+                if decision is None and not self._open_message():
+                    decision = policy.Decision(reply=R_WRITE_ERROR, reason="spool error")
                 if decision is not None:
-                    self._refused("DATA", decision)
-                    conn.send_reply(decision.reply)
+                    self._refuse("DATA", decision)
                 else:
-                    conn.send_reply(R_DATA_GO if self._open_message() else R_WRITE_ERROR)
+                    conn.send_reply(R_DATA_GO)
             case smtp.MessageEnd(problem=problem):
                 self._end_message(problem)
             case smtp.Reset():
-                self._abort_message()
+                self.transfer.abort()
             case smtp.CommandRejected(command=command, reply=refusal):
                 if conn.transaction is None:
-                    self._abort_message()
-                self._rejected(command, refusal, "protocol")
+                    self.transfer.abort()
+                self._rejected(command, policy.Decision(reply=refusal, reason="protocol"))
             case smtp.StartTls() if self.ctx.tls is not None:
                 conn.send_reply(R_TLS_GO)
-                self.busy = True
-                self._task = asyncio.ensure_future(self._start_tls())
+                self._suspend(self._start_tls())
             case smtp.AuthStart(mechanism=mechanism, initial_response=initial):
                 self._auth_start(mechanism, initial)
             case smtp.AuthResponse(data=data):
-                self._auth_response(data)
+                self._auth_step(self._sasl.respond(data))
             case smtp.StartTls():
                 # The engine only offers STARTTLS when configured.
                 conn.send_reply(reply(502, "5.5.1", "Error: command not implemented"))
@@ -412,9 +353,11 @@ class Session(asyncio.Protocol):
             return Reply(250, None, (greeting, *self.conn.ehlo_keywords()))
         return reply(250, None, greeting)
 
-    def _rejected(
-        self, command: str, refusal: Reply, reason: str, *, rule: str = "", **facts: str
-    ) -> None:
+    def _refuse(self, command: str, decision: policy.Decision, **facts: str) -> None:
+        self._rejected(command, decision, **facts)
+        self.conn.send_reply(decision.reply)
+
+    def _rejected(self, command: str, decision: policy.Decision, **facts: str) -> None:
         """One event per refusal: stage, rule, client, HELO, sender, recipient and reply.
 
         HELO and sender are the session's own unless ``facts`` has the ones being refused.
@@ -426,35 +369,38 @@ class Session(asyncio.Protocol):
                 session=self.id,
                 client_ip=self.client_ip,
                 command=command,
-                reply=str(refusal),
-                reason=reason,
-                rule=rule,
+                reply=str(decision.reply),
+                reason=decision.reason,
+                rule=decision.rule,
                 helo=facts.get("helo", self.conn.helo or ""),
                 sender=facts.get("sender", sender),
                 recipient=facts.get("recipient", ""),
             )
         )
 
+    # -- the commands ------------------------------------------------------------------
+
     def _mail(self, event: smtp.MailFrom) -> None:
-        refusal, reason = _sender_syntax(event.reverse_path)
+        sender = event.reverse_path
+        decision = sender_syntax(sender)
         # Submission wants AUTH first; whoever authenticated, on any listener, sends only as
         # an address the user owns (RFC 6409 6.1; RFC 8314 makes implicit TLS submission too).
-        if refusal is None and (self.submission or self.auth_user is not None):
-            refusal, reason = self._check_sender(event.reverse_path)
-        if refusal is not None:
-            self._rejected("MAIL", refusal, reason, sender=event.reverse_path)
-            self.conn.send_reply(refusal)
-            return
-        decision = self._mail_policy(event.reverse_path)
+        if decision is None and (self.submission or self.auth_user is not None):
+            conn = self.conn
+            # AUTH offered only inside TLS: asking for it would send the client nowhere.
+            starttls_first = not conn.auth_mechanisms and self.tls is None and conn.tls_available
+            decision = self.ctx.submission.mail(
+                sender, user=self.auth_user, starttls_first=starttls_first
+            )
+        decision = decision or self.checks.mail(sender)
         if decision is not None:
-            self._refused("MAIL", decision, sender=event.reverse_path)
-            self.conn.send_reply(decision.reply)
+            self._refuse("MAIL", decision, sender=sender)
             return
         params = event.params
         self.ctx.log.emit(
             MailAccepted(
                 session=self.id,
-                reverse_path=event.reverse_path,
+                reverse_path=sender,
                 params={
                     k: v for k in params.__slots__ if (v := getattr(params, k)) not in (None, False)
                 },
@@ -462,177 +408,11 @@ class Session(asyncio.Protocol):
         )
         self.conn.send_reply(R_MAIL_OK)
 
-    def _mail_policy(self, sender: str) -> policy.Decision | None:
-        if not self.trusted:
-            decision = self.ctx.client_limits.message(self.client_ip)
-            if decision is not None:
-                return decision
-        return self._access("mail", sender=sender)
-
-    def _rcpt_policy(self, recipient: str) -> policy.Decision | None:
-        """Refusals kept from connect and HELO (delay_reject), rate limits, access rules."""
-        delayed = self._delayed_connect or self._delayed_helo
-        if delayed is not None:
-            return delayed
-        if not self.trusted:
-            decision = self.ctx.client_limits.recipient(self.client_ip)
-            if decision is not None:
-                return decision
-        return self._access("rcpt", recipients=(recipient,))
-
-    def _data_policy(self) -> policy.Decision | None:
-        transaction = self.conn.transaction
-        recipients = tuple(r for r, _ in transaction.recipients) if transaction else ()
-        return self._access("data", recipients=recipients)
-
-    def _sender_owned(self, sender: str, user: str) -> bool:
-        """auth.sender_login_match: may ``user`` send as ``sender``?"""
-        match = self.ctx.settings.auth.sender_login_match
-        if match == "any" or not sender or sender.casefold() == user.casefold():
-            return True  # the null sender (bounces) carries no one's identity
-        router = self.ctx.router
-        if match == "domain":
-            return _same_domain(sender.rpartition("@")[2], user.rpartition("@")[2])
-        try:
-            login, found = router.lookup(user), router.lookup(sender)
-        except InvalidInput:
-            return False  # a sender no mailbox could have: nobody's
-        if not isinstance(login, routing.Mailbox):
-            return False
-        if match == "owned" and isinstance(found, routing.AliasMatch) and found.is_catch_all:
-            return False  # a catch-all receives for addresses; it does not hand them out
-        owner = login.address.casefold()
-        return any(m.address.casefold() == owner for m in router.expand(sender).mailboxes)
-
-    def _check_sender(self, sender: str) -> tuple[Reply | None, str]:
-        """Submission (RFC 6409 4.3, 6.1): AUTH first; after AUTH: the user's own address."""
-        user = self.auth_user
-        if user is None:
-            if not self.conn.auth_mechanisms and self.tls is None and self.conn.tls_available:
-                # AUTH is offered only inside TLS: asking for it would send the client nowhere.
-                return R_STARTTLS_FIRST, "submission before STARTTLS"
-            return R_AUTH_REQUIRED, "submission without authentication"
-        if not self._sender_owned(sender, user):
-            return reply(
-                553,
-                "5.7.1",
-                f"<{sender}>: Sender address rejected: not owned by user {user}",
-            ), f"sender not owned by authenticated user {user}"
-        return None, ""
-
-    # -- AUTH (RFC 4954) -----------------------------------------------------------------
-
-    def _offer_auth(self) -> None:
-        """AUTH is offered inside TLS only, unless auth.allow_plaintext says otherwise."""
-        settings = self.ctx.settings.auth
-        offered = self.ctx.accounts is not None and bool(settings.mechanisms)
-        may = offered and (self.implicit_tls or self.tls is not None or settings.allow_plaintext)
-        self.conn.auth_mechanisms = settings.mechanisms if may else ()
-        self.conn.auth_needs_tls = offered and not may and self.conn.tls_available
-
-    def _banned_reply(self) -> Reply:
-        return reply(421, "4.7.0", f"{self.ctx.hostname} Error: too many failed authentications")
-
-    def _end_banned(self, stage: str) -> None:
-        """A ban holds in every session of the IP, those opened before it included."""
-        refusal = self._banned_reply()
-        self._rejected(stage, refusal, "client IP banned after failed AUTH attempts")
-        self.conn.close_with(refusal)
-        self.close_reason = "banned"
-
-    def _auth_start(self, mechanism: str, initial: str | None) -> None:
-        if self.ctx.auth_limit.banned(self.client_ip):
-            self._end_banned("AUTH")
-            return
-        self._auth = (mechanism,)
-        if initial is None:
-            challenge = "" if mechanism == "PLAIN" else LOGIN_USERNAME
-            self.conn.send_reply(Reply(334, None, (challenge,)))
-        else:
-            self._auth_response(initial)
-
-    def _auth_response(self, data: str) -> None:
-        state, self._auth = self._auth, ()
-        try:
-            if state == ("PLAIN",):
-                authzid, user, password = decode_plain(data)
-                if authzid and authzid != user:
-                    # We let nobody act as someone else: a failure like a wrong password.
-                    self._verify("PLAIN", user, None)
-                else:
-                    self._verify("PLAIN", user, password)
-            elif state == ("LOGIN",):
-                self._auth = ("LOGIN", decode_login(data))
-                self.conn.send_reply(Reply(334, None, (LOGIN_PASSWORD,)))
-            elif len(state) == 2:
-                self._verify("LOGIN", state[1], decode_login(data))
-            else:
-                raise SaslError("no AUTH exchange in progress")
-        except SaslError as error:
-            self._rejected("AUTH", R_AUTH_MALFORMED, f"malformed AUTH response: {error}")
-            self.conn.send_reply(R_AUTH_MALFORMED)
-
-    def _verify(self, mechanism: str, user: str, password: str | None) -> None:
-        self.busy = True
-        self._task = asyncio.ensure_future(self._check_password(mechanism, user, password))
-
-    async def _check_password(self, mechanism: str, user: str, password: str | None) -> None:
-        answer = await self._password_answer(mechanism, user, password)
-        if self.transport is None or self.transport.is_closing():
-            return
-        if answer.code == 421:
-            self.conn.close_with(answer)
-            self.close_reason = "too many failed authentications"
-        else:
-            self.conn.send_reply(answer)
-        self.busy = False
-        self._process()
-
-    async def _password_answer(self, mechanism: str, user: str, password: str | None) -> Reply:
-        accounts, limiter, ip = self.ctx.accounts, self.ctx.auth_limit, self.client_ip
-        assert accounts is not None
-        banned = limiter.banned(ip)
-        try:
-            ok = (
-                not banned
-                and password is not None
-                and await asyncio.to_thread(accounts.verify_password, user, password)
-            )
-        except AccountError as error:
-            self.ctx.log.emit(InternalError(where="auth", error=str(error), session=self.id))
-            self._rejected("AUTH", R_AUTH_TEMPFAIL, f"authentication error for user {user!r}")
-            return R_AUTH_TEMPFAIL
-        if banned or limiter.banned(ip):
-            # Banned before or while the password was checked: right or wrong, no entry.
-            answer = self._banned_reply()
-            self._rejected("AUTH", answer, "client IP banned after failed AUTH attempts")
-            return answer
-        if ok:
-            # The address as the store reads it: without the spaces, brackets or final dot
-            # the password check forgave, which would otherwise reach replies and logs.
-            self.auth_user = user = parse_address(user).text
-            self.ctx.log.emit(
-                AuthSucceeded(session=self.id, client_ip=ip, user=user, mechanism=mechanism)
-            )
-            return R_AUTH_OK
-        over = limiter.failed(ip)
-        await asyncio.sleep(self.ctx.settings.auth.failure_delay)
-        answer = self._banned_reply() if over else R_AUTH_FAILED
-        reason = f"authentication failed for user {user!r} ({mechanism})"
-        self._rejected("AUTH", answer, reason + (", IP banned" if over else ""))
-        return answer
-
     def _rcpt(self, event: smtp.RcptTo) -> None:
         address = event.forward_path
-        decision = self._rcpt_policy(address)
+        decision = self.checks.rcpt(address)
         if decision is not None:
-            self._refused("RCPT", decision, recipient=address)
-            self.conn.send_reply(decision.reply)
-            return
-        refusal, reason = self._check_recipient(address)
-        if refusal is not None:
-            self._rejected("RCPT", refusal, reason, recipient=address)
-            self.conn.send_reply(refusal)
+            self._refuse("RCPT", decision, recipient=address)
             return
         params = event.params
         self.ctx.log.emit(
@@ -644,38 +424,46 @@ class Session(asyncio.Protocol):
         )
         self.conn.send_reply(R_RCPT_OK)
 
-    def _check_recipient(self, address: str) -> tuple[Reply | None, str]:
-        """Refuse at RCPT what would only bounce later: unknown users, relaying, full boxes."""
-        try:
-            lookup = self.ctx.router.lookup(address)
-        except InvalidInput as error:
-            # The grammar allows it (u@1.2, an xn-- label that is not Punycode), routing not.
-            answer = reply(501, "5.1.3", f"Bad recipient address syntax ({_brief(error)})")
-            return answer, str(error)
-        decision = self.ctx.relay.check(
-            address,
-            local=not isinstance(lookup, routing.NotLocal),
-            client_ip=self.client_ip,
-            authenticated=self.conn.authenticated,
-        )
-        if decision is not None:
-            return decision.reply, decision.reason
-        match lookup:
-            case routing.Unknown():
-                return reply(
-                    550,
-                    "5.1.1",
-                    f"<{address}>: Recipient address rejected: User unknown in local recipient"
-                    " table",
-                ), "unknown user"
-            case routing.Mailbox(domain=domain, local_part=local, quota=quota) if quota:
-                if self.ctx.maildir.usage(domain, local, quota).bytes >= quota:
-                    if self.ctx.settings.accounts.quota_exceeded == "permanent":
-                        answer = reply(552, "5.2.2", f"<{address}>: Mailbox full")
-                    else:
-                        answer = reply(452, "4.2.2", f"<{address}>: Mailbox full, try later")
-                    return answer, f"mailbox over quota of {quota} bytes"
-        return None, ""
+    # -- AUTH (RFC 4954) -----------------------------------------------------------------
+
+    def _offer_auth(self) -> None:
+        auth, conn = self.ctx.auth, self.conn
+        secure = self.implicit_tls or self.tls is not None
+        conn.auth_mechanisms = auth.offered(tls=secure) if auth is not None else ()
+        offered = auth is not None and bool(auth.mechanisms)
+        conn.auth_needs_tls = offered and not conn.auth_mechanisms and conn.tls_available
+
+    def _ban(self) -> policy.Decision | None:
+        return self.ctx.auth.ban(self.client_ip) if self.ctx.auth is not None else None
+
+    def _auth_start(self, mechanism: str, initial: str | None) -> None:
+        banned = self._ban()
+        if banned is not None:
+            self._rejected("AUTH", banned)
+            self.conn.close_with(banned.reply)
+            self.close_reason = "banned"
+            return
+        self._auth_step(self._sasl.start(mechanism, initial))
+
+    def _auth_step(self, step: Reply | Credentials | policy.Decision) -> None:
+        if isinstance(step, Credentials):
+            self._suspend(self._authenticate(step))
+        elif isinstance(step, policy.Decision):
+            self._refuse("AUTH", step)
+        else:
+            self.conn.send_reply(step)  # the next challenge
+
+    async def _authenticate(self, credentials: Credentials) -> Reply:
+        auth = self.ctx.auth
+        assert auth is not None  # the engine takes AUTH only when mechanisms are offered
+        outcome = await auth.verify(credentials, client_ip=self.client_ip, session=self.id)
+        if outcome.refusal is not None:
+            self._rejected("AUTH", outcome.refusal)
+        if outcome.user is not None:
+            self.auth_user = outcome.user
+        if outcome.reply.code == 421:
+            self.close_reason = "too many failed authentications"
+        return outcome.reply
 
     # -- the message -------------------------------------------------------------------
 
@@ -693,100 +481,45 @@ class Session(asyncio.Protocol):
         """Hand the message to the intake; False if the spool cannot take it."""
         transaction = self.conn.transaction
         assert transaction is not None
-        self._abort_message()
         origin = Origin.SUBMISSION if self.submission else Origin.SMTP
-        try:
-            self.message = self.ctx.intake.open(self._envelope(transaction), origin)
-        except (OSError, SpoolError) as error:
-            self.ctx.log.emit(InternalError(where="spool", error=repr(error), session=self.id))
-            return False
-        self.write_error = None
-        return True
+        envelope = envelope_for(transaction, self._facts(), session=self.id)
+        return self.transfer.open(envelope, origin)
 
     def _write(self, data: bytes) -> None:
         # The first BDAT chunk opens the message (DATA opened it at 354).
-        if self.message is None and (self.write_error is not None or not self._open_message()):
-            self.write_error = self.write_error or OSError("cannot open queue file")
-            return
-        assert self.message is not None
-        try:
-            self.message.write(data)
-        except (OSError, SpoolError) as error:
-            self.ctx.log.emit(InternalError(where="spool", error=repr(error), session=self.id))
-            self.write_error = OSError(str(error))
-            self._abort_message()
-
-    def _abort_message(self) -> None:
-        message, self.message = self.message, None
-        if message is not None:
-            try:
-                message.abort()
-            except (OSError, SpoolError) as error:
-                self.ctx.log.emit(InternalError(where="spool", error=repr(error), session=self.id))
+        if not self.transfer.active and not self.transfer.failed:
+            self._open_message()
+        self.transfer.write(data)
 
     def _end_message(self, problem: Reply | None) -> None:
         transaction = self.conn.transaction
         if problem is None and transaction is not None and transaction.chunked:
             # BDAT has no moment before the data: its data rules answer the LAST chunk.
-            decision = self._data_policy()
+            decision = self.checks.data()
             if decision is not None:
-                self._refused("BDAT", decision)
-                self._abort_message()
-                self.write_error = None
-                self.conn.send_reply(decision.reply)
+                self.transfer.abort()
+                self._refuse("BDAT", decision)
                 return
-        if problem is None and self.message is None and self.write_error is None:
+        if problem is None and not self.transfer.active and not self.transfer.failed:
             self._write(b"")  # BDAT 0 LAST as the only chunk: an empty message
-        if problem is not None or self.write_error is not None or self.message is None:
-            self._abort_message()
-            self.write_error = None
-            refusal = problem or R_WRITE_ERROR
-            self._rejected("DATA", refusal, "message refused" if problem else "spool error")
-            self.conn.send_reply(refusal)
+        message = self.transfer.take() if problem is None else None
+        if message is None:
+            self.transfer.abort()
+            reason = "message refused" if problem is not None else "spool error"
+            self._refuse("DATA", policy.Decision(reply=problem or R_WRITE_ERROR, reason=reason))
             return
-        message, self.message = self.message, None
         assert transaction is not None
-        self.busy = True
-        self._task = asyncio.ensure_future(self._finish(message, len(transaction.recipients)))
+        self._suspend(self._finish(message, len(transaction.recipients)))
 
-    def _envelope(self, transaction: smtp.Transaction) -> Envelope:
-        params = transaction.params
-        facts = self._facts()
-        return Envelope(
-            reverse_path=transaction.reverse_path,
-            recipients=tuple(
-                Recipient(address=path, notify=rp.notify, orcpt=rp.orcpt)
-                for path, rp in transaction.recipients
-            ),
-            envid=params.envid,
-            ret=params.ret,
-            body=params.body,
-            smtputf8=params.smtputf8,
-            client_ip=self.client_ip,
-            client_name=self.client_name,
-            helo=self.conn.helo or "",
-            protocol=protocol_name(facts, smtputf8=params.smtputf8),
-            tls=self.tls,
-            auth=self.auth_user,
-            arrival=time.time(),
-            session_id=self.id,
-        )
-
-    async def _finish(self, message: IncomingMessage, recipients: int) -> None:
+    async def _finish(self, message: IncomingMessage, recipients: int) -> Reply:
         # The intake keeps a message it has started to store even if the client leaves.
         outcome = await message.finish()
         if isinstance(outcome, Accepted):
             self.messages += 1
             self.recipients += recipients
-            answer = reply(250, "2.0.0", f"Ok: queued as {outcome.queue_id}")
-        else:
-            answer = outcome.reply
-            self._rejected("DATA", answer, outcome.reason)
-        if self.transport is None or self.transport.is_closing():
-            return  # the client left; an accepted message is queued all the same
-        self.conn.send_reply(answer)
-        self.busy = False
-        self._process()
+            return reply(250, "2.0.0", f"Ok: queued as {outcome.queue_id}")
+        self._rejected("DATA", policy.Decision(reply=outcome.reply, reason=outcome.reason))
+        return outcome.reply
 
     # -- TLS -----------------------------------------------------------------------------
 
@@ -826,8 +559,6 @@ class Session(asyncio.Protocol):
         early, self._early = bytes(self._early), bytearray()
         if early:
             self.conn.receive_data(early)
-        self.busy = False
-        self._process()
 
     def _tls_up(self, ssl_object: ssl.SSLObject | None) -> None:
         version, cipher = session_description(ssl_object)
@@ -856,11 +587,11 @@ class Session(asyncio.Protocol):
 
     def _tick(self) -> None:
         idle = time.monotonic() - self.last_activity
-        if self.busy and self.message is None and self._task is not None:
+        if self.busy and not self.transfer.active and self._task is not None:
             # Waiting on our own disk or DNS is not the client's idleness.
             self.last_activity = time.monotonic()
         elif idle >= self.ctx.settings.smtp.idle_timeout:
-            self._abort_message()
+            self.transfer.abort()
             self.conn.close_with(
                 reply(421, "4.4.2", f"{self.ctx.hostname} Error: timeout exceeded")
             )
@@ -881,9 +612,9 @@ class Session(asyncio.Protocol):
                 if self.transport is not None:
                     self.transport.abort()  # start_tls() fails, which ends the session
             return
-        if force and self._task is not None and not self._task.done() and self.message is None:
+        if force and self._task is not None and not self._task.done() and not self.transfer.active:
             return  # a commit is in flight: its 250 is owed; it closes after
-        self._abort_message()
+        self.transfer.abort()
         self.conn.close_with(_shutdown_reply(self.ctx.hostname))
         self.close_reason = "server shutdown"
         self._flush()
@@ -891,26 +622,3 @@ class Session(asyncio.Protocol):
 
 def _shutdown_reply(hostname: str) -> Reply:
     return reply(421, "4.3.2", f"{hostname} Service shutting down, closing transmission channel")
-
-
-def _sender_syntax(sender: str) -> tuple[Reply | None, str]:
-    """A sender the grammar allows but no report could be returned to (u@1.2): 501."""
-    try:
-        if sender:
-            parse_address(sender, allow_literal=True)
-    except InvalidInput as error:
-        return reply(501, "5.1.7", f"Bad sender address syntax ({_brief(error)})"), str(error)
-    return None, ""
-
-
-def _brief(error: Exception) -> str:
-    # A reply line holds 512 octets (RFC 5321 4.5.3.1.5); the event log keeps all of it.
-    text = str(error)
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _same_domain(a: str, b: str) -> bool:
-    try:
-        return smtp.domain_a_label(a) == smtp.domain_a_label(b)
-    except smtp.AddressError:
-        return False

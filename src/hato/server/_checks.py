@@ -1,0 +1,261 @@
+"""The per-stage checks of SMTP sessions: client limits, access rules, DNSBL, relay
+control, unknown users and quota. Every refusal is one shape, :class:`policy.Decision`.
+
+:class:`Checks` is one per server (the policy services and what they count);
+:meth:`Checks.client` gives one :class:`ClientChecks` per connection, which holds what a
+connection's checks remember (trusted or not, counted, DNSBL answers, refusals kept for
+RCPT under ``policy.delay_reject``). The session calls a stage and answers the refusal,
+if any; it never looks at routing, the policy services or a mailbox itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .. import policy, routing, smtp
+from ..accounts import InvalidInput, parse_address
+from ..config import Settings
+from ..events import DnsblUnavailable, EventLog
+from ..smtp import reply
+
+__all__ = ["Checks", "ClientChecks", "MailboxUsage", "brief", "sender_syntax"]
+
+# The bytes a mailbox holds: (domain, local part, quota) -> bytes. From the delivery
+# layer (the Maildir agent's maildirsize bookkeeping); the quota lets it doubt a figure.
+MailboxUsage = Callable[[str, str, int], int]
+# The A records of a name, for DNS blocklists.
+DnsLookup = Callable[[str], Awaitable[list[str]]]
+
+
+class Checks:
+    """The policy services of one server, built from its settings."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        router: routing.LocalRouter,
+        usage: MailboxUsage,
+        log: EventLog,
+        dnsbl_lookup: DnsLookup | None = None,
+    ) -> None:
+        self.settings = settings
+        self.router = router
+        self.usage = usage
+        self.log = log
+        policy_settings, server = settings.policy, settings.server
+        self.relay = policy.RelayPolicy(settings.relay.trusted_networks)
+        self.access = policy.AccessPolicy(
+            policy_settings, hostname=server.hostname, local_domains=server.local_domains
+        )
+        self.limits = policy.ClientLimits(
+            max_connections=policy_settings.max_connections,
+            connection_rate=policy_settings.connection_rate,
+            message_rate=policy_settings.message_rate,
+            recipient_rate=policy_settings.recipient_rate,
+            hostname=server.hostname,
+        )
+        # No lookup, no blocklist: its rules never match.
+        self.dnsbl_lookup = dnsbl_lookup if self.access.zones else None
+
+    def client(
+        self, conn: smtp.ServerConnection, *, client_ip: str, server_ip: str, session: str
+    ) -> ClientChecks:
+        return ClientChecks(self, conn, client_ip=client_ip, server_ip=server_ip, session=session)
+
+
+class ClientChecks:
+    """One connection's checks. The HELO, sender and AUTH state are read from ``conn``."""
+
+    def __init__(
+        self,
+        checks: Checks,
+        conn: smtp.ServerConnection,
+        *,
+        client_ip: str,
+        server_ip: str,
+        session: str,
+    ) -> None:
+        self._checks = checks
+        self._conn = conn
+        self.client_ip = client_ip
+        self.server_ip = server_ip
+        self.session = session
+        self.trusted = checks.relay.is_trusted(client_ip)  # relay.trusted_networks
+        self._counted = False  # ClientLimits.connect() let this connection in
+        self._listed: dict[str, str] = {}  # DNS blocklist zone -> the answer that lists us
+        # Refusals kept for RCPT time (policy.delay_reject): from connect, from HELO.
+        self._delayed_connect: policy.Decision | None = None
+        self._delayed_helo: policy.Decision | None = None
+
+    # -- connect -------------------------------------------------------------------------
+
+    def admit(self) -> policy.Decision | None:
+        """The per-IP connection limits, as the connection arrives (trusted: exempt)."""
+        if self.trusted:
+            return None
+        refusal = self._checks.limits.connect(self.client_ip)
+        self._counted = refusal is None
+        return refusal
+
+    @property
+    def lookups(self) -> bool:
+        """Whether :meth:`look_up` has blocklists to ask."""
+        return self._checks.dnsbl_lookup is not None
+
+    async def look_up(self) -> None:
+        """The DNS blocklists, all at once, before the banner."""
+        await asyncio.gather(*(self._look_up(zone) for zone in self._checks.access.zones))
+
+    async def _look_up(self, zone: str) -> None:
+        lookup, name = self._checks.dnsbl_lookup, policy.dnsbl_query(self.client_ip, zone)
+        if lookup is None or name is None:
+            return
+        timeout = self._checks.settings.policy.dnsbl_timeout
+        try:
+            answer = await asyncio.wait_for(lookup(name), timeout)
+        except (routing.NoSuchDomain, routing.NoRecords):
+            return  # RFC 5782 2.1: no A record is "not listed"
+        except (TimeoutError, OSError, routing.DnsError) as error:
+            # A list that fails us lists nobody, and the log says so.
+            reason = str(error) or f"no answer within {timeout} s"
+            self._checks.log.emit(
+                DnsblUnavailable(
+                    session=self.session, client_ip=self.client_ip, zone=zone, reason=reason
+                )
+            )
+            return
+        listed = policy.dnsbl_listed(answer)
+        if listed is not None:
+            self._listed[zone] = listed
+
+    def connect(self) -> policy.Decision | None:
+        """The connect rules (after the lookups); under delay_reject kept for RCPT."""
+        decision = self._access("connect")
+        if self._checks.settings.policy.delay_reject:
+            self._delayed_connect, decision = decision, None
+        return decision
+
+    def close(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._checks.limits.disconnect(self.client_ip)
+
+    # -- the commands ----------------------------------------------------------------------
+
+    def helo(self, name: str) -> policy.Decision | None:
+        decision = self._access("helo", helo=name, sender=None)
+        self._delayed_helo = None
+        if decision is not None and self._checks.settings.policy.delay_reject:
+            self._delayed_helo, decision = decision, None
+        return decision
+
+    def mail(self, sender: str) -> policy.Decision | None:
+        """The message rate, then the mail rules (syntax: :func:`sender_syntax`)."""
+        if not self.trusted:
+            decision = self._checks.limits.message(self.client_ip)
+            if decision is not None:
+                return decision
+        return self._access("mail", sender=sender)
+
+    def rcpt(self, recipient: str) -> policy.Decision | None:
+        """Refusals kept from connect and HELO, rate limits, access rules, the recipient."""
+        delayed = self._delayed_connect or self._delayed_helo
+        if delayed is not None:
+            return delayed
+        if not self.trusted:
+            decision = self._checks.limits.recipient(self.client_ip)
+            if decision is not None:
+                return decision
+        return self._access("rcpt", recipients=(recipient,)) or self._recipient(recipient)
+
+    def data(self) -> policy.Decision | None:
+        """The data rules: at DATA, or at BDAT LAST (BDAT has no moment before the data)."""
+        transaction = self._conn.transaction
+        recipients = tuple(r for r, _ in transaction.recipients) if transaction else ()
+        return self._access("data", recipients=recipients)
+
+    # -- underneath --------------------------------------------------------------------------
+
+    def _recipient(self, address: str) -> policy.Decision | None:
+        """Refuse at RCPT what would only bounce later: unknown users, relaying, full boxes."""
+        checks = self._checks
+        try:
+            lookup = checks.router.lookup(address)
+        except InvalidInput as error:
+            # The grammar allows it (u@1.2, an xn-- label that is not Punycode), routing not.
+            answer = reply(501, "5.1.3", f"Bad recipient address syntax ({brief(error)})")
+            return policy.Decision(reply=answer, reason=str(error))
+        decision = checks.relay.check(
+            address,
+            local=not isinstance(lookup, routing.NotLocal),
+            client_ip=self.client_ip,
+            authenticated=self._conn.authenticated,
+        )
+        if decision is not None:
+            return decision
+        match lookup:
+            case routing.Unknown():
+                text = f"<{address}>: Recipient address rejected: User unknown in local recipient"
+                return policy.Decision(
+                    reply=reply(550, "5.1.1", text + " table"), reason="unknown user"
+                )
+            case routing.Mailbox(domain=domain, local_part=local, quota=quota) if quota:
+                if checks.usage(domain, local, quota) >= quota:
+                    if checks.settings.accounts.quota_exceeded == "permanent":
+                        answer = reply(552, "5.2.2", f"<{address}>: Mailbox full")
+                    else:
+                        answer = reply(452, "4.2.2", f"<{address}>: Mailbox full, try later")
+                    return policy.Decision(
+                        reply=answer, reason=f"mailbox over quota of {quota} bytes"
+                    )
+        return None
+
+    def _access(self, stage: str, **known: Any) -> policy.Decision | None:
+        """The access rules of ``stage``; facts are gathered only when there are rules."""
+        access = self._checks.access
+        if not access.has_rules(stage):
+            return None
+        return access.check(stage, self._facts(**known))
+
+    def _facts(self, **known: Any) -> policy.Facts:
+        """What the access rules may look at, now; ``known`` adds what the caller has."""
+        conn = self._conn
+        transaction = conn.transaction
+        facts = dataclasses.replace(
+            policy.Facts(
+                client_ip=self.client_ip,
+                server_ip=self.server_ip,
+                helo=conn.helo or "",
+                sender=transaction.reverse_path if transaction is not None else None,
+                authenticated=conn.authenticated,
+                trusted=self.trusted,
+                listed=self._listed,
+            ),
+            **known,
+        )
+        if facts.sender and "@" in facts.sender:
+            domain = facts.sender.rpartition("@")[2]
+            local = self._checks.router.is_local_domain(domain)
+            facts = dataclasses.replace(facts, sender_local=local)
+        return facts
+
+
+def sender_syntax(sender: str) -> policy.Decision | None:
+    """A sender the grammar allows but no report could be returned to (u@1.2): 501."""
+    try:
+        if sender:
+            parse_address(sender, allow_literal=True)
+    except InvalidInput as error:
+        answer = reply(501, "5.1.7", f"Bad sender address syntax ({brief(error)})")
+        return policy.Decision(reply=answer, reason=str(error))
+    return None
+
+
+def brief(error: Exception) -> str:
+    # A reply line holds 512 octets (RFC 5321 4.5.3.1.5); the event log keeps all of it.
+    text = str(error)
+    return text if len(text) <= 200 else text[:197] + "..."
