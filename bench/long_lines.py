@@ -17,14 +17,13 @@ the message to the server's reply is printed, with the server's CPU time.
 from __future__ import annotations
 
 import argparse
-import json
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from accept import start_hato
 from procstat import cpu_seconds
 
 from hato.smtp import CLOSED as ENGINE_CLOSED
@@ -68,24 +67,6 @@ def engine_seconds(message: bytes) -> tuple[float, str]:
     elapsed = time.process_time() - started
     last = conn.data_to_send().decode().rstrip("\r\n").rpartition("\r\n")[2]
     return elapsed, last
-
-
-def start_hato(data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    proc = subprocess.Popen(
-        [str(HATO), "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"],
-        stderr=subprocess.DEVNULL,
-    )
-    events = data_dir / "log" / "events.jsonl"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if events.exists():
-            for line in events.read_text().splitlines():
-                record = json.loads(line)
-                if record["event"] == "server_started":
-                    return proc, int(record["listen"][0].rsplit(":", 1)[1])
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("hato did not start")
 
 
 def _read_reply(sock: socket.socket) -> str:

@@ -45,26 +45,32 @@ class BySubject:
         return ACCEPT if subject != "stamp" else Verdict.accept(b"X-Stamped: by test\r\n")
 
 
+async def started(tmp_path: Path, options: dict[str, object]) -> Hato:
+    """A started Hato on a loopback port for mx.test (user bob), with the test's filter."""
+    data = tmp_path / "data"
+    settings = load_settings(
+        overrides={
+            "server.data_dir": str(data),
+            "server.hostname": "mx.test",
+            "server.listen": ["127.0.0.1:0"],
+            "server.submission_listen": [],
+            "server.implicit_tls_listen": [],
+            "server.local_domains": ["mx.test"],
+            "log.level": "error",
+            **options,
+        }
+    )
+    data.mkdir()
+    with AccountStore(data / "accounts.sqlite3", config_domains=["mx.test"]) as accounts:
+        accounts.add_user("bob@mx.test")
+    hato = Hato(settings, filters=(BySubject(),))
+    await hato.start()
+    return hato
+
+
 def run(tmp_path: Path, *subjects: str) -> list[object]:
     async def main() -> list[object]:
-        data = tmp_path / "data"
-        settings = load_settings(
-            overrides={
-                "server.data_dir": str(data),
-                "server.hostname": "mx.test",
-                "server.listen": ["127.0.0.1:0"],
-                "server.submission_listen": [],
-                "server.implicit_tls_listen": [],
-                "server.local_domains": ["mx.test"],
-                "log.level": "error",
-                "pipeline.timeout": 1.0,
-            }
-        )
-        data.mkdir()
-        with AccountStore(data / "accounts.sqlite3", config_domains=["mx.test"]) as accounts:
-            accounts.add_user("bob@mx.test")
-        hato = Hato(settings, filters=(BySubject(),))
-        await hato.start()
+        hato = await started(tmp_path, {"pipeline.timeout": 1.0})
         host, port = hato.bound[0]
         answers: list[object] = []
         try:
@@ -125,24 +131,7 @@ def test_junk_goes_to_junk_through_the_queue_too(tmp_path: Path, deliver_in_data
     # Without delivery in the DATA phase the message is queued, and the queue's attempt
     # must keep the quarantine mark from the stored envelope.
     async def main() -> None:
-        data = tmp_path / "data"
-        settings = load_settings(
-            overrides={
-                "server.data_dir": str(data),
-                "server.hostname": "mx.test",
-                "server.listen": ["127.0.0.1:0"],
-                "server.submission_listen": [],
-                "server.implicit_tls_listen": [],
-                "server.local_domains": ["mx.test"],
-                "log.level": "error",
-                "queue.deliver_in_data": deliver_in_data,
-            }
-        )
-        data.mkdir()
-        with AccountStore(data / "accounts.sqlite3", config_domains=["mx.test"]) as accounts:
-            accounts.add_user("bob@mx.test")
-        hato = Hato(settings, filters=(BySubject(),))
-        await hato.start()
+        hato = await started(tmp_path, {"queue.deliver_in_data": deliver_in_data})
         host, port = hato.bound[0]
         try:
             await aiosmtplib.send(

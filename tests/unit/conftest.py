@@ -1,4 +1,4 @@
-"""Coroutine tests here run on a fresh event loop each (asyncio.run)."""
+"""Coroutine unit tests run on a fresh event loop each (asyncio.run)."""
 
 from __future__ import annotations
 
