@@ -861,6 +861,80 @@ class PipelineSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DkimSettings:
+    """DKIM signing of mail from local domains (keys: hato dkim, under DATA/dkim/)."""
+
+    sign: bool = field(
+        default=True,
+        metadata=_meta(
+            "Sign mail whose sender is in a local domain with a key, when it arrives by"
+            " submission (AUTH), from relay.trusted_networks, or is a report Hato writes."
+        ),
+    )
+    expiry: float = field(
+        default=0.0,
+        metadata=_meta("Seconds a signature stays valid (its x= tag); 0 writes no expiry.", ge=0),
+    )
+    retire_after: float = field(
+        default=604800.0,
+        metadata=_meta(
+            "Seconds a key replaced by hato dkim rotate stays published and known before it"
+            " is retired (a week by default, so mail signed with it still verifies).",
+            ge=0,
+        ),
+    )
+    sign_contradicted: bool = field(
+        default=False,
+        metadata=_meta(
+            "Sign even with a key whose published DNS record does not match it (by default"
+            " such a key is skipped, with a warning: its signatures would fail anyway)."
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailAuthSettings:
+    """Checks of mail from outside: SPF, DKIM, DMARC and ARC, and forwarding (ARC, SRS)."""
+
+    check: bool = field(
+        default=True,
+        metadata=_meta(
+            "Check SPF, DKIM, DMARC and ARC on mail from clients that are neither trusted nor"
+            " authenticated, and prepend an Authentication-Results field."
+        ),
+    )
+    dmarc_enforce: bool = field(
+        default=True,
+        metadata=_meta(
+            "Honour a failing DMARC result: p=reject is refused with 550 5.7.1, p=quarantine"
+            " goes to the recipient's Junk folder; false only records the result."
+        ),
+    )
+    trusted_arc_sealers: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "Domains whose passing ARC seal (a mailing list, a forwarder) is trusted to vouch"
+            " for a message whose DMARC fails, so it is not refused or quarantined.",
+            kind="domains",
+        ),
+    )
+    srs: bool = field(
+        default=True,
+        metadata=_meta(
+            "Rewrite the envelope sender of mail forwarded through an alias to a remote"
+            " address (SRS), so SPF passes at the next hop, and seal it with ARC."
+        ),
+    )
+    srs_domain: str = field(
+        default="",
+        metadata=_meta(
+            'The domain SRS addresses are in; "" uses server.hostname. It must be a local'
+            " domain of this server, so bounces to SRS addresses come back here."
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything read from the configuration file; a change needs a restart."""
 
@@ -909,4 +983,12 @@ class Settings:
     pipeline: PipelineSettings = field(
         default_factory=PipelineSettings,
         metadata=_meta("The message filters: their time limit and what a failure means."),
+    )
+    dkim: DkimSettings = field(
+        default_factory=DkimSettings,
+        metadata=_meta("DKIM signing of outgoing mail from local domains."),
+    )
+    mailauth: MailAuthSettings = field(
+        default_factory=MailAuthSettings,
+        metadata=_meta("SPF, DKIM, DMARC and ARC checks of incoming mail; forwarding with SRS."),
     )

@@ -1,0 +1,39 @@
+"""Mail authentication (layer 2): SPF, DKIM, DMARC, ARC and SRS over plain data.
+
+Pure functions around the libraries made for each job (pyspf, dkimpy, authres,
+publicsuffixlist), with DNS behind a :class:`TxtResolver` built from Hato's resolver
+settings. Everything here is synchronous and may block on DNS: callers on the event loop
+run it in a thread (``asyncio.to_thread``).
+"""
+
+from ._types import (
+    ARC_RESULTS,
+    DKIM_RESULTS,
+    DMARC_POLICIES,
+    DMARC_RESULTS,
+    SPF_RESULTS,
+    ArcResult,
+    AuthResults,
+    DkimResult,
+    DmarcResult,
+    SigningKey,
+    SpfResult,
+    TemporaryDnsError,
+    TxtResolver,
+)
+
+__all__ = [
+    "ARC_RESULTS",
+    "DKIM_RESULTS",
+    "DMARC_POLICIES",
+    "DMARC_RESULTS",
+    "SPF_RESULTS",
+    "ArcResult",
+    "AuthResults",
+    "DkimResult",
+    "DmarcResult",
+    "SigningKey",
+    "SpfResult",
+    "TemporaryDnsError",
+    "TxtResolver",
+]
