@@ -6,6 +6,7 @@ settings. Everything here is synchronous and may block on DNS: callers on the ev
 run it in a thread (``asyncio.to_thread``).
 """
 
+from ._dns import MailDns
 from ._types import (
     ARC_RESULTS,
     DKIM_RESULTS,
@@ -32,6 +33,7 @@ __all__ = [
     "AuthResults",
     "DkimResult",
     "DmarcResult",
+    "MailDns",
     "SigningKey",
     "SpfResult",
     "TemporaryDnsError",
