@@ -6,7 +6,9 @@ settings. Everything here is synchronous and may block on DNS: callers on the ev
 run it in a thread (``asyncio.to_thread``).
 """
 
+from ._dmarc import DmarcRecord, check_dmarc, organizational_domain, parse_dmarc_record
 from ._dns import MailDns
+from ._srs import Srs, is_srs, load_srs_secret
 from ._types import (
     ARC_RESULTS,
     DKIM_RESULTS,
@@ -32,10 +34,17 @@ __all__ = [
     "ArcResult",
     "AuthResults",
     "DkimResult",
+    "DmarcRecord",
     "DmarcResult",
     "MailDns",
     "SigningKey",
     "SpfResult",
+    "Srs",
     "TemporaryDnsError",
     "TxtResolver",
+    "check_dmarc",
+    "is_srs",
+    "load_srs_secret",
+    "organizational_domain",
+    "parse_dmarc_record",
 ]
