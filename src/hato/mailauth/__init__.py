@@ -6,7 +6,10 @@ settings. Everything here is synchronous and may block on DNS: callers on the ev
 run it in a thread (``asyncio.to_thread``).
 """
 
+from ._arc import arc_seal, verify_arc
+from ._dkim import SigningError, sign_dkim, verify_dkim
 from ._dns import MailDns
+from ._header import authentication_results, claims_authserv_id
 from ._types import (
     ARC_RESULTS,
     DKIM_RESULTS,
@@ -34,8 +37,15 @@ __all__ = [
     "DkimResult",
     "DmarcResult",
     "MailDns",
+    "SigningError",
     "SigningKey",
     "SpfResult",
     "TemporaryDnsError",
     "TxtResolver",
+    "arc_seal",
+    "authentication_results",
+    "claims_authserv_id",
+    "sign_dkim",
+    "verify_arc",
+    "verify_dkim",
 ]
