@@ -148,6 +148,10 @@ def _verify_one(verifier: dkim.DKIM, index: int, value: bytes, lookup: KeyLookup
     tags = _tags(value)
 
     def result(word: str, reason: str = "") -> DkimResult:
+        # dkimpy writes bytes values as b'...' in its messages: show them plainly.
+        reason = re.sub(r"""b(['"])(.*?)\1""", r"\2", reason).strip()
+        if word != "pass" and not reason:
+            reason = "malformed DKIM-Signature field"
         return DkimResult(
             word,
             domain=tags.get("d", ""),
