@@ -162,6 +162,9 @@ def _verify_one(verifier: dkim.DKIM, index: int, value: bytes, lookup: KeyLookup
             reason=reason,
         )
 
+    if tags.get("a", "").lower() == "rsa-sha1":
+        # RFC 8301 3.1: verifiers MUST NOT consider rsa-sha1 signatures valid.
+        return result("permerror", "rsa-sha1 is not acceptable (RFC 8301)")
     lookup.problem = lookup.result = ""
     try:
         ok = verifier.verify(index, dnsfunc=lookup)

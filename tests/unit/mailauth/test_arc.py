@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from mailauth_keys import ed25519_key, publish, rsa_key
 
+from dkim_test_keys import ed25519_key, publish, rsa_key
 from dns_server import DnsServer, dns_server_fixture  # noqa: F401 - provides `dns_server`
 from hato.mailauth import (
     AuthResults,

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from mailauth_keys import ed25519_key, publish, rsa_key, txt
 
+from dkim_test_keys import ed25519_key, publish, rsa_key, txt
 from dns_server import DnsServer, dns_server_fixture  # noqa: F401 - provides `dns_server`
 from hato.mailauth import MailDns, SigningError, SigningKey, sign_dkim, verify_dkim
 
@@ -284,7 +284,7 @@ import resource, sys, time, tracemalloc
 sys.path[:0] = sys.argv[4:]
 from hato.config import HostPort
 from hato.mailauth import MailDns, sign_dkim, verify_dkim
-from mailauth_keys import ed25519_key
+from dkim_test_keys import ed25519_key
 from hato.mailauth import SigningKey
 key = SigningKey("example.com", sys.argv[2], "ed25519-sha256", sys.argv[3].encode(), "")
 line = b"x" * 76 + b"\\r\\n"
