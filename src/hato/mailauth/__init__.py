@@ -6,8 +6,11 @@ settings. Everything here is synchronous and may block on DNS: callers on the ev
 run it in a thread (``asyncio.to_thread``).
 """
 
+from ._arc import arc_seal, verify_arc
+from ._dkim import SigningError, sign_dkim, verify_dkim
 from ._dmarc import DmarcRecord, check_dmarc, organizational_domain, parse_dmarc_record
 from ._dns import MailDns
+from ._header import authentication_results, claims_authserv_id
 from ._srs import Srs, is_srs, load_srs_secret
 from ._types import (
     ARC_RESULTS,
@@ -37,14 +40,21 @@ __all__ = [
     "DmarcRecord",
     "DmarcResult",
     "MailDns",
+    "SigningError",
     "SigningKey",
     "SpfResult",
     "Srs",
     "TemporaryDnsError",
     "TxtResolver",
+    "arc_seal",
+    "authentication_results",
     "check_dmarc",
+    "claims_authserv_id",
     "is_srs",
     "load_srs_secret",
     "organizational_domain",
     "parse_dmarc_record",
+    "sign_dkim",
+    "verify_arc",
+    "verify_dkim",
 ]
