@@ -7,6 +7,16 @@ run it in a thread (``asyncio.to_thread``).
 """
 
 from ._dns import MailDns
+from ._keys import (
+    DkimKey,
+    DkimKeyError,
+    DkimKeys,
+    DnsRecord,
+    InvalidKeyInput,
+    KeyCheck,
+    check_published,
+    dns_record,
+)
 from ._types import (
     ARC_RESULTS,
     DKIM_RESULTS,
@@ -31,11 +41,19 @@ __all__ = [
     "SPF_RESULTS",
     "ArcResult",
     "AuthResults",
+    "DkimKey",
+    "DkimKeyError",
+    "DkimKeys",
     "DkimResult",
     "DmarcResult",
+    "DnsRecord",
+    "InvalidKeyInput",
+    "KeyCheck",
     "MailDns",
     "SigningKey",
     "SpfResult",
     "TemporaryDnsError",
     "TxtResolver",
+    "check_published",
+    "dns_record",
 ]
