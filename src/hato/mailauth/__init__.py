@@ -11,6 +11,16 @@ from ._dkim import SigningError, sign_dkim, verify_dkim
 from ._dmarc import DmarcRecord, check_dmarc, organizational_domain, parse_dmarc_record
 from ._dns import MailDns
 from ._header import authentication_results, claims_authserv_id
+from ._keys import (
+    DkimKey,
+    DkimKeyError,
+    DkimKeys,
+    DnsRecord,
+    InvalidKeyInput,
+    KeyCheck,
+    check_published,
+    dns_record,
+)
 from ._srs import Srs, is_srs, load_srs_secret
 from ._types import (
     ARC_RESULTS,
@@ -36,9 +46,15 @@ __all__ = [
     "SPF_RESULTS",
     "ArcResult",
     "AuthResults",
+    "DkimKey",
+    "DkimKeyError",
+    "DkimKeys",
     "DkimResult",
     "DmarcRecord",
     "DmarcResult",
+    "DnsRecord",
+    "InvalidKeyInput",
+    "KeyCheck",
     "MailDns",
     "SigningError",
     "SigningKey",
@@ -49,7 +65,9 @@ __all__ = [
     "arc_seal",
     "authentication_results",
     "check_dmarc",
+    "check_published",
     "claims_authserv_id",
+    "dns_record",
     "is_srs",
     "load_srs_secret",
     "organizational_domain",
