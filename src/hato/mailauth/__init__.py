@@ -6,6 +6,7 @@ settings. Everything here is synchronous and may block on DNS: callers on the ev
 run it in a thread (``asyncio.to_thread``).
 """
 
+from ._dmarc import DmarcRecord, check_dmarc, organizational_domain, parse_dmarc_record
 from ._dns import MailDns
 from ._keys import (
     DkimKey,
@@ -17,6 +18,7 @@ from ._keys import (
     check_published,
     dns_record,
 )
+from ._srs import Srs, is_srs, load_srs_secret
 from ._types import (
     ARC_RESULTS,
     DKIM_RESULTS,
@@ -45,6 +47,7 @@ __all__ = [
     "DkimKeyError",
     "DkimKeys",
     "DkimResult",
+    "DmarcRecord",
     "DmarcResult",
     "DnsRecord",
     "InvalidKeyInput",
@@ -52,8 +55,14 @@ __all__ = [
     "MailDns",
     "SigningKey",
     "SpfResult",
+    "Srs",
     "TemporaryDnsError",
     "TxtResolver",
+    "check_dmarc",
     "check_published",
     "dns_record",
+    "is_srs",
+    "load_srs_secret",
+    "organizational_domain",
+    "parse_dmarc_record",
 ]
