@@ -170,8 +170,8 @@ class _Count:
             for error_text in inner.errors:
                 self.problems.append((name, f"has an invalid term: {error_text}"))
             self.follow(inner, (*path, name))
-            if len(path) == 1:
-                self.by_name[name] = self.by_name.get(name, 0) + self.total - before
+            if len(path) == 1:  # the include's own lookup and everything inside it
+                self.by_name[name] = self.by_name.get(name, 0) + 1 + self.total - before
 
 
 def _effective_all(dns: TxtResolver, record: SpfRecord, depth: int = 0) -> tuple[str | None, str]:
@@ -213,7 +213,10 @@ def check_spf_record(dns: TxtResolver, domain: str) -> Check:
         findings.append(finding("record-temporary", name=target, detail=detail))
     if count.total > MAX_SPF_LOOKUPS:
         shares = ", ".join(f"{name} {n}" for name, n in count.by_name.items()) or "none"
-        own = record.own_lookups
+        own = record.own_lookups - sum(
+            1 for t in record.terms if t.name == "include" and "%" not in t.value
+        )
+        own -= 1 if record.redirect and record.all_qualifier is None else 0
         findings.append(
             finding(
                 "spf-too-many-lookups",
@@ -221,7 +224,7 @@ def check_spf_record(dns: TxtResolver, domain: str) -> Check:
                 count=count.total
                 if count.fetched < _MAX_SPF_FETCHES
                 else f"more than {count.total}",
-                detail=f"{own} in the record itself; through includes: {shares}",
+                detail=f"{own} in the record itself, the rest by include: {shares}",
             )
         )
     qualifier, via = _effective_all(dns, record)

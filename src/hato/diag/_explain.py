@@ -466,7 +466,7 @@ CATALOG: dict[str, _Entry] = {
         "exists and redirect, counted through every include) to 10. Past that, receivers "
         "give permerror: your mail fails SPF everywhere, and DMARC cannot pass through it.",
         "Cut the lookups: replace a and mx with ip4:/ip6: ranges, drop includes of services "
-        "you no longer use, avoid ptr. The count by include: {detail}.",
+        "you no longer use, avoid ptr. The count: {detail}.",
     ),
     "spf-include-broken": _Entry(
         "fail",
