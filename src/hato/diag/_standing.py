@@ -96,7 +96,7 @@ def standing_self(
     nameservers: tuple[str, ...],
     address_source: str,
     keys: DkimKeys | None,
-    check_spf: SpfCheck,
+    check_spf: SpfCheck | None,
 ) -> StandingReport:
     report = StandingReport(
         mode="self",
