@@ -163,7 +163,7 @@ def spf_check(
     sender = f"postmaster@{domain}"
     if check_spf is None:
         summary = "not evaluated: this Hato has no SPF evaluation built in"
-        return Check(name=f"spf {domain}", subject=domain, status="unknown", summary=summary)
+        return Check(name="spf", subject=domain, status="unknown", summary=summary)
     result = check_spf(dns, address, sender, hostname)
     values: dict[str, object] = {
         "domain": domain,
@@ -190,7 +190,7 @@ def spf_check(
     else:  # softfail, neutral, none
         items.append(filled("spf-self-weak", {**values, "detail": detail}))
         summary = result.result
-    return _check(f"spf {domain}", domain, items, facts=facts, summary=summary)
+    return _check("spf", domain, items, facts=facts, summary=summary)
 
 
 def certificate_check(
@@ -243,22 +243,9 @@ def self_checks(
     for domain in plan.domains:
         checks.append(spf_check(dns, check_spf, plan.address, domain, plan.hostname))
         checks += dkim(domain)
-        dmarc = check_dmarc_record(dns, domain)
-        checks.append(_renamed(dmarc, f"dmarc {domain}"))
+        checks.append(check_dmarc_record(dns, domain))
     checks.append(certificate_check(plan.certificate, configured=plan.certificate_configured))
     return checks
-
-
-def _renamed(check: Check, name: str) -> Check:
-    return Check(
-        name=name,
-        subject=check.subject,
-        status=check.status,
-        summary=check.summary,
-        record=check.record,
-        facts=check.facts,
-        findings=check.findings,
-    )
 
 
 def dnsbl_zones(rule_zones: Iterable[Sequence[str]], extra: Iterable[str]) -> tuple[str, ...]:

@@ -7,8 +7,6 @@ with are checked here against the key store, since DNS cannot list a domain's se
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from ..mailauth import (
     DkimKey,
     DkimKeyError,
@@ -28,7 +26,7 @@ _PUBLISHED = ("pending", "active", "retiring")
 
 
 def dkim_checks(
-    dns: TxtResolver, keys: DkimKeys | None, domain: str, *, hosted: bool, label: str = "dkim"
+    dns: TxtResolver, keys: DkimKeys | None, domain: str, *, hosted: bool
 ) -> list[Check]:
     """One check per key Hato has for ``domain`` (found and matching in DNS); for a domain
     Hato neither hosts nor has keys for, one check saying the selectors are unknown."""
@@ -36,17 +34,17 @@ def dkim_checks(
         mine = [key for key in keys.keys(domain) if key.state in _PUBLISHED] if keys else []
     except DkimKeyError as error:
         item = finding("dkim-store-unreadable", domain=domain, detail=str(error))
-        return [_check(label, domain, [item])]
+        return [_check("dkim", domain, [item])]
     if not mine:
         if hosted:
             item = finding("dkim-no-keys", domain=domain)
-            return [_check(label, domain, [item], summary="no key")]
+            return [_check("dkim", domain, [item], summary="no key")]
         item = finding("dkim-selectors-unknown", domain=domain)
-        return [_check(label, domain, [item], summary="selectors unknown (not hosted here)")]
-    return [_key_check(dns, key, label) for key in mine]
+        return [_check("dkim", domain, [item], summary="selectors unknown (not hosted here)")]
+    return [_key_check(dns, key) for key in mine]
 
 
-def _key_check(dns: TxtResolver, key: DkimKey, label: str) -> Check:
+def _key_check(dns: TxtResolver, key: DkimKey) -> Check:
     values: dict[str, object] = {
         "domain": key.domain,
         "selector": key.selector,
@@ -57,7 +55,7 @@ def _key_check(dns: TxtResolver, key: DkimKey, label: str) -> Check:
         check = check_published(dns, key)
     except DkimKeyError as error:
         item = filled("dkim-mismatch", {**values, "detail": str(error)})
-        return _check(label, key.record_name, [item], facts=facts)
+        return _check("dkim", key.record_name, [item], facts=facts)
     facts["published"] = check.state
     items: list[Finding] = []
     if check.state == "missing":
@@ -69,7 +67,7 @@ def _key_check(dns: TxtResolver, key: DkimKey, label: str) -> Check:
     elif check.state == "temperror":
         items.append(filled("dkim-temporary", {**values, "detail": check.detail}))
     summary = f"{key.selector} ({key.algorithm}, {key.state}): {check.detail}"
-    return _check(label, key.record_name, items, facts=facts, summary=summary)
+    return _check("dkim", key.record_name, items, facts=facts, summary=summary)
 
 
 def standing_dns(
@@ -105,8 +103,9 @@ def standing_self(
         address=plan.address,
         address_source=address_source,
     )
-    dkim: Callable[[str], list[Check]] = lambda name: dkim_checks(  # noqa: E731
-        dns, keys, name, hosted=True, label=f"dkim {name}"
-    )
+
+    def dkim(name: str) -> list[Check]:
+        return dkim_checks(dns, keys, name, hosted=True)
+
     report.checks = self_checks(dns, plan, check_spf=check_spf, dkim=dkim)
     return report
