@@ -12,6 +12,7 @@ Everything is synchronous over a :class:`~hato.mailauth.TxtResolver` (``MailDns`
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -108,11 +109,21 @@ def parse_spf(text: str) -> SpfRecord:
         if name == "all" and rest:
             record.errors.append(f"{word!r}: all takes no value")
             continue
+        if name in ("ip4", "ip6") and not _network(value, 4 if name == "ip4" else 6):
+            record.errors.append(f"{word!r} is not an IPv{name[-1]} address or network")
+            continue
         record.terms.append(SpfTerm(word, "mechanism", name, mechanism.group(1) or "+", value))
     redirects = [t for t in record.terms if t.kind == "modifier" and t.name == "redirect"]
     if len(redirects) > 1:
         record.errors.append("more than one redirect=")
     return record
+
+
+def _network(text: str, version: int) -> bool:
+    try:
+        return ipaddress.ip_network(text, strict=False).version == version
+    except ValueError:
+        return False
 
 
 def spf_records(dns: TxtResolver, domain: str) -> list[str]:

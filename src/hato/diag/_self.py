@@ -47,6 +47,8 @@ _PROBE_ADDRESSES = (("192.0.2.1", socket.AF_INET), ("2001:db8::1", socket.AF_INE
 # PTR names followed to their addresses: receivers look at a few, never at dozens.
 _MAX_PTR_NAMES = 10
 
+_DNSBL_REFUSALS = ipaddress.ip_network("127.255.255.0/24")
+
 SpfCheck = Callable[[TxtResolver, str, str, str], SpfResult]
 
 
@@ -141,6 +143,12 @@ def dnsbl_check(dns: TxtResolver, address: str, zone: str) -> Check:
     except TemporaryDnsError as error:
         return _check("dnsbl", zone, [filled("dnsbl-temporary", {**values, "detail": error})])
     listed = dnsbl_listed(answers)
+    refusals = [text for text in answers if _refusal(text)]
+    if listed is None and refusals:
+        detail = f"it answered {', '.join(refusals)}, its code for a refused query"
+        items = [filled("dnsbl-temporary", {**values, "detail": detail})]
+        facts = {"query": query, "answers": answers}
+        return _check("dnsbl", zone, items, facts=facts, summary="query refused")
     if listed is None:
         summary = "not listed" if not answers else f"not listed (answer {', '.join(answers)})"
         return _check(
@@ -154,6 +162,14 @@ def dnsbl_check(dns: TxtResolver, address: str, zone: str) -> Check:
     item = filled("dnsbl-listed", {**values, "answer": listed, "detail": detail})
     facts = {"query": query, "answers": answers, "reasons": reasons}
     return _check("dnsbl", zone, [item], facts=facts, summary=f"LISTED ({listed})")
+
+
+def _refusal(text: str) -> bool:
+    """An RFC 5782 2.3 error answer (127.255.255.0/24): the list refused to answer."""
+    try:
+        return ipaddress.ip_address(text) in _DNSBL_REFUSALS
+    except ValueError:
+        return False
 
 
 def spf_check(

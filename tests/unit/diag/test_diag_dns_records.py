@@ -14,16 +14,22 @@ from hato.diag._dns_records import (
     check_tls_rpt,
     parse_spf,
 )
-from hato.diag._self import certificate_check, dnsbl_zones
+from hato.diag._self import certificate_check, dnsbl_check, dnsbl_zones, reverse_dns_check
 from hato.mailauth import TemporaryDnsError
 
 
 class Zone:
     """TXT records by name; a name in ``failing`` answers with a temporary error."""
 
-    def __init__(self, records: dict[str, list[str]], failing: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        records: dict[str, list[str]],
+        failing: tuple[str, ...] = (),
+        other: dict[tuple[str, str], list[str]] | None = None,
+    ) -> None:
         self.records = records
         self.failing = failing
+        self.other = other or {}
         self.asked: list[str] = []
 
     def txt(self, name: str) -> list[bytes]:
@@ -33,7 +39,9 @@ class Zone:
         return [text.encode() for text in self.records.get(name, [])]
 
     def query(self, name: str, rtype: str) -> list[str]:
-        return []
+        if name in self.failing:
+            raise TemporaryDnsError(f"{name}: SERVFAIL")
+        return self.other.get((name, rtype), [])
 
 
 def codes(check: object) -> list[str]:
@@ -41,11 +49,14 @@ def codes(check: object) -> list[str]:
 
 
 def test_terms_and_qualifiers() -> None:
-    record = parse_spf("v=spf1 a:mail.example.com/24 -ip4:192.0.2.0/24 ~mx ?all exp=x.example")
+    record = parse_spf(
+        "v=spf1 a:mail.example.com/24 -ip4:192.0.2.0/24 ~mx ip6:2001:db8::/32 ?all exp=x.example"
+    )
     assert [(t.kind, t.name, t.qualifier, t.value) for t in record.terms] == [
         ("mechanism", "a", "+", "mail.example.com/24"),
         ("mechanism", "ip4", "-", "192.0.2.0/24"),
         ("mechanism", "mx", "~", ""),
+        ("mechanism", "ip6", "+", "2001:db8::/32"),
         ("mechanism", "all", "?", ""),
         ("modifier", "exp", "", "x.example"),
     ]
@@ -60,6 +71,8 @@ def test_terms_and_qualifiers() -> None:
         ("v=spf1 ip5:1.2.3.4 -all", "unknown term 'ip5:1.2.3.4'"),
         ("v=spf1 include -all", "'include' needs ':' and a value"),
         ("v=spf1 all:x", "'all:x': all takes no value"),
+        ("v=spf1 ip4:300.1.1.1 -all", "'ip4:300.1.1.1' is not an IPv4 address or network"),
+        ("v=spf1 ip6:192.0.2.1 -all", "'ip6:192.0.2.1' is not an IPv6 address or network"),
         ("v=spf1 redirect=a.example redirect=b.example", "more than one redirect="),
     ],
 )
@@ -202,3 +215,48 @@ def test_certificate_missing_and_unreadable(tmp_path: Path) -> None:
     assert codes(bad) == ["self-cert-unreadable"]
     gone = certificate_check(tmp_path / "gone.pem", configured=True)
     assert codes(gone) == ["self-cert-unreadable"]
+
+
+V6_PTR = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"
+
+
+def test_reverse_dns_ipv6_confirmed_prefers_the_helo_name() -> None:
+    zone = Zone(
+        {},
+        other={
+            (V6_PTR, "PTR"): ["a.example.", "mail.example."],
+            ("a.example", "AAAA"): ["2001:db8::1"],
+            ("mail.example", "AAAA"): ["2001:0db8:0::1"],
+        },
+    )
+    check = reverse_dns_check(zone, "2001:db8::1", "Mail.example")
+    assert check.status == "ok", check
+    assert check.facts["confirmed"] == "mail.example"
+
+
+def test_reverse_dns_failures() -> None:
+    assert codes(reverse_dns_check(Zone({}), "192.0.2.9", "mail.example")) == ["rdns-none"]
+    ptr = {("9.2.0.192.in-addr.arpa", "PTR"): ["x.example."]}
+    assert codes(reverse_dns_check(Zone({}, other=ptr), "192.0.2.9", "x.example")) == [
+        "rdns-unconfirmed"
+    ]
+    failing = Zone({}, failing=("9.2.0.192.in-addr.arpa",))
+    assert codes(reverse_dns_check(failing, "192.0.2.9", "x.example")) == ["record-temporary"]
+
+
+def test_dnsbl_answers() -> None:
+    listed = Zone(
+        {"9.2.0.192.bl.example": ["spam seen"]},
+        other={("9.2.0.192.bl.example", "A"): ["127.0.0.2"]},
+    )
+    check = dnsbl_check(listed, "192.0.2.9", "bl.example")
+    assert codes(check) == ["dnsbl-listed"]
+    assert "spam seen" in check.findings[0].title
+    # RFC 5782 2.3 error answers (127.255.255.x) say nothing about the address.
+    refused = Zone({}, other={("9.2.0.192.bl.example", "A"): ["127.255.255.254"]})
+    check = dnsbl_check(refused, "192.0.2.9", "bl.example")
+    assert codes(check) == ["dnsbl-temporary"]
+    assert "refused" in check.findings[0].title
+    assert dnsbl_check(Zone({}), "192.0.2.9", "bl.example").status == "ok"
+    timeout = Zone({}, failing=("9.2.0.192.bl.example",))
+    assert codes(dnsbl_check(timeout, "192.0.2.9", "bl.example")) == ["dnsbl-temporary"]
