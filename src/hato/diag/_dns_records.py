@@ -12,13 +12,19 @@ Everything is synchronous over a :class:`~hato.mailauth.TxtResolver` (``MailDns`
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..mailauth import TemporaryDnsError, TxtResolver, parse_dmarc_record
+from ..mailauth import (
+    TemporaryDnsError,
+    TxtResolver,
+    organizational_domain,
+    parse_dmarc_record,
+)
 from ._explain import finding
 from ._report import Check, CheckStatus, Finding
 
@@ -281,18 +287,30 @@ def _dmarc_problem(text: str) -> str:
     return f"p={policy} is not none, quarantine or reject"
 
 
-def check_dmarc_record(dns: TxtResolver, domain: str) -> Check:
-    name = f"_dmarc.{domain}"
-    try:
-        raw = dns.txt(name)
-    except TemporaryDnsError as error:
-        return _check("dmarc", name, [finding("record-temporary", name=name, detail=error)])
-    texts = [
+def _dmarc_texts(dns: TxtResolver, name: str) -> list[str]:
+    return [
         text
-        for text in (r.decode("utf-8", "replace") for r in raw)
+        for text in (r.decode("utf-8", "replace") for r in dns.txt(name))
         if text.replace(" ", "").lower().startswith("v=dmarc1")
     ]
+
+
+def check_dmarc_record(dns: TxtResolver, domain: str) -> Check:
+    """The DMARC record receivers find for ``domain`` (RFC 7489 6.6.3): at ``_dmarc.DOMAIN``,
+    else at the organizational domain's, whose ``sp=`` then applies."""
+    name = f"_dmarc.{domain}"
+    organization = organizational_domain(domain)
+    inherited = False
+    try:
+        texts = _dmarc_texts(dns, name)
+        if not texts and organization != domain.lower().rstrip("."):
+            name = f"_dmarc.{organization}"
+            texts = _dmarc_texts(dns, name)
+            inherited = bool(texts)
+    except TemporaryDnsError as error:
+        return _check("dmarc", name, [finding("record-temporary", name=name, detail=error)])
     if not texts:
+        name = f"_dmarc.{domain}"
         return _check("dmarc", name, [finding("dmarc-none", domain=domain)], summary="no record")
     if len(texts) > 1:
         item = finding("dmarc-multiple", domain=domain, count=len(texts))
@@ -303,6 +321,8 @@ def check_dmarc_record(dns: TxtResolver, domain: str) -> Check:
         item = finding("dmarc-invalid", domain=domain, detail=_dmarc_problem(text))
         return _check("dmarc", name, [item], record=text)
     findings: list[Finding] = []
+    if inherited:  # a subdomain: the organizational domain's sp= (else p=) is its policy
+        record = dataclasses.replace(record, policy=record.subdomain_policy or record.policy)
     if record.policy_assumed:
         detail = "p= is missing or invalid; receivers read it as p=none"
         findings.append(finding("dmarc-invalid", domain=domain, detail=detail, severity="warn"))
@@ -315,6 +335,7 @@ def check_dmarc_record(dns: TxtResolver, domain: str) -> Check:
     if not record.rua:
         findings.append(finding("dmarc-no-reports", domain=domain))
     facts: dict[str, Any] = {
+        "policy_domain": organization if inherited else domain,
         "p": policy,
         "sp": subdomain,
         "pct": record.pct,
@@ -324,6 +345,8 @@ def check_dmarc_record(dns: TxtResolver, domain: str) -> Check:
         "aspf": record.aspf,
     }
     summary = f"p={policy}" + (f", sp={subdomain}" if record.subdomain_policy else "")
+    if inherited:
+        summary = f"{policy}, from {organization}'s record (a subdomain gets sp=, else p=)"
     summary += f", pct={record.pct}" if record.pct != 100 else ""
     summary += f", reports to {', '.join(record.rua)}" if record.rua else ", no reports asked"
     return _check("dmarc", name, findings, record=text, facts=facts, summary=summary)

@@ -260,3 +260,14 @@ def test_dnsbl_answers() -> None:
     assert dnsbl_check(Zone({}), "192.0.2.9", "bl.example").status == "ok"
     timeout = Zone({}, failing=("9.2.0.192.bl.example",))
     assert codes(dnsbl_check(timeout, "192.0.2.9", "bl.example")) == ["dnsbl-temporary"]
+
+
+def test_dmarc_of_a_subdomain_comes_from_the_organizational_domain() -> None:
+    zone = Zone({"_dmarc.example.com": ["v=DMARC1; p=reject; sp=none; rua=mailto:d@example.com"]})
+    check = check_dmarc_record(zone, "mail.example.com")
+    assert check.subject == "_dmarc.example.com"
+    assert check.facts["policy_domain"] == "example.com"
+    assert check.facts["p"] == "none"  # sp= is the subdomain's policy
+    assert codes(check) == ["dmarc-monitoring"]
+    assert zone.asked == ["_dmarc.mail.example.com", "_dmarc.example.com"]
+    assert codes(check_dmarc_record(Zone({}), "mail.example.com")) == ["dmarc-none"]
