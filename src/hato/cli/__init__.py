@@ -9,6 +9,7 @@ import click
 from .. import __version__
 from ._accounts import alias, domain, user
 from ._config import config
+from ._dkim import dkim
 from ._mailbox import mailbox
 from ._queue import queue
 from ._serve import serve
@@ -37,3 +38,4 @@ main.add_command(alias)
 main.add_command(mailbox)
 main.add_command(test)
 main.add_command(trace)
+main.add_command(dkim)

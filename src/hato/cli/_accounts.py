@@ -32,6 +32,7 @@ from ..accounts import (
 from ..config import Settings
 from ..routing import ALIAS_LOOP, LocalRouter, Unknown
 from ._common import config_options, data_settings
+from ._dkim import make_domain_keys
 
 __all__ = ["alias", "domain", "user"]
 
@@ -132,14 +133,21 @@ def domain() -> None:
 @domain.command("add")
 @config_options
 @click.argument("name")
-def domain_add(config_path: Path | None, data_dir: Path | None, name: str) -> None:
-    """Make NAME a local domain, so that users and aliases can be added to it."""
+@click.option("--no-dkim", is_flag=True, help="Make no DKIM key (hato dkim keygen can, later).")
+@click.option("--ed25519", is_flag=True, help="Make an ed25519 DKIM key beside the RSA one.")
+def domain_add(
+    config_path: Path | None, data_dir: Path | None, name: str, no_dkim: bool, ed25519: bool
+) -> None:
+    """Make NAME a local domain, so that users and aliases can be added to it, and make
+    the RSA (2048 bits) DKIM key its mail is signed with."""
     settings = data_settings(config_path, data_dir)
     store = _open(settings)
     with store, _reported():
         added = store.add_domain(name)
     note = " (it is also in server.local_domains)" if added in settings.server.local_domains else ""
     click.echo(f"added domain {_named(added)}{note}")
+    if not no_dkim:
+        make_domain_keys(settings, added, ed25519=ed25519)
 
 
 @domain.command("list")

@@ -35,6 +35,7 @@ from hato.config._record import (
     write_server_record,
 )
 from hato.config._settings import (
+    RULE_AUTH_CONDITIONS,
     RULE_FLAGS,
     AccessRule,
     AccountsSettings,
@@ -70,6 +71,7 @@ from hato.config._settings import (
 
 __all__ = [
     "MASKED",
+    "RULE_AUTH_CONDITIONS",
     "RULE_FLAGS",
     "SERVER_RECORD",
     "AccessRule",

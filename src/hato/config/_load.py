@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from hato.config._hostname import hostname_warning
 from hato.config._settings import (
+    RULE_AUTH_CONDITIONS,
     RULE_FLAGS,
     AccessRule,
     HostPort,
@@ -696,6 +697,28 @@ def _rule_reply(text: str, action: RuleAction, stage: str) -> str:
     return str(answer)
 
 
+def _to_results(name: str) -> _Parser:
+    """A message-check condition: one result word or an array of them."""
+    allowed = RULE_AUTH_CONDITIONS[name]
+
+    def word(value: object) -> str:
+        text = _to_str(value).strip().lower()
+        if text not in allowed:
+            choices = ", ".join(f'"{w}"' for w in allowed)
+            raise ValueError(f"expected one of {choices}, got {_toml_string(_to_str(value))}")
+        return text
+
+    def parse(value: object, key: str) -> tuple[str, ...]:
+        if not isinstance(value, str):
+            return _unique(_array(word)(value, key))
+        try:
+            return (word(value),)
+        except ValueError as exc:
+            raise _fail(key, str(exc)) from None
+
+    return parse
+
+
 def _to_rules(stage: str) -> _Parser:
     def parse_rule(table: object, key: str) -> AccessRule:
         if not isinstance(table, dict):
@@ -712,6 +735,17 @@ def _to_rules(stage: str) -> _Parser:
             "recipient": lambda v, k: _unique(_array(_to_address_pattern)(v, k)),
             "dnsbl": _to_domains,
         } | {flag: _scalar(_to_bool) for flag in RULE_FLAGS}
+        checks |= {name: _to_results(name) for name in RULE_AUTH_CONDITIONS}
+        if stage != "end":
+            problems.extend(
+                ConfigProblem(
+                    f"{key}.{name}",
+                    f"{name} is known only once the message has been received and checked:"
+                    " use it in [policy] end",
+                )
+                for name in RULE_AUTH_CONDITIONS
+                if name in table
+            )
         if "action" not in table:
             problems.append(
                 ConfigProblem(f"{key}.action", 'missing: "accept", "reject" or "defer"')
@@ -769,7 +803,7 @@ _SPECIAL_PARSERS: dict[str, _Parser] = {
     "data_dir": _scalar(_to_data_dir),
     "events_file": _scalar(_to_events_file),
 }
-for _stage in ("connect", "helo", "mail", "rcpt", "data"):
+for _stage in ("connect", "helo", "mail", "rcpt", "data", "end"):
     _SPECIAL_PARSERS[f"rules_{_stage}"] = _to_rules(_stage)
 
 

@@ -702,10 +702,23 @@ class AccessRule:
     sender_local: bool | None = None  # the sender's domain is one Hato hosts
     helo_valid: bool | None = None  # a FQDN or an address literal
     helo_ours: bool | None = None  # our hostname, a local domain or our own address
+    # Known once the message has been read and checked: at the "end" stage only. Each is
+    # the results that match (any of them).
+    dkim: tuple[str, ...] = ()  # "pass", "fail", "none": any signature passed, none did
+    dmarc: tuple[str, ...] = ()  # "pass", "fail", "none", "temperror", "permerror"
+    dmarc_policy: tuple[str, ...] = ()  # what a failing From domain asks: "reject", ...
+    arc: tuple[str, ...] = ()  # the chain's validation: "pass", "fail", "none"
 
 
 # AccessRule's boolean conditions, in the order a refusal's reason names them.
 RULE_FLAGS = ("authenticated", "trusted", "sender_local", "helo_valid", "helo_ours")
+# AccessRule's message-check conditions (the "end" stage only) and the words each takes.
+RULE_AUTH_CONDITIONS: dict[str, tuple[str, ...]] = {
+    "dkim": ("pass", "fail", "none"),
+    "dmarc": ("pass", "fail", "none", "temperror", "permerror"),
+    "dmarc_policy": ("reject", "quarantine", "none"),
+    "arc": ("pass", "fail", "none"),
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -744,6 +757,19 @@ class PolicySettings:
         metadata=_meta(
             "Rules checked at DATA; with BDAT, once the LAST chunk has arrived.",
             kind="rules_data",
+        ),
+    )
+    end: tuple[AccessRule, ...] = field(
+        default=(),
+        metadata=_meta(
+            "Rules checked after the message has been received and checked (SPF, DKIM,"
+            " DMARC, ARC known). Only here may a rule name the conditions dkim"
+            ' ("pass", "fail", "none"), dmarc ("pass", "fail", "none", "temperror",'
+            ' "permerror"), dmarc_policy ("reject", "quarantine", "none": what a failing'
+            ' From domain asks) and arc ("pass", "fail", "none"), each a result or an array'
+            ' of them. Example: [{ action = "reject", dmarc = "fail", dmarc_policy ='
+            ' "reject" }].',
+            kind="rules_end",
         ),
     )
     delay_reject: bool = field(

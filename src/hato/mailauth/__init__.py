@@ -6,8 +6,11 @@ settings. Everything here is synchronous and may block on DNS: callers on the ev
 run it in a thread (``asyncio.to_thread``).
 """
 
+from ._arc import arc_seal, verify_arc
+from ._dkim import SigningError, sign_dkim, verify_dkim
 from ._dmarc import DmarcRecord, check_dmarc, organizational_domain, parse_dmarc_record
 from ._dns import MailDns
+from ._header import authentication_results, claims_authserv_id
 from ._keys import (
     DkimKey,
     DkimKeyError,
@@ -53,16 +56,23 @@ __all__ = [
     "InvalidKeyInput",
     "KeyCheck",
     "MailDns",
+    "SigningError",
     "SigningKey",
     "SpfResult",
     "Srs",
     "TemporaryDnsError",
     "TxtResolver",
+    "arc_seal",
+    "authentication_results",
     "check_dmarc",
     "check_published",
+    "claims_authserv_id",
     "dns_record",
     "is_srs",
     "load_srs_secret",
     "organizational_domain",
     "parse_dmarc_record",
+    "sign_dkim",
+    "verify_arc",
+    "verify_dkim",
 ]

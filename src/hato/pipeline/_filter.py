@@ -54,6 +54,10 @@ class Action(enum.Enum):
 class Verdict:
     action: Action = Action.ACCEPT
     prepend: bytes = b""  # whole header fields, each ending in CRLF, added at the top
+    # Received fields to remove: indexes into ``message.header.fields``. Only fields of
+    # the held header section can go (the last one of an incomplete section cannot: its
+    # end was not read); other indexes are ignored.
+    drop: tuple[int, ...] = ()
     reply: Reply | None = None  # with REJECT and DEFER: what the sender is told
     reason: str = ""  # for the log and the flight recorder
 
@@ -66,10 +70,12 @@ class Verdict:
                 raise ValueError(f"a {self.action.value} verdict needs a {wanted}xx reply")
         if self.prepend and not self.prepend.endswith(b"\r\n"):
             raise ValueError("prepended header fields must end in CRLF")
+        if any(index < 0 for index in self.drop):
+            raise ValueError("header field indexes to drop cannot be negative")
 
     @classmethod
-    def accept(cls, prepend: bytes = b"", reason: str = "") -> Verdict:
-        return cls(prepend=prepend, reason=reason)
+    def accept(cls, prepend: bytes = b"", reason: str = "", drop: tuple[int, ...] = ()) -> Verdict:
+        return cls(prepend=prepend, reason=reason, drop=drop)
 
     @classmethod
     def reject(cls, reply: Reply, reason: str) -> Verdict:
@@ -80,8 +86,8 @@ class Verdict:
         return cls(action=Action.DEFER, reply=reply, reason=reason)
 
     @classmethod
-    def quarantine(cls, reason: str, prepend: bytes = b"") -> Verdict:
-        return cls(action=Action.QUARANTINE, prepend=prepend, reason=reason)
+    def quarantine(cls, reason: str, prepend: bytes = b"", drop: tuple[int, ...] = ()) -> Verdict:
+        return cls(action=Action.QUARANTINE, prepend=prepend, reason=reason, drop=drop)
 
 
 ACCEPT = Verdict()
@@ -95,6 +101,8 @@ class Header:
     raw: bytes  # up to and including the CRLF that ends the last field (not the blank line)
     fields: tuple[tuple[str, bytes], ...]  # (name as written, unfolded body without CRLF)
     complete: bool = True  # False: the section was longer than the intake reads ahead
+    # Where each field lies in ``raw``: (start, end), its continuation lines and CRLF in.
+    spans: tuple[tuple[int, int], ...] = ()
 
     def get(self, name: str) -> bytes | None:
         """The first field of that name (case-insensitive), or None."""
@@ -109,18 +117,23 @@ def parse_header(section: bytes, *, complete: bool = True) -> Header:
     """Split a header section into fields; lines that are not fields are kept in ``raw``
     only (the message is not ours to repair)."""
     fields: list[tuple[str, bytes]] = []
+    spans: list[tuple[int, int]] = []
+    at = 0
     for line in section.split(b"\r\n"):
+        start, at = at, min(at + len(line) + 2, len(section))
         if not line:
             continue
         if line[:1] in (b" ", b"\t"):
             if fields:
                 name, body = fields[-1]
                 fields[-1] = (name, body + b" " + line.strip())
+                spans[-1] = (spans[-1][0], at)
             continue
         key, colon, body = line.partition(b":")
         if colon and key and b" " not in key.strip(b" \t"):
             fields.append((key.strip().decode("ascii", "replace"), body.strip()))
-    return Header(raw=section, fields=tuple(fields), complete=complete)
+            spans.append((start, at))
+    return Header(raw=section, fields=tuple(fields), complete=complete, spans=tuple(spans))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

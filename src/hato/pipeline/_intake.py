@@ -86,6 +86,8 @@ class _Incoming:
         self.envelope, self.origin = envelope, origin
         self._held: bytearray | None = bytearray()  # the header section, until it ends
         self._header: Header | None = None
+        self._header_at = 0  # where the held header section starts in what was written
+        self._header_whole = True  # False: its last field may go on past what was held
         self._failed = False
 
     @property
@@ -116,7 +118,7 @@ class _Incoming:
             self._failed = True
             raise
 
-    def _end_header(self) -> None:
+    def _end_header(self, *, ended: bool = False) -> None:
         held, self._held = self._held, None
         if held is None:
             return
@@ -126,7 +128,9 @@ class _Incoming:
             found = held.find(b"\r\n\r\n")
             end, complete = (found + 2, True) if found >= 0 else (len(held), False)
         self._header = parse_header(bytes(held[:end]), complete=complete)
+        self._header_whole = complete or ended
         added = self._intake.pipeline.header(self._message(b""))
+        self._header_at = self._writer.size + len(added)
         self._put(added + held if added else held)
 
     def _message(self, added: bytes) -> Message:
@@ -148,7 +152,7 @@ class _Incoming:
         intake = self._intake
         try:
             if self._held is not None:
-                self._end_header()
+                self._end_header(ended=True)
             if self._failed:
                 raise SpoolError(f"message {self.queue_id} could not be written")
             verdict = await intake.pipeline.end(self._message, self._recorded)
@@ -159,8 +163,8 @@ class _Incoming:
             envelope = self.envelope
             if verdict.action is Action.QUARANTINE:
                 envelope = dataclasses.replace(envelope, folder="Junk")
-            if verdict.prepend:
-                await self._prepend(verdict.prepend)
+            if verdict.prepend or verdict.drop:
+                await self._prepend(verdict.prepend, self._dropped(verdict.drop))
             delivered = await asyncio.shield(self._store(envelope))
         except SpoolError as error:
             self.abort()
@@ -170,12 +174,26 @@ class _Incoming:
             return Refusal(R_WRITE_ERROR, "spool error")
         return Accepted(self.queue_id, delivered=delivered)
 
-    async def _prepend(self, fields: bytes) -> None:
+    async def _prepend(self, fields: bytes, leave_out: list[tuple[int, int]]) -> None:
         writer = self._writer
         if writer.contents() is not None:
-            writer.prepend(fields)
+            writer.prepend(fields, leave_out)
         else:
-            await asyncio.to_thread(writer.prepend, fields)
+            await asyncio.to_thread(writer.prepend, fields, leave_out)
+
+    def _dropped(self, drop: tuple[int, ...]) -> list[tuple[int, int]]:
+        """The byte ranges of the held header fields a verdict drops, in order."""
+        header = self._header
+        if header is None or not drop:
+            return []
+        # The last field of a section cut short may go on past what was held.
+        droppable = len(header.spans) - (0 if self._header_whole else 1)
+        at, wanted = self._header_at, set(drop)
+        return [
+            (at + start, at + end)
+            for index, (start, end) in enumerate(header.spans)
+            if index in wanted and index < droppable
+        ]
 
     async def _store(self, envelope: Envelope) -> bool:
         """Deliver while the sender waits, or commit; True when delivered (never queued).

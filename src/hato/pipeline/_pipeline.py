@@ -72,6 +72,7 @@ class Pipeline:
         if not steps:
             return ACCEPT
         added, reasons, quarantine = b"", [], False
+        drop: set[int] = set()
         for step in steps:
             started = time.monotonic()
             verdict = await self._run(step, message_at(added))
@@ -82,12 +83,14 @@ class Pipeline:
                 return verdict
             # Each filter's fields go above the ones before it, as each hop's would.
             added = verdict.prepend + added
+            drop.update(verdict.drop)
             if verdict.action is Action.QUARANTINE:
                 quarantine = True
                 reasons.append(f"{step.filter.name}: {verdict.reason}")
+        dropped = tuple(sorted(drop))
         if quarantine:
-            return Verdict.quarantine("; ".join(reasons), prepend=added)
-        return Verdict.accept(added) if added else ACCEPT
+            return Verdict.quarantine("; ".join(reasons), prepend=added, drop=dropped)
+        return Verdict.accept(added, drop=dropped) if added or dropped else ACCEPT
 
     async def _run(self, step: Step, message: Message) -> Verdict:
         try:

@@ -18,13 +18,14 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from ..config import RULE_FLAGS, AccessRule, PolicySettings, RuleAction
+from ..config import RULE_AUTH_CONDITIONS, RULE_FLAGS, AccessRule, PolicySettings, RuleAction
 from ..smtp import AddressError, Reply, domain_a_label, is_ip_address, parse_reply, reply
 from ._relay import Decision, client_address
 
 __all__ = ["STAGES", "AccessPolicy", "Facts", "dnsbl_listed", "dnsbl_query", "helo_is_valid"]
 
-STAGES = ("connect", "helo", "mail", "rcpt", "data")
+# "end": once the message has been received and checked (SPF, DKIM, DMARC, ARC known).
+STAGES = ("connect", "helo", "mail", "rcpt", "data", "end")
 
 # Answers in 127.255.255.0/24 are a list's error codes (refused query, rate limited),
 # not listings: Spamhaus returns them to queries from public resolvers.
@@ -45,6 +46,11 @@ class Facts:
     trusted: bool = False
     sender_local: bool = False
     listed: Mapping[str, str] = field(default_factory=dict)  # zone -> answer, when listed
+    # The message checks, at the end stage (None before: a rule naming one never matches).
+    dkim: str | None = None  # AuthResults.dkim_summary
+    dmarc: str | None = None  # DmarcResult.result
+    dmarc_policy: str | None = None  # DmarcResult.policy
+    arc: str | None = None  # ArcResult.result
 
 
 def dnsbl_query(ip: str, zone: str) -> str | None:
@@ -167,6 +173,14 @@ class AccessPolicy:
             if self._flag(flag, facts) is not wanted:
                 return None  # false, or nothing to judge yet (no HELO, no MAIL)
             why.append(f"{flag} = {'true' if wanted else 'false'}")
+        for name in RULE_AUTH_CONDITIONS:
+            wanted_results: tuple[str, ...] = getattr(rule, name)
+            if not wanted_results:
+                continue
+            result: str | None = getattr(facts, name)
+            if result not in wanted_results:
+                return None
+            why.append(f"{name} = {result}")
         return why
 
     def _flag(self, flag: str, facts: Facts) -> bool | None:
@@ -253,6 +267,13 @@ def _address_matches(pattern: str, address: str) -> bool:
 
 def _default_reply(rule: AccessRule, stage: str, facts: Facts) -> Reply:
     defer = rule.action is RuleAction.DEFER
+    if stage == "end":
+        # After the data: the whole message is refused, not a command (Postfix's wording).
+        return (
+            reply(451, "4.7.1", "Try again later")
+            if defer
+            else reply(550, "5.7.1", "Message rejected")
+        )
     if stage == "connect":
         # RFC 5321 4.3.2: a refused greeting is 554; 421 closes for now.
         code, status = (421, "4.7.1") if defer else (554, "5.7.1")

@@ -8,7 +8,7 @@ import os
 import queue
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from io import BufferedWriter, FileIO
 from pathlib import Path
@@ -255,6 +255,25 @@ def _resolve(outcomes: list[_Outcome]) -> None:
             item.future.set_exception(error)
 
 
+def _check_ranges(ranges: Sequence[tuple[int, int]], size: int) -> None:
+    """Ranges to leave out are in order, apart, and inside the message: anything else is
+    a caller's bug, found before a byte is moved."""
+    at = 0
+    for start, end in ranges:
+        if not at <= start <= end <= size:
+            raise ValueError(f"byte ranges to leave out must be in order within {size}")
+        at = end
+
+
+def _copy_bytes(source: BinaryIO, target: BinaryIO, length: int) -> None:
+    while length > 0:
+        chunk = source.read(min(length, _WRITE_BUFFER))
+        if not chunk:
+            raise OSError("the message file is shorter than it was written")
+        target.write(chunk)
+        length -= len(chunk)
+
+
 class MessageWriter:
     """One message being received: its bytes stream into a file, ``commit`` queues it.
 
@@ -298,17 +317,23 @@ class MessageWriter:
                 self._discard(failed=True)
                 raise SpoolError(f"cannot write {self.queue_id}: {exc}") from exc
 
-    def prepend(self, data: bytes) -> None:
-        """Put ``data`` (header fields a filter added at the end) before what was written.
+    def prepend(self, data: bytes, leave_out: Sequence[tuple[int, int]] = ()) -> None:
+        """Put ``data`` (header fields a filter added at the end) before what was written,
+        leaving out the byte ranges ``leave_out`` (``(start, end)`` offsets into what was
+        written, in order and apart: fields a filter removes).
 
         In memory this is a splice. A message that already has its file is copied once
         into a new file behind the fields, which then takes the old one's name: call it
         in a thread for such a message. Nothing is synced; ``commit`` does that.
         """
+        _check_ranges(leave_out, self.size)
+        removed = sum(end - start for start, end in leave_out)
         memory = self._memory
         if memory is not None:
+            for start, end in reversed(leave_out):
+                del memory[start:end]
             memory[:0] = data
-            self.size += len(data)
+            self.size += len(data) - removed
             return
         old = self._open_file()
         staged = self._path.with_name(self._path.name + ".new")
@@ -319,6 +344,9 @@ class MessageWriter:
             try:
                 new.write(data)
                 with open(self._path, "rb") as source:
+                    for start, end in leave_out:
+                        _copy_bytes(source, new, start - source.tell())
+                        source.seek(end)
                     shutil.copyfileobj(source, new, _WRITE_BUFFER)
                 new.flush()
             except OSError:
@@ -331,7 +359,7 @@ class MessageWriter:
             raise SpoolError(f"cannot write {self.queue_id}: {exc}") from exc
         _close_quietly(old)
         self._file = new
-        self.size += len(data)
+        self.size += len(data) - removed
 
     def source(self) -> MessageSource:
         """Where the message is now, for a reader before (or instead of) its commit: its
