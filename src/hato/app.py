@@ -30,7 +30,9 @@ from .events import (
     TlsReloaded,
     TlsReloadFailed,
 )
-from .pipeline import MessageFilter, PipelineIntake, build_pipeline
+from .mailauth import DkimKeys, MailDns, Srs, load_srs_secret
+from .pipeline import DkimSigning, InboundChecks, MessageFilter, PipelineIntake, build_pipeline
+from .policy import AccessPolicy
 from .queue import QueueManager, RetryPolicy
 from .routing import (
     DnspythonResolver,
@@ -58,6 +60,9 @@ LOG_FLUSH_INTERVAL = 0.25
 # The data directory's lock, holding the pid of the Hato that owns the directory.
 LOCK_FILE = "hato.pid"
 PRIVATE_DIR = 0o700
+# Under the data directory: the DKIM keys (hato dkim) and the SRS secret.
+DKIM_DIR = "dkim"
+SRS_SECRET_FILE = "srs.key"
 # sysexits.h: "try again later", as once the other server has stopped.
 EX_TEMPFAIL = 75
 
@@ -151,6 +156,15 @@ class Hato:
             case_sensitive=accounts.case_sensitive_local_parts,
             config_domains=settings.server.local_domains,
         )
+        # Forwarding through aliases rewrites foreign senders (SRS); bounces to those
+        # addresses come back here and are sent on to the original sender.
+        mailauth = settings.mailauth
+        self.srs: Srs | None = None
+        if mailauth.srs:
+            self.srs = Srs(
+                load_srs_secret(data_dir / SRS_SECRET_FILE),
+                mailauth.srs_domain or settings.server.hostname,
+            )
         self.router = LocalRouter(
             self.accounts,
             config_domains=settings.server.local_domains,
@@ -158,7 +172,10 @@ class Hato:
             delimiter=accounts.recipient_delimiter,
             case_sensitive=accounts.case_sensitive_local_parts,
             postmaster=accounts.postmaster,
+            reverse_srs=self.srs.reverse if self.srs is not None else None,
         )
+        self.dkim_keys = DkimKeys(data_dir / DKIM_DIR, retire_after=settings.dkim.retire_after)
+        self.mail_dns = MailDns(settings.dns.nameservers, settings.dns.timeout)
         self.maildir = MaildirAgent(
             data_dir / "mailboxes",
             hostname=settings.server.hostname,
@@ -169,7 +186,9 @@ class Hato:
         self.resolver = DnspythonResolver(settings.dns.nameservers, timeout=settings.dns.timeout)
         self.intake = PipelineIntake(
             spool=self.spool,
-            pipeline=build_pipeline(settings, filters),
+            pipeline=build_pipeline(
+                settings, filters, checks=self._inbound_checks(), signing=self._signing()
+            ),
             log=self.log,
             notify=self._queued,
             deliver_in_data=self._deliver_in_data if settings.queue.deliver_in_data else None,
@@ -210,6 +229,49 @@ class Hato:
         self.smtp = SmtpServer(self.context)
         self._flusher: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+
+    def _inbound_checks(self) -> InboundChecks | None:
+        settings = self.settings
+        if not settings.mailauth.check:
+            return None
+        keys = self.dkim_keys
+        return InboundChecks(
+            hostname=settings.server.hostname,
+            dns=self.mail_dns,
+            settings=settings.mailauth,
+            trusted_networks=_networks(settings.relay.trusted_networks),
+            access=AccessPolicy(
+                settings.policy,
+                hostname=settings.server.hostname,
+                local_domains=settings.server.local_domains,
+            ),
+            forwarded_to=self._forwarded_to,
+            sealing_keys=lambda domain: keys.signing_keys(
+                domain, include_contradicted=settings.dkim.sign_contradicted
+            ),
+        )
+
+    def _signing(self) -> DkimSigning | None:
+        settings = self.settings
+        if not settings.dkim.sign:
+            return None
+        keys = self.dkim_keys
+        return DkimSigning(
+            signing_keys=lambda domain: keys.signing_keys(
+                domain, include_contradicted=settings.dkim.sign_contradicted
+            ),
+            is_local_domain=self.router.is_local_domain,
+            trusted_networks=_networks(settings.relay.trusted_networks),
+            expiry=settings.dkim.expiry,
+        )
+
+    def _forwarded_to(self, envelope: Envelope) -> str | None:
+        """The domain of the first recipient that an alias forwards to a remote address."""
+        for recipient in envelope.recipients:
+            domain = recipient.address.rpartition("@")[2]
+            if self.router.is_local_domain(domain) and self.router.expand(recipient.address).remote:
+                return domain.lower()
+        return None
 
     @property
     def bound(self) -> list[tuple[str, int]]:
@@ -343,6 +405,7 @@ class Hato:
             trusted_networks=relay.trusted_networks,
             concurrency=queue.concurrency,
             per_destination=relay.per_destination,
+            rewrite_forwarded_sender=self.srs.forward if self.srs is not None else None,
         )
 
     def _queued(self, queue_id: str) -> None:
@@ -401,6 +464,10 @@ class Hato:
         while True:
             await asyncio.sleep(LOG_FLUSH_INTERVAL)
             self.log.flush()
+
+
+def _networks(texts: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(text, strict=False) for text in texts]
 
 
 def _address(host: str, port: int) -> str:

@@ -135,7 +135,8 @@ def test_hato_relays_to_postfix_which_reports_success(
 
     (stored,) = postfix.wait_for_mailbox("bob")
     assert stored.endswith(body.replace(b"\r\n", b"\n")), stored
-    # Newest trace first: Postfix's delivery fields and Received, then Hato's Received.
+    # Newest trace first: Postfix's delivery fields and Received, then Hato's signature
+    # (the sender's domain is Hato's, with the key `domain add` made), then its Received.
     fields = header_block(stored, b"\n")
     assert fields[:3] == [
         f"Return-Path: <{SENDER}>".encode(),
@@ -145,8 +146,11 @@ def test_hato_relays_to_postfix_which_reports_success(
     postfix_id = received_id(
         fields[3], rb"mx\.test\.example \(unknown \[127\.[0-9.]+\]\)", BY_POSTFIX, "bob@pf.test"
     )
+    assert fields[4].startswith(
+        b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=" + PEER_DOMAIN.encode() + b";"
+    ), fields[4]
     hato_id = received_id(
-        fields[4], rb"client\.test \(unknown \[127\.0\.0\.1\]\)", BY_HATO, "bob@pf.test"
+        fields[5], rb"client\.test \(unknown \[127\.0\.0\.1\]\)", BY_HATO, "bob@pf.test"
     )
 
     # Hato names Postfix (its next hop) and the queue ID Postfix answered with.

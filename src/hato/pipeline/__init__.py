@@ -22,6 +22,7 @@ from hato.pipeline._filter import (
     parse_header,
 )
 from hato.pipeline._intake import MAX_HEADER_READ, DeliverInData, PipelineIntake
+from hato.pipeline._mailauth import DkimSigning, InboundChecks
 from hato.pipeline._pipeline import ON_ERROR, Pipeline, Step
 from hato.pipeline._setup import build_pipeline
 
@@ -31,7 +32,9 @@ __all__ = [
     "ON_ERROR",
     "Action",
     "DeliverInData",
+    "DkimSigning",
     "Header",
+    "InboundChecks",
     "Message",
     "MessageFilter",
     "Pipeline",

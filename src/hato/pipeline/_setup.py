@@ -12,10 +12,19 @@ from ._pipeline import Pipeline, Step
 __all__ = ["build_pipeline"]
 
 _FROM_CLIENTS = frozenset({Origin.SMTP, Origin.SUBMISSION})
+_EVERY_WAY_IN = frozenset(Origin)
 
 
-def build_pipeline(settings: Settings, extra: tuple[MessageFilter, ...] = ()) -> Pipeline:
-    """The built-in filters in order, then ``extra`` (each for every way in but reports)."""
+def build_pipeline(
+    settings: Settings,
+    extra: tuple[MessageFilter, ...] = (),
+    *,
+    checks: MessageFilter | None = None,
+    signing: MessageFilter | None = None,
+) -> Pipeline:
+    """The built-in filters in order: the trace field, submission's fields, the checks of
+    mail from outside (``checks``), ``extra`` (each for every way in but reports), and
+    DKIM signing (``signing``) last, so the signature covers every field added before."""
     server, pipeline = settings.server, settings.pipeline
     timeout, on_error = pipeline.timeout, str(pipeline.on_error)
 
@@ -26,6 +35,8 @@ def build_pipeline(settings: Settings, extra: tuple[MessageFilter, ...] = ()) ->
         [
             step(ReceivedField(hostname=server.hostname, version=__version__), _FROM_CLIENTS),
             step(SubmissionFields(hostname=server.hostname), frozenset({Origin.SUBMISSION})),
+            *([step(checks, frozenset({Origin.SMTP}))] if checks is not None else []),
             *(step(f, _FROM_CLIENTS) for f in extra),
+            *([step(signing, _EVERY_WAY_IN)] if signing is not None else []),
         ]
     )

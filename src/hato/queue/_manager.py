@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import random
 import time
@@ -98,8 +99,12 @@ class QueueManager:
         per_destination: int = 4,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
+        rewrite_forwarded_sender: Callable[[str], str] | None = None,
     ) -> None:
         self.state = state
+        # SRS: the envelope sender of mail an alias forwards to a remote address, as the
+        # next hop sees it (the stored envelope keeps the original, for reports).
+        self.rewrite_forwarded_sender = rewrite_forwarded_sender
         self.router = router
         self.maildir = maildir
         self.remote = remote
@@ -369,6 +374,9 @@ class QueueManager:
             result = Result.failed(failure.status, failure.reason)
             plan.verdicts.append(Verdict(target=failure.address, result=result))
         plan.remote.extend(expansion.remote)
+        if expansion.remote:
+            domain = recipient.address.rpartition("@")[2]
+            plan.forwarded = self.router.is_local_domain(domain)
         plan.jobs.extend(
             _mailbox_jobs(
                 entry.queue_id,
@@ -385,7 +393,7 @@ class QueueManager:
         entry = plans[0].entry
         try:
             async with self._remote:
-                groups: dict[str, list[tuple[Plan, RemoteTarget]]] = defaultdict(list)
+                groups: dict[tuple[str, bool], list[tuple[Plan, RemoteTarget]]] = defaultdict(list)
                 for plan in plans:
                     for address in plan.remote:
                         target = RemoteTarget(
@@ -394,11 +402,12 @@ class QueueManager:
                             notify=plan.recipient.notify,
                             orcpt=plan.recipient.orcpt,
                         )
-                        groups[address.rpartition("@")[2].lower()].append((plan, target))
+                        domain = address.rpartition("@")[2].lower()
+                        groups[(domain, plan.forwarded)].append((plan, target))
                 await asyncio.gather(
                     *(
-                        self._deliver_domain(entry, domain, pairs)
-                        for domain, pairs in groups.items()
+                        self._deliver_domain(entry, domain, pairs, forwarded=forwarded)
+                        for (domain, forwarded), pairs in groups.items()
                     )
                 )
             await self._finish(plans)
@@ -409,12 +418,20 @@ class QueueManager:
             self._release([entry.queue_id])
 
     async def _deliver_domain(
-        self, entry: QueueEntry, domain: str, pairs: list[tuple[Plan, RemoteTarget]]
+        self,
+        entry: QueueEntry,
+        domain: str,
+        pairs: list[tuple[Plan, RemoteTarget]],
+        *,
+        forwarded: bool = False,
     ) -> None:
+        envelope = entry.envelope
+        if forwarded:
+            envelope = self._forwarded_envelope(envelope)
         job = RemoteJob(
             queue_id=entry.queue_id,
             domain=domain,
-            envelope=entry.envelope,
+            envelope=envelope,
             targets=tuple(target for _, target in pairs),
             source=self.state.source(entry.queue_id),
             size=entry.size,
@@ -433,6 +450,20 @@ class QueueManager:
                     command=outcome.command,
                 )
             )
+
+    def _forwarded_envelope(self, envelope: Envelope) -> Envelope:
+        """The envelope as a forwarder sends it: a sender outside our domains rewritten
+        (SRS), so the next hop's SPF check sees our address, not one we may not send for."""
+        rewrite, sender = self.rewrite_forwarded_sender, envelope.reverse_path
+        if rewrite is None or not sender or "@" not in sender:
+            return envelope
+        if self.router.is_local_domain(sender.rpartition("@")[2]):
+            return envelope
+        try:
+            rewritten = rewrite(sender)
+        except ValueError:
+            return envelope  # an address SRS cannot hold: sent as it is
+        return dataclasses.replace(envelope, reverse_path=rewritten)
 
     # -- concluding: reports, records, events, the next attempt ------------------------
 

@@ -6,7 +6,7 @@ each, so a change to the store counts from the next call on.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -44,6 +44,8 @@ ALIAS_LOOP = "5.4.6"  # X.4.6 Routing loop detected
 # Most aliases one delivery may pass through, one inside the other. Real nesting is a few
 # levels; deeper is a mistake, and without a bound a long chain would be followed forever.
 MAX_ALIAS_DEPTH = 20
+# The local parts a Sender Rewriting Scheme address starts with.
+_SRS_TAGS = ("SRS0=", "SRS1=")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +148,12 @@ class LocalRouter:
         delimiter: str = "+",
         case_sensitive: bool = False,
         postmaster: str = "",
+        reverse_srs: Callable[[str], str | None] | None = None,
     ) -> None:
         self._accounts = accounts
+        # SRS (the forwarder's rewritten senders): the original address a bounce to one of
+        # ours goes back to, or None when it is not a valid one of ours.
+        self._reverse_srs = reverse_srs
         self._config_domains = frozenset(normalize_domain(d) for d in config_domains)
         self._hostname = normalize_domain(hostname)
         self._delimiter = delimiter
@@ -208,6 +214,11 @@ class LocalRouter:
     def _lookup(self, address: Address) -> Lookup:
         if not self._is_local(address.domain) and not self._is_own_postmaster(address):
             return NotLocal(address.domain)
+        if self._reverse_srs is not None and address.local_part[:5].upper() in _SRS_TAGS:
+            original = self._reverse_srs(address.text)
+            if original is None:
+                return Unknown(address.text)
+            return AliasMatch(address.text, (original,))
         found = self._find(address)
         if found is not None:
             return found

@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from hato.accounts import AccountStore, InvalidInput
-from hato.routing import AliasMatch, LocalRouter, Mailbox, NotLocal, Unknown
+from hato.mailauth import Srs
+from hato.routing import UNKNOWN_MAILBOX, AliasMatch, LocalRouter, Mailbox, NotLocal, Unknown
+
+HOSTNAME = "mx.test.example"  # as in conftest.py: a config domain, where SRS lives
 
 ALICE = Mailbox("alice@example.com", "example.com", "alice", 1000)
 BOB = Mailbox("Bob@example.com", "example.com", "Bob", None)
@@ -271,3 +274,34 @@ def test_changes_by_another_process_count_at_the_next_lookup(
         assert router.lookup("carol@example.com") == Unknown("carol@example.com")
         cli.remove_domain("new.example", force=True)
         assert router.lookup("dave@new.example") == NotLocal("new.example")
+
+
+# -- SRS: bounces to the addresses Hato's forwarding wrote go back to the original sender
+
+
+def test_a_valid_srs_address_leads_back_to_the_original_sender(
+    make_router: Callable[..., LocalRouter],
+) -> None:
+    srs = Srs(b"0123456789abcdef0123456789abcdef", HOSTNAME)
+    router = make_router(reverse_srs=srs.reverse)
+    rewritten = srs.forward("carol@partner.example")
+    assert router.lookup(rewritten) == AliasMatch(rewritten, ("carol@partner.example",))
+    assert router.expand(rewritten).remote == ("carol@partner.example",)
+
+
+def test_a_forged_or_foreign_srs_address_is_unknown(
+    make_router: Callable[..., LocalRouter],
+) -> None:
+    ours = Srs(b"0123456789abcdef0123456789abcdef", HOSTNAME)
+    theirs = Srs(b"another secret, not ours at all", HOSTNAME)
+    router = make_router(reverse_srs=ours.reverse)
+    forged = theirs.forward("carol@partner.example")
+    assert isinstance(router.lookup(forged), Unknown)
+    assert router.expand(forged).failures[0].status == UNKNOWN_MAILBOX
+
+
+def test_without_srs_an_srs_looking_address_is_an_ordinary_one(
+    make_router: Callable[..., LocalRouter],
+) -> None:
+    srs = Srs(b"0123456789abcdef0123456789abcdef", HOSTNAME)
+    assert isinstance(make_router().lookup(srs.forward("carol@partner.example")), Unknown)
