@@ -21,7 +21,6 @@ from cryptography.x509.oid import NameOID
 from diag_helpers import hato
 
 from dns_server import DnsServer, dns_server_fixture  # noqa: F401
-from hato import mailauth
 from hato.mailauth import DkimKeys, dns_record
 
 GOOD = "good.test"
@@ -246,9 +245,6 @@ def test_usage_errors(dns_server: DnsServer, tmp_path: Path) -> None:
 # -- --self ----------------------------------------------------------------------------------
 
 SELF = "127.0.0.1"
-# SPF evaluation (hato.mailauth.check_spf) is built separately; until it is merged, --self
-# shows each local domain's SPF as not evaluated.
-SPF_BUILT = hasattr(mailauth, "check_spf")
 LISTED = "127.0.0.2"  # RFC 5782 2.1: the test address every list lists
 
 
@@ -304,13 +300,9 @@ def test_self_everything_right(dns_server: DnsServer, tmp_path: Path) -> None:
         ("dmarc", f"_dmarc.{GOOD}"),
         ("certificate", str(tmp_path / "tls" / "cert.pem")),
     ]
-    assert {c["status"] for c in report["checks"] if c["name"] != "spf"} == {"ok"}, report
+    assert {c["status"] for c in report["checks"]} == {"ok"}, report["checks"]
     assert found["reverse-dns"]["facts"]["confirmed"] == HOST
-    if SPF_BUILT:
-        assert found["spf"]["status"] == "ok"
-        assert found["spf"]["facts"]["result"] == "pass"
-    else:
-        assert found["spf"]["status"] == "unknown"
+    assert found["spf"]["facts"]["result"] == "pass"
     assert 88 <= found["certificate"]["facts"]["days_left"] <= 90
 
 
@@ -332,9 +324,8 @@ def test_self_listed_unconfirmed_spf_fail_and_expiring(
     assert [f["code"] for f in found["reverse-dns"]["findings"]] == ["rdns-unconfirmed"]
     assert [f["code"] for f in found["dnsbl"]["findings"]] == ["dnsbl-listed"]
     assert "listed for testing" in found["dnsbl"]["findings"][0]["title"]
-    if SPF_BUILT:
-        assert [f["code"] for f in found["spf"]["findings"]] == ["spf-self-fail"]
-        assert found["spf"]["facts"]["result"] == "fail"
+    assert [f["code"] for f in found["spf"]["findings"]] == ["spf-self-fail"]
+    assert found["spf"]["facts"]["result"] == "fail"
     assert [f["code"] for f in found["dkim"]["findings"]] == ["dkim-no-keys"]
     assert [f["code"] for f in found["certificate"]["findings"]] == ["self-cert-expiring"]
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import click
 
-from .. import mailauth
 from ..accounts import ACCOUNTS_FILE, AccountError, AccountStore
 from ..config import SERVER_RECORD, ListenAddress, Settings, read_server_record
 from ..delivery import MaildirAgent
@@ -42,7 +41,7 @@ from ..diag import (
     standing_self,
     test_message,
 )
-from ..mailauth import DkimKeys, MailDns
+from ..mailauth import DkimKeys, MailDns, check_spf
 from ..routing import LocalRouter
 from ._common import config_options, data_settings, override_option
 
@@ -332,7 +331,6 @@ def _standing(
             certificate_configured=certificate is not None,
         )
         sent_from = address
-        check_spf = getattr(mailauth, "check_spf", None)  # engineer "spf"'s, when merged
 
         def work() -> StandingReport:
             return standing_self(

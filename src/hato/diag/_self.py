@@ -173,13 +173,10 @@ def _refusal(text: str) -> bool:
 
 
 def spf_check(
-    dns: TxtResolver, check_spf: SpfCheck | None, address: str, domain: str, hostname: str
+    dns: TxtResolver, check_spf: SpfCheck, address: str, domain: str, hostname: str
 ) -> Check:
     """What ``domain``'s SPF says of mail from ``address`` (MAIL FROM postmaster@domain)."""
     sender = f"postmaster@{domain}"
-    if check_spf is None:
-        summary = "not evaluated: this Hato has no SPF evaluation built in"
-        return Check(name="spf", subject=domain, status="unknown", summary=summary)
     result = check_spf(dns, address, sender, hostname)
     values: dict[str, object] = {
         "domain": domain,
@@ -251,7 +248,7 @@ def self_checks(
     dns: TxtResolver,
     plan: SelfPlan,
     *,
-    check_spf: SpfCheck | None,
+    check_spf: SpfCheck,
     dkim: Callable[[str], list[Check]],
 ) -> list[Check]:
     checks = [reverse_dns_check(dns, plan.address, plan.hostname)]

@@ -94,7 +94,7 @@ def standing_self(
     nameservers: tuple[str, ...],
     address_source: str,
     keys: DkimKeys | None,
-    check_spf: SpfCheck | None,
+    check_spf: SpfCheck,
 ) -> StandingReport:
     report = StandingReport(
         mode="self",
