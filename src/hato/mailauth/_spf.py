@@ -84,6 +84,24 @@ def _dns_lookup(name: str, qtype: str, strict: object = True, timeout: object = 
 spf.DNSLookup = _dns_lookup
 
 
+class _Query(spf.query):  # type: ignore[misc]  # pyspf has no type information
+    def validated_ptrs(self) -> list[str]:
+        """The client's PTR names whose addresses include it, as pyspf finds them, except
+        that a name whose address lookup fails is skipped rather than failing the check
+        (RFC 7208 5.5: "If a DNS error occurs while doing an A RR lookup, then that domain
+        name is skipped and the search continues")."""
+        validated = []
+        # RFC 7208 4.6.4: at most 10 of the PTR names are looked up; the rest are ignored.
+        for name in self.dns_ptr(self.i)[: spf.MAX_PTR]:
+            try:
+                addresses = self.dns_a(name, self.A)
+            except spf.TempError:
+                continue
+            if self.cidrmatch(addresses, self.cidrmax):
+                validated.append(name)
+        return validated
+
+
 def check_spf(
     dns: TxtResolver, ip: str, sender: str, helo: str, *, time_limit: float = SPF_TIME_LIMIT
 ) -> SpfResult:
@@ -119,7 +137,7 @@ def _evaluate(
 ) -> tuple[str, str]:
     token = _current.set(_Lookup(dns, time.monotonic() + time_limit))
     try:
-        query = spf.query(ip, sender, helo, strict=True, timeout=time_limit)
+        query = _Query(ip, sender, helo, strict=True, timeout=time_limit)
         result, _code, explanation = query.check()
     except spf.TempError as error:
         return "temperror", f"SPF Temporary Error: {error}"

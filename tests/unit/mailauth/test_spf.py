@@ -219,3 +219,18 @@ def test_international_domain_is_asked_in_a_labels(dns_server: DnsServer) -> Non
     spf(dns_server, "xn--bcher-kva.example", "v=spf1 ip4:192.0.2.7 -all")
     found = check_spf(dns_for(dns_server), "192.0.2.7", "a@bücher.example", "h.example")
     assert (found.result, found.domain) == ("pass", "xn--bcher-kva.example")
+
+
+def test_ptr_name_whose_address_lookup_fails_is_skipped(dns_server: DnsServer) -> None:
+    # RFC 7208 5.5: a DNS error on one PTR name's addresses skips that name only.
+    spf(dns_server, "ptr.example", "v=spf1 ptr -all")
+    dns_server.add("7.2.0.192.in-addr.arpa", "PTR", "broken.ptr.example")
+    dns_server.add("7.2.0.192.in-addr.arpa", "PTR", "mail.ptr.example")
+    dns_server.servfail("broken.ptr.example")
+    dns_server.add("mail.ptr.example", "A", "192.0.2.7")
+    resolver = dns_for(dns_server)
+    assert check_spf(resolver, "192.0.2.7", "a@ptr.example", "h.example").result == "pass"
+    dns_server.remove("mail.ptr.example")
+    assert check_spf(dns_for(dns_server), "192.0.2.7", "a@ptr.example", "h.example").result == (
+        "fail"
+    )
