@@ -23,14 +23,16 @@ from .accounts import ACCOUNTS_FILE, AccountError, AccountStore
 from .config import ServerRecord, Settings, write_server_record
 from .delivery import MaildirAgent, SmtpAgent
 from .events import (
+    DkimKeyChecked,
     EventLog,
+    InternalError,
     ServerStarted,
     ServerStopped,
     SpoolRecovered,
     TlsReloaded,
     TlsReloadFailed,
 )
-from .mailauth import DkimKeys, MailDns, Srs, load_srs_secret
+from .mailauth import DkimKeys, MailDns, Srs, check_published, load_srs_secret
 from .pipeline import DkimSigning, InboundChecks, MessageFilter, PipelineIntake, build_pipeline
 from .policy import AccessPolicy
 from .queue import QueueManager, RetryPolicy
@@ -57,6 +59,8 @@ from .trace import TRACE_FILE, Recorder
 __all__ = ["EX_TEMPFAIL", "DataDirInUse", "DataDirLock", "Hato", "install_event_loop_policy", "run"]
 
 LOG_FLUSH_INTERVAL = 0.25
+# How often the server looks up its DKIM keys' published records (also at start).
+DKIM_CHECK_INTERVAL = 3600.0
 # The data directory's lock, holding the pid of the Hato that owns the directory.
 LOCK_FILE = "hato.pid"
 PRIVATE_DIR = 0o700
@@ -228,6 +232,7 @@ class Hato:
         )
         self.smtp = SmtpServer(self.context)
         self._flusher: asyncio.Task[None] | None = None
+        self._key_checker: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
     def _inbound_checks(self) -> InboundChecks | None:
@@ -337,6 +342,8 @@ class Hato:
             self.spool.close()
             raise
         self._flusher = asyncio.ensure_future(self._flush_log())
+        if self.settings.dkim.sign:
+            self._key_checker = asyncio.ensure_future(self._check_dkim_keys())
         self._record()
         self.log.emit(
             ServerStarted(
@@ -449,6 +456,8 @@ class Hato:
         self.accounts.close()
         if self._flusher is not None:
             self._flusher.cancel()
+        if self._key_checker is not None:
+            self._key_checker.cancel()
         if self.recorder is not None:
             await asyncio.to_thread(self.recorder.close)
         self.log.emit(ServerStopped(interrupted_sessions=cut))
@@ -459,6 +468,38 @@ class Hato:
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
+
+    async def _check_dkim_keys(self) -> None:
+        """Each signing key's published record, at start and then every
+        ``DKIM_CHECK_INTERVAL``: a key DNS contradicts is no longer signed with (unless
+        ``dkim.sign_contradicted``), and the check is recorded as ``hato dkim check`` does."""
+        while True:
+            try:
+                for event in await asyncio.to_thread(self._check_keys_once):
+                    self.log.emit(event)
+            except Exception as error:  # a damaged key store must not stop the server
+                self.log.emit(InternalError(where="dkim", error=repr(error)))
+            await asyncio.sleep(DKIM_CHECK_INTERVAL)
+
+    def _check_keys_once(self) -> list[DkimKeyChecked]:
+        store, events = self.dkim_keys, []
+        for key in store.keys(domain=None):
+            if key.state not in ("active", "pending"):
+                continue
+            check = check_published(self.mail_dns.for_message(), key)
+            store.record_check(key.domain, key.selector, check)
+            if check.state != "match" and key.state == "active":
+                signing = check.state != "mismatch" or self.settings.dkim.sign_contradicted
+                events.append(
+                    DkimKeyChecked(
+                        domain=key.domain,
+                        selector=key.selector,
+                        state=check.state,
+                        detail=check.detail,
+                        signing=signing,
+                    )
+                )
+        return events
 
     async def _flush_log(self) -> None:
         while True:

@@ -28,6 +28,7 @@ __all__ = [
     "Delivered",
     "DeliveryFailed",
     "Disconnected",
+    "DkimKeyChecked",
     "DnsblUnavailable",
     "EventLog",
     "FilterVerdict",
@@ -354,6 +355,27 @@ class DnsblUnavailable(OpsEvent):
         return (
             f"session={self.session} DNS blocklist {self.zone} unavailable for"
             f" [{self.client_ip}] ({self.reason}): taken as not listed"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DkimKeyChecked(OpsEvent):
+    """A DKIM key's published record was looked up and did not simply match (a match is
+    recorded in the key store, not logged): a mismatch stops signing with the key."""
+
+    name: ClassVar[str] = "dkim_key_checked"
+    level: ClassVar[str] = "warning"
+    domain: str
+    selector: str
+    state: str  # "missing", "mismatch" or "temperror"
+    detail: str
+    signing: bool  # whether the key is still used (a mismatch is not, unless configured)
+
+    def describe(self) -> str:
+        use = "still signing with it" if self.signing else "not signing with it"
+        return (
+            f"DKIM key {self.selector}._domainkey.{self.domain}: {self.state} ({self.detail});"
+            f" {use}"
         )
 
 

@@ -16,14 +16,18 @@ What it promises:
   this machine's own Hato (``Plan.own_server``) and it trusts our address; from any other
   server it reads "an open relay, unless it trusts this client".
 - The result is plain data (``Report``): the text report and ``--json`` are two views of it.
+- ``--dns`` (a domain's SPF, DMARC, DKIM, MTA-STS and TLS-RPT records) and ``--self``
+  (this server's reverse DNS, blocklists, SPF, DKIM, DMARC and certificate) only read DNS
+  and files: a ``StandingReport`` of checks, each with findings from the same catalog.
 """
 
 from ._loop import ReportMailbox, find_report, wait_for_report
 from ._message import new_envid, test_message
 from ._probe import RELAY_DOMAIN, RELAY_USER, Plan, probe, relay_forms
-from ._render import render
+from ._render import render, render_standing
 from ._report import (
     Certificate,
+    Check,
     DnsReport,
     Extension,
     Finding,
@@ -32,10 +36,13 @@ from ._report import (
     MxHost,
     RelayCheck,
     Report,
+    StandingReport,
     Step,
     TranscriptEntry,
 )
 from ._run import Options, run
+from ._self import SelfPlan, dnsbl_zones, outgoing_address
+from ._standing import standing_dns, standing_self
 from ._target import Target, TargetError, parse_server, parse_target
 from ._tls import certificate_facts, name_matches
 from ._trust import OwnServer
@@ -44,6 +51,7 @@ __all__ = [
     "RELAY_DOMAIN",
     "RELAY_USER",
     "Certificate",
+    "Check",
     "DnsReport",
     "Extension",
     "Finding",
@@ -56,20 +64,27 @@ __all__ = [
     "RelayCheck",
     "Report",
     "ReportMailbox",
+    "SelfPlan",
+    "StandingReport",
     "Step",
     "Target",
     "TargetError",
     "TranscriptEntry",
     "certificate_facts",
+    "dnsbl_zones",
     "find_report",
     "name_matches",
     "new_envid",
+    "outgoing_address",
     "parse_server",
     "parse_target",
     "probe",
     "relay_forms",
     "render",
+    "render_standing",
     "run",
+    "standing_dns",
+    "standing_self",
     "test_message",
     "wait_for_report",
 ]

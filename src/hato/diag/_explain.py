@@ -7,12 +7,20 @@ the transcript would.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..smtp import Reply
 from ._report import Finding, Severity
 
-__all__ = ["CATALOG", "EXTENSIONS", "explain_extension", "finding", "reply_finding"]
+__all__ = [
+    "CATALOG",
+    "EXTENSIONS",
+    "explain_extension",
+    "filled",
+    "finding",
+    "reply_finding",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +432,271 @@ CATALOG: dict[str, _Entry] = {
         "Check this Hato's queue (hato queue list) and log for the report; wait longer "
         "(--wait=SECONDS); ask the remote side whether it sends DSNs.",
     ),
+    # -- hato test DOMAIN --dns: the domain's published records ---------------------------
+    "spf-none": _Entry(
+        "warn",
+        "{domain} publishes no SPF record",
+        "Without SPF (a TXT record starting v=spf1) receivers cannot tell which servers may "
+        "send as {domain}; they give SPF 'none', trust its mail less, and DMARC can only "
+        "pass through DKIM.",
+        "Publish a TXT record at {domain} naming your sending servers, e.g. "
+        '"v=spf1 mx -all" (or "v=spf1 ip4:ADDRESS -all").',
+    ),
+    "spf-multiple": _Entry(
+        "fail",
+        "{domain} publishes {count} SPF records: receivers treat that as an error (permerror)",
+        "RFC 7208 4.5 allows one v=spf1 record per name; with more, every receiver's check "
+        "ends in permerror, as if the domain had a broken record, and DMARC cannot pass "
+        "through SPF.",
+        "Merge them into one TXT record (one v=spf1, the mechanisms of both, one -all) and "
+        "delete the others.",
+    ),
+    "spf-syntax": _Entry(
+        "fail",
+        "{domain}'s SPF record is not valid: {detail}",
+        "A receiver that meets a term it cannot parse stops with permerror (RFC 7208 4.6), "
+        "so the record authorizes nobody.",
+        "Fix the record: mechanisms are all, include:, a, mx, ptr, ip4:, ip6:, exists:, "
+        "each optionally after + - ~ ?; modifiers are redirect= and exp=.",
+    ),
+    "spf-too-many-lookups": _Entry(
+        "fail",
+        "{domain}'s SPF record needs {count} DNS lookups; receivers stop at 10 (permerror)",
+        "RFC 7208 4.6.4 limits the mechanisms that cost a lookup (include, a, mx, ptr, "
+        "exists and redirect, counted through every include) to 10. Past that, receivers "
+        "give permerror: your mail fails SPF everywhere, and DMARC cannot pass through it.",
+        "Cut the lookups: replace a and mx with ip4:/ip6: ranges, drop includes of services "
+        "you no longer use, avoid ptr. The count: {detail}.",
+    ),
+    "spf-include-broken": _Entry(
+        "fail",
+        "{domain}'s SPF record includes {target}, which {detail}",
+        "An include: whose domain has no SPF record is a permerror at receivers (RFC 7208 "
+        "5.2), and so is a loop of includes: the whole record fails.",
+        "Check the spelling of the include, or remove it if the service is gone.",
+    ),
+    "spf-plus-all": _Entry(
+        "fail",
+        "{domain}'s SPF record ends in {term}: anyone may send as you",
+        "'+all' (or a bare 'all') authorizes every address on the Internet, so SPF passes "
+        "for any forger, and a DMARC check aligned on SPF passes with it.",
+        "End the record with -all (refuse others) or ~all (mark them), after the mechanisms "
+        "that name your real servers.",
+    ),
+    "spf-no-all": _Entry(
+        "warn",
+        "{domain}'s SPF record does not end in -all or ~all ({detail})",
+        "Without -all or ~all, mail from servers the record does not name gets 'neutral': "
+        "receivers learn nothing about forgeries.",
+        "End the record with -all (or ~all while you are still finding every server that "
+        "sends for you).",
+    ),
+    "record-temporary": _Entry(
+        "fail",
+        "DNS gave no usable answer for {name}: {detail}",
+        "The name servers failed or did not answer in time; receivers asking now get a "
+        "temporary error (temperror) and may defer or distrust your mail.",
+        "Check the domain's name servers (dig +trace TXT {name}) and the resolver used here "
+        "(the [dns] section of the Hato configuration, else /etc/resolv.conf).",
+    ),
+    "dmarc-none": _Entry(
+        "fail",
+        "{domain} publishes no DMARC record (_dmarc.{domain})",
+        "Without DMARC, receivers have no policy for mail that fails SPF and DKIM in your "
+        "name, and you receive no reports about who sends as you. Large mailbox providers "
+        "require DMARC of domains that send to them in volume.",
+        "Publish a TXT record at _dmarc.{domain}, starting with "
+        '"v=DMARC1; p=none; rua=mailto:dmarc@{domain}" to watch, then p=quarantine or '
+        "p=reject.",
+    ),
+    "dmarc-multiple": _Entry(
+        "fail",
+        "_dmarc.{domain} holds {count} DMARC records: receivers ignore them all",
+        "RFC 7489 6.6.3: with more than one v=DMARC1 record, receivers act as if there were none.",
+        "Keep one record at _dmarc.{domain} and delete the others.",
+    ),
+    "dmarc-invalid": _Entry(
+        "fail",
+        "_dmarc.{domain} is not a valid DMARC record: {detail}",
+        "Receivers discard a record they cannot parse, so the domain has no DMARC policy.",
+        'Write it as "v=DMARC1; p=reject; rua=mailto:ADDRESS" (v= first, p= one of none, '
+        "quarantine, reject).",
+    ),
+    "dmarc-monitoring": _Entry(
+        "warn",
+        "{domain}'s DMARC policy is p=none: monitoring only",
+        "p=none asks receivers to report, not to act: mail that fails DMARC in your name is "
+        "still delivered. It is the right first step, not the place to stay.",
+        "Read the aggregate reports (rua=) until every real source passes, then move to "
+        "p=quarantine and p=reject.",
+    ),
+    "dmarc-partial": _Entry(
+        "warn",
+        "{domain}'s DMARC policy applies to {pct}% of failing mail only (pct={pct})",
+        "With pct below 100, receivers apply p={policy} to that share of failing mail and "
+        "the next weaker policy to the rest.",
+        "Raise pct to 100 (or remove it) once the reports show your mail passes.",
+    ),
+    "dmarc-no-reports": _Entry(
+        "warn",
+        "{domain}'s DMARC record asks for no reports (no rua=)",
+        "Without rua= receivers send no aggregate reports, so you cannot see which servers "
+        "send as you or whether your own mail passes.",
+        "Add rua=mailto:ADDRESS to the record at _dmarc.{domain}.",
+    ),
+    "dkim-selectors-unknown": _Entry(
+        "info",
+        "DKIM: the selectors of {domain} are unknown here",
+        "DKIM keys live at SELECTOR._domainkey.{domain}, and DNS cannot list them: only a "
+        "signed message (its s= tag) or the domain's own signer tells the selector.",
+        "Look at the DKIM-Signature of a message from {domain} and check "
+        "dig TXT SELECTOR._domainkey.{domain}.",
+    ),
+    "dkim-no-keys": _Entry(
+        "warn",
+        "{domain} is hosted here but has no DKIM key: its mail goes out unsigned",
+        "Without a DKIM signature, DMARC can pass only through SPF, which breaks as soon as "
+        "a message is forwarded.",
+        "Make a key (hato dkim keygen {domain}) and publish the record it prints "
+        "(hato dkim dns {domain}).",
+    ),
+    "dkim-missing": _Entry(
+        "fail",
+        "DKIM key {selector} of {domain} is not published at {name}",
+        "Receivers look up the key of each signature there; without it every signature made "
+        "with this key fails (permerror), and DMARC cannot pass through DKIM.",
+        "Publish the record hato dkim dns {domain} prints, then run this again (DNS caches "
+        "may take the record's TTL to see it). {detail}",
+    ),
+    "dkim-mismatch": _Entry(
+        "fail",
+        "DKIM record {name} does not match Hato's key {selector} of {domain}",
+        "The published public key is not the one Hato signs with, so every signature made "
+        "with it fails verification at receivers.",
+        "Replace the record with what hato dkim dns {domain} prints (an old key left in DNS "
+        "after a keygen or rotate is the usual cause). {detail}",
+    ),
+    "dkim-temporary": _Entry(
+        "fail",
+        "DKIM record {name} could not be looked up: {detail}",
+        "Receivers asking now get a temporary error (temperror) for signatures with this key.",
+        "Check the domain's name servers (dig TXT {name}).",
+    ),
+    "dkim-store-unreadable": _Entry(
+        "fail",
+        "the DKIM keys of {domain} cannot be read: {detail}",
+        "Hato cannot sign mail with keys it cannot read, so mail from {domain} goes out unsigned.",
+        "Check DATA/dkim (hato dkim list) and its permissions.",
+    ),
+    "mta-sts-invalid": _Entry(
+        "warn",
+        "_mta-sts.{domain} is not a valid MTA-STS record: {detail}",
+        "Senders that support MTA-STS (RFC 8461) ignore a record they cannot parse, so the "
+        "policy that asks them to require TLS is not applied.",
+        'Publish one TXT record "v=STSv1; id=20240101T000000" (id: 1 to 32 letters and '
+        "digits, changed whenever the policy file changes), and serve the policy at "
+        "https://mta-sts.{domain}/.well-known/mta-sts.txt.",
+    ),
+    "tls-rpt-invalid": _Entry(
+        "warn",
+        "_smtp._tls.{domain} is not a valid TLS-RPT record: {detail}",
+        "Senders ignore a TLS reporting record (RFC 8460) they cannot parse, so you get no "
+        "reports about failed TLS connections to your servers.",
+        'Publish one TXT record "v=TLSRPTv1; rua=mailto:tlsrpt@{domain}" (rua: mailto: or '
+        "https: addresses, separated by commas).",
+    ),
+    # -- hato test --self: what a receiver will think of this server -----------------------
+    "self-no-address": _Entry(
+        "fail",
+        "this machine's sending address cannot be found: {detail}",
+        "The address is what receivers judge (reverse DNS, blocklists, SPF); without a route "
+        "to the Internet this machine cannot send mail at all.",
+        "Check the network and the default route (ip route), or name the address with --address.",
+    ),
+    "rdns-none": _Entry(
+        "fail",
+        "{address} has no reverse DNS (PTR record){detail}",
+        "Many receivers refuse or distrust mail from an address without a PTR record: it "
+        "looks like a home connection or a compromised machine.",
+        "Ask whoever owns the address (your hosting provider, often a setting in its "
+        "panel) to set its PTR record to {hostname}, and give {hostname} an A/AAAA record "
+        "with {address}.",
+    ),
+    "rdns-unconfirmed": _Entry(
+        "fail",
+        "{address}'s reverse DNS name {names} does not resolve back to it",
+        "Receivers check forward-confirmed reverse DNS: the PTR name must have an A/AAAA "
+        "record with the same address. Without it the name counts for nothing, as if "
+        "there were no PTR.",
+        "Give {names} an A/AAAA record with {address}, or change the PTR to a name that "
+        "has one (best: {hostname}).",
+    ),
+    "rdns-helo-mismatch": _Entry(
+        "warn",
+        "{address} is {name} in DNS, but Hato says HELO {hostname}",
+        "Receivers compare the HELO name with the address's confirmed name; a mismatch is a "
+        "common spam sign and costs reputation at strict receivers.",
+        "Set server.hostname to {name}, or the PTR of {address} to {hostname} (with an "
+        "A/AAAA record of {hostname} pointing back).",
+    ),
+    "dnsbl-listed": _Entry(
+        "fail",
+        "{address} is listed on {zone} ({answer}{detail})",
+        "Receivers that use this blocklist refuse mail from this address (often at the "
+        "banner, with 554), and others score it down.",
+        "Look the address up on the list's website for the reason and the delisting "
+        "procedure; find and stop what got it listed (an open relay, a compromised account, "
+        "a misconfigured web form) first.",
+    ),
+    "dnsbl-temporary": _Entry(
+        "warn",
+        "blocklist {zone} did not answer for {address}: {detail}",
+        "Whether the address is listed there is unknown. Some lists refuse queries from "
+        "large public resolvers; their answer then means nothing.",
+        "Run again; query the list through your own resolver (dig A {query}).",
+    ),
+    "spf-self-fail": _Entry(
+        "fail",
+        "SPF of {domain} gives {result} for {address}: receivers see mail from here as forged",
+        "The domain's SPF record does not authorize this server's address, so mail from "
+        "@{domain} sent from here fails SPF{more}.",
+        "Add the address to the record at {domain} (ip4:{address} or ip6:..., or 'a:{hostname}' "
+        "or 'mx' when they name this server). {detail}",
+    ),
+    "spf-self-weak": _Entry(
+        "warn",
+        "SPF of {domain} gives {result} for {address}",
+        "The domain's SPF record does not say this server may send for it ({detail}); "
+        "receivers treat such mail as unauthenticated by SPF.",
+        "Add the address (ip4:/ip6:, a:{hostname} or mx) to the record at {domain}.",
+    ),
+    "self-cert-expired": _Entry(
+        "fail",
+        "this server's certificate ({path}) expired on {date}",
+        "Senders that verify (MTA-STS, DANE) refuse to deliver, and submission clients "
+        "refuse to connect.",
+        "Renew it and reload Hato (kill -HUP); a self-signed one in DATA/tls is renewed at "
+        "the next start.",
+    ),
+    "self-cert-expiring": _Entry(
+        "warn",
+        "this server's certificate ({path}) expires in {days} days, on {date}",
+        "After that, verifying senders and submission clients refuse it.",
+        "Renew it now and reload Hato (kill -HUP); check that automatic renewal runs.",
+    ),
+    "self-cert-missing": _Entry(
+        "warn",
+        "this server has no certificate yet ({path})",
+        "Hato makes a self-signed one for its hostname at the first start when tls.certificate "
+        "is not set; until then STARTTLS cannot be offered.",
+        "Start hato serve once, or set tls.certificate to a certificate for the hostname.",
+    ),
+    "self-cert-unreadable": _Entry(
+        "fail",
+        "this server's certificate cannot be read: {detail}",
+        "hato serve cannot offer TLS with a certificate it cannot load.",
+        "Check the file (openssl x509 -in {path} -noout -text) and its permissions.",
+    ),
 }
 
 
@@ -431,8 +704,19 @@ def finding(
     code: str, *, host: str | None = None, severity: Severity | None = None, **values: object
 ) -> Finding:
     """The catalog entry ``code`` with its placeholders filled in."""
+    return filled(code, values, host=host, severity=severity)
+
+
+def filled(
+    code: str,
+    values: Mapping[str, object],
+    *,
+    host: str | None = None,
+    severity: Severity | None = None,
+) -> Finding:
+    """:func:`finding` with the placeholders' values as one mapping."""
     entry = CATALOG[code]
-    fill = _Fill(values | {"host": host or "the server"})
+    fill = _Fill({**values, "host": host or "the server"})
     return Finding(
         severity=severity or entry.severity,
         code=code,

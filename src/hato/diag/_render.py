@@ -13,9 +13,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ..events import printable
-from ._report import Finding, HostReport, Report
+from ._report import Finding, HostReport, Report, StandingReport
 
-__all__ = ["render"]
+__all__ = ["render", "render_standing"]
 
 _STATUS_STYLE = {
     "pass": "green",
@@ -26,6 +26,10 @@ _STATUS_STYLE = {
     "trusted": "yellow",
     "closed": "green",
     "inconclusive": "yellow",
+    "info": "cyan",
+    "ok": "green",
+    "unknown": "cyan",
+    "none": "dim",
 }
 
 
@@ -44,7 +48,17 @@ _Block = str | Text | _Table
 
 
 def render(report: Report, out: TextIO, *, color: bool) -> None:
-    blocks = [_escaped(block) for block in _blocks(report)]
+    _write(_blocks(report), out, color=color)
+
+
+def render_standing(report: StandingReport, out: TextIO, *, color: bool) -> None:
+    """``hato test DOMAIN --dns`` and ``hato test --self``: a table of checks, the records
+    as published, then the diagnosis and the verdict, as the SMTP report ends."""
+    _write(_standing_blocks(report), out, color=color)
+
+
+def _write(raw: list[_Block], out: TextIO, *, color: bool) -> None:
+    blocks = [_escaped(block) for block in raw]
     if color:
         console = Console(file=out, highlight=False, soft_wrap=False)
         for block in blocks:
@@ -85,6 +99,44 @@ def _blocks(report: Report) -> list[_Block]:
         blocks += _host_blocks(host)
     if report.loop is not None:
         blocks += _loop_blocks(report)
+    findings = report.all_findings()
+    if findings:
+        blocks += ["", Text("Diagnosis", style="bold")]
+        for item in findings:
+            blocks += _finding_blocks(item)
+    style = "bold green" if report.passed else "bold red"
+    blocks += ["", Text(report.verdict, style=style)]
+    return blocks
+
+
+def _standing_blocks(report: StandingReport) -> list[_Block]:
+    servers = ", ".join(report.nameservers) or "the system's resolver"
+    if report.mode == "dns":
+        title = f"hato test {report.subject} --dns"
+        lines = [f"  the records receivers read about {report.subject} (asked {servers})"]
+    else:
+        title = f"hato test --self ({report.subject})"
+        lines = [
+            f"  what a receiver thinks of mail from {report.address} with HELO "
+            f"{report.subject} (asked {servers})",
+            f"  sending address: {report.address_source}",
+        ]
+    blocks: list[_Block] = [Text(title, style="bold"), *lines, ""]
+    table = _Table(("", "check", "looked at", "result"))
+    for check in report.checks:
+        table.add(
+            check.status.upper(),
+            check.name,
+            check.subject,
+            check.summary,
+            style=_STATUS_STYLE[check.status],
+        )
+    blocks.append(table)
+    records = [check for check in report.checks if check.record]
+    if records:
+        blocks += ["", Text("Records", style="bold")]
+        for check in records:
+            blocks.append(_fill(f"{check.subject}: {check.record}", "  "))
     findings = report.all_findings()
     if findings:
         blocks += ["", Text("Diagnosis", style="bold")]

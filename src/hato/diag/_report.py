@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 __all__ = [
     "Certificate",
+    "Check",
+    "CheckStatus",
     "DnsReport",
     "Extension",
     "Finding",
@@ -22,13 +24,15 @@ __all__ = [
     "RelayCheck",
     "Report",
     "Severity",
+    "StandingReport",
     "Step",
     "StepStatus",
     "TranscriptEntry",
 ]
 
-# fail: the target failed a step (exit 1); warn: worth fixing, not a failure.
-Severity = Literal["fail", "warn"]
+# fail: the target failed a step (exit 1); warn: worth fixing, not a failure; info: a fact
+# worth knowing that needs no fixing (e.g. DKIM selectors nobody can list).
+Severity = Literal["fail", "warn", "info"]
 StepStatus = Literal["pass", "fail", "warn", "skip"]
 
 
@@ -207,6 +211,66 @@ class Report:
         if warnings:
             return f"PASS: {done}, with {len(warnings)} warning{'s' * (len(warnings) > 1)}"
         return f"PASS: {done}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["passed"] = self.passed
+        data["verdict"] = self.verdict
+        return data
+
+
+# ok: as it should be; warn, fail: see its findings; unknown: cannot be told from here;
+# none: an optional record that is not published.
+CheckStatus = Literal["ok", "warn", "fail", "unknown", "none"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Check:
+    """One thing looked at for ``hato test --dns`` or ``--self``: a record, a list, a key."""
+
+    name: str  # "spf", "dmarc", "dkim", "mta-sts", "tls-rpt", "reverse-dns", "dnsbl", ...
+    subject: str  # what was looked at: a DNS name, a blocklist zone, a file
+    status: CheckStatus
+    summary: str  # one line, in plain words
+    record: str | None = None  # the published text, when there is one
+    facts: dict[str, Any] = field(default_factory=dict)  # parsed values, for --json
+    findings: list[Finding] = field(default_factory=list)
+
+
+@dataclass(slots=True, kw_only=True)
+class StandingReport:
+    """``hato test DOMAIN --dns`` (a domain's published records) or ``hato test --self``
+    (what a receiver will think of this server): the checks, each with its findings."""
+
+    mode: Literal["dns", "self"]
+    subject: str  # the domain, or this server's hostname
+    nameservers: tuple[str, ...]  # () for the system's
+    address: str | None = None  # --self: the sending address judged
+    address_source: str | None = None  # how it was found
+    checks: list[Check] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)  # those of no single check
+
+    def all_findings(self) -> list[Finding]:
+        found = [item for check in self.checks for item in check.findings]
+        return found + self.findings
+
+    @property
+    def passed(self) -> bool:
+        return not any(finding.severity == "fail" for finding in self.all_findings())
+
+    @property
+    def verdict(self) -> str:
+        findings = self.all_findings()
+        failures = [f for f in findings if f.severity == "fail"]
+        warnings = [f for f in findings if f.severity == "warn"]
+        if failures:
+            more = len(failures) - 1
+            return f"FAIL: {failures[0].title}" + (
+                f" (and {more} more problem{'s' * (more > 1)})" if more else ""
+            )
+        if warnings:
+            return f"PASS, with {len(warnings)} warning{'s' * (len(warnings) > 1)}"
+        return "PASS: every check is ok"
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -21,6 +21,7 @@ from ._keys import (
     check_published,
     dns_record,
 )
+from ._spf import SPF_TIME_LIMIT, check_spf
 from ._srs import Srs, is_srs, load_srs_secret
 from ._types import (
     ARC_RESULTS,
@@ -44,6 +45,7 @@ __all__ = [
     "DMARC_POLICIES",
     "DMARC_RESULTS",
     "SPF_RESULTS",
+    "SPF_TIME_LIMIT",
     "ArcResult",
     "AuthResults",
     "DkimKey",
@@ -66,6 +68,7 @@ __all__ = [
     "authentication_results",
     "check_dmarc",
     "check_published",
+    "check_spf",
     "claims_authserv_id",
     "dns_record",
     "is_srs",
