@@ -5,9 +5,8 @@ same test DNS server (``rspamd.dns``). B trusts no network and checks mail from 
 (``mailauth.check``), so a message sent to it over SMTP from 127.0.0.1 gets B's
 ``Authentication-Results`` field, read back from the Maildir file it was delivered to (or,
 when DMARC's p=reject refuses it, B's reply and the reason it logged). rspamd scans the
-original bytes with the same client address, HELO and MAIL FROM, and the dkim=, dmarc= and
-arc= words must be the same. (spf= is not compared: B does not check SPF yet and writes
-``spf=none``.)
+original bytes with the same client address, HELO and MAIL FROM, and the spf=, dkim=,
+dmarc= and arc= words must be the same.
 
 Where they differ, ``test_where_they_differ`` pins both words and says why each is
 allowed, or which side the RFC contradicts.
@@ -62,7 +61,7 @@ SINK_DOMAIN = "sink.test"  # routed to the scripted server
 FORWARDER = f"fwd@{LOCAL_DOMAIN}"
 FORWARD_TARGET = f"carol@{SINK_DOMAIN}"
 DELIVERY_TIMEOUT = 30.0
-METHODS = ("dkim", "dmarc", "arc")
+METHODS = ("spf", "dkim", "dmarc", "arc")
 # When a message has several DKIM results, the summary is the best (rspamd_server's order).
 DKIM_ORDER = ("pass", "fail", "temperror", "permerror", "neutral", "policy", "none")
 
@@ -265,7 +264,7 @@ def test_message_set(
     assert outcome.code == 250, outcome.reply
     outcome.agree()
     # And both are right (mailauth_peers' table); the domain publishes no DMARC record.
-    assert outcome.hato == {"dkim": case.dkim, "dmarc": "none", "arc": case.arc}
+    assert outcome.hato == {"spf": "none", "dkim": case.dkim, "dmarc": "none", "arc": case.arc}
 
 
 # -- DMARC ---------------------------------------------------------------------------------
@@ -295,7 +294,7 @@ def test_dmarc_reject_without_aligned_pass_is_refused(b: HatoProcess, rspamd: Rs
     assert (outcome.code, outcome.reply[:5]) == (550, "5.7.1"), outcome.reply
     assert "(p=reject) header.from=dm-reject.test" in outcome.reason, outcome.reason
     outcome.agree()
-    assert outcome.hato == {"dkim": "pass", "dmarc": "fail", "arc": "none"}
+    assert outcome.hato == {"spf": "none", "dkim": "pass", "dmarc": "fail", "arc": "none"}
     assert outcome.scan.dmarc_policy == "reject", outcome.explain()
 
 
@@ -365,14 +364,14 @@ def test_no_dmarc_record_is_none(b: HatoProcess, rspamd: RspamdServer) -> None:
     data = signed_by(rspamd.dns, "dm-none.test", "alice@dm-none.test")
     outcome = check(b, rspamd, data, mail_from="alice@dm-none.test", user="dm-none")
     outcome.agree()
-    assert outcome.hato == {"dkim": "pass", "dmarc": "none", "arc": "none"}
+    assert outcome.hato == {"spf": "none", "dkim": "pass", "dmarc": "none", "arc": "none"}
 
 
 def test_no_from_field_is_none(b: HatoProcess, rspamd: RspamdServer) -> None:
     data = b"Subject: nobody wrote this\r\n\r\nHello.\r\n"
     outcome = check(b, rspamd, data, mail_from="a@dm-nofrom.test", user="dm-nofrom")
     outcome.agree()
-    assert outcome.hato == {"dkim": "none", "dmarc": "none", "arc": "none"}
+    assert outcome.hato == {"spf": "none", "dkim": "none", "dmarc": "none", "arc": "none"}
 
 
 # -- more DKIM -----------------------------------------------------------------------------
@@ -410,6 +409,75 @@ def test_dkim_each_of_two_signatures(b: HatoProcess, rspamd: RspamdServer) -> No
         ("dk-two-other.test", "fail"),
         ("dk-two.test", "pass"),
     ]
+
+
+# -- SPF -----------------------------------------------------------------------------------
+
+
+def _lookups(dns: DnsServer, domain: str) -> str:
+    """A record needing 11 DNS mechanisms, one over RFC 7208 4.6.4's limit of 10."""
+    for n in range(11):
+        dns.add(f"l{n}.{domain}", "TXT", '"v=spf1 -all"')
+    return "v=spf1 " + " ".join(f"include:l{n}.{domain}" for n in range(11)) + " -all"
+
+
+# (domain, its SPF record or None for a SERVFAIL, the word both must say)
+SPF_CASES = [
+    ("sp-pass.test", "v=spf1 ip4:127.0.0.1 -all", "pass"),
+    ("sp-fail.test", "v=spf1 ip4:192.0.2.1 -all", "fail"),
+    ("sp-soft.test", "v=spf1 ~all", "softfail"),
+    ("sp-neutral.test", "v=spf1 ?all", "neutral"),
+    ("sp-none.test", "", "none"),
+    ("sp-servfail.test", None, "temperror"),
+]
+
+
+@pytest.mark.parametrize(
+    ("domain", "record", "word"), SPF_CASES, ids=[case[0] for case in SPF_CASES]
+)
+def test_spf(
+    b: HatoProcess, rspamd: RspamdServer, domain: str, record: str | None, word: str
+) -> None:
+    if record is None:
+        rspamd.dns.add(domain, "TXT", '"v=spf1 -all"')
+        rspamd.dns.servfail(domain)
+    elif record:
+        publish_txt(rspamd.dns, domain, record)
+    data = message(f"alice@{domain}", message_id=f"<spf@{domain}>")
+    user = domain.partition(".")[0]
+    outcome = check(b, rspamd, data, mail_from=f"alice@{domain}", user=user)
+    assert outcome.code == 250, outcome.reply  # SPF alone refuses nothing
+    outcome.agree()
+    assert outcome.hato["spf"] == word
+
+
+def test_spf_helo_identity_for_the_null_sender(b: HatoProcess, rspamd: RspamdServer) -> None:
+    # RFC 7208 2.4: with MAIL FROM:<>, the sender is postmaster@ the HELO name.
+    publish_txt(rspamd.dns, CLIENT_HELO, "v=spf1 ip4:127.0.0.1 -all")
+    data = message("alice@sp-helo.test", message_id="<spf@sp-helo.test>")
+    outcome = check(b, rspamd, data, mail_from="", user="sp-helo")
+    outcome.agree()
+    assert outcome.hato["spf"] == "pass"
+
+
+def test_dmarc_passes_on_aligned_spf(b: HatoProcess, rspamd: RspamdServer) -> None:
+    # Unsigned: only SPF can align, and does (the MAIL FROM domain is a subdomain).
+    publish_txt(rspamd.dns, "bounces.sp-dmarc.test", "v=spf1 ip4:127.0.0.1 -all")
+    publish_txt(rspamd.dns, "_dmarc.sp-dmarc.test", "v=DMARC1; p=reject")
+    data = message("alice@sp-dmarc.test", message_id="<spf@sp-dmarc.test>")
+    outcome = check(b, rspamd, data, mail_from="list@bounces.sp-dmarc.test", user="sp-dmarc")
+    outcome.agree()
+    assert (outcome.hato["spf"], outcome.hato["dmarc"]) == ("pass", "pass")
+
+
+def test_dmarc_refuses_on_failing_spf(b: HatoProcess, rspamd: RspamdServer) -> None:
+    publish_txt(rspamd.dns, "sp-reject.test", "v=spf1 ip4:192.0.2.1 -all")
+    publish_txt(rspamd.dns, "_dmarc.sp-reject.test", "v=DMARC1; p=reject")
+    data = message("alice@sp-reject.test", message_id="<spf@sp-reject.test>")
+    outcome = check(b, rspamd, data, mail_from="alice@sp-reject.test", user="sp-reject")
+    assert outcome.code == 550, outcome.reply
+    outcome.agree()
+    assert outcome.hato == {"spf": "fail", "dkim": "none", "dmarc": "fail", "arc": "none"}
 
 
 # -- where they differ ---------------------------------------------------------------------
@@ -455,8 +523,24 @@ def _two_from_fields(dns: DnsServer) -> bytes:
     return b"From: a@df-victim2.test\r\nFrom: b@df-other.test\r\nSubject: two\r\n\r\nHello.\r\n"
 
 
+def _spf_syntax_error(dns: DnsServer) -> bytes:
+    publish_txt(dns, "df-spf-syntax.test", "v=spf1 ip4:not-an-address -all")
+    return message("alice@df-spf-syntax.test", message_id="<syntax@x.test>")
+
+
+def _spf_lookups(dns: DnsServer) -> bytes:
+    publish_txt(dns, "df-spf-lookups.test", _lookups(dns, "df-spf-lookups.test"))
+    return message("alice@df-spf-lookups.test", message_id="<lookups@x.test>")
+
+
 # (case, message maker, B's reply code, B's words, rspamd's words), and why both stand.
 DIFFERENCES = [
+    # RFC 7208 4.6: a syntax error anywhere in the record makes check_host() return
+    # permerror at once (B). rspamd 3.4 skips the bad mechanism and matches -all: fail.
+    ("spf-syntax", _spf_syntax_error, 250, "spf=permerror", "spf=fail"),
+    # RFC 7208 4.6.4: more than 10 DNS-querying mechanisms is permerror (B); rspamd's own
+    # limits are higher, so it evaluates all 11 includes and then -all: fail.
+    ("spf-lookups", _spf_lookups, 250, "spf=permerror", "spf=fail"),
     # RFC 8301 3.2: verifiers MUST NOT consider signatures with RSA keys under 1024 bits
     # valid. rspamd 3.4 accepts a 512-bit key: rspamd is wrong.
     ("rsa-512", _small_key, 250, "dkim=fail", "dkim=pass"),
