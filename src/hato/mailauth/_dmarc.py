@@ -131,34 +131,37 @@ def parse_dmarc_record(text: str) -> DmarcRecord | None:
     )
 
 
-def _from_domain(from_field: bytes | None) -> tuple[str, str]:
-    """The From domain as an A-label, or ("", why not)."""
+def _from_domains(from_field: bytes | None) -> tuple[list[str], str]:
+    """The From domains as A-labels (each once, in order), or ([], why not)."""
     if from_field is None:
-        return "", "no From field"
+        return [], "no From field"
     try:
         text = from_field.decode("utf-8").replace("\r", "").replace("\n", "")
     except UnicodeDecodeError:
-        return "", "the From field is not UTF-8"
+        return [], "the From field is not UTF-8"
     try:
         parsed = _HEADERS("From", text)
     except Exception:  # the stdlib parser on hostile input: a result, never a traceback
-        return "", "the From field cannot be parsed"
+        return [], "the From field cannot be parsed"
     if not isinstance(parsed, AddressHeader) or any(
         isinstance(defect, InvalidHeaderDefect) for defect in parsed.defects
     ):
-        return "", "the From field cannot be parsed"
+        return [], "the From field cannot be parsed"
     addresses = parsed.addresses
     if not addresses:
-        return "", "the From field holds no address"
-    if len(addresses) > 1:
-        return "", f"the From field holds {len(addresses)} addresses"
-    domain = addresses[0].domain
-    if not domain:
-        return "", "the From address has no domain"
-    try:
-        return domain_a_label(domain.rstrip(".")), ""
-    except AddressError:
-        return "", f"the From domain {domain} is not a domain name"
+        return [], "the From field holds no address"
+    domains: list[str] = []
+    for address in addresses:
+        domain = address.domain
+        if not domain:
+            return [], "a From address has no domain"
+        try:
+            name = domain_a_label(domain.rstrip("."))
+        except AddressError:
+            return [], f"the From domain {domain} is not a domain name"
+        if name not in domains:
+            domains.append(name)
+    return domains, ""
 
 
 def _lookup(dns: TxtResolver, domain: str) -> tuple[list[str], str]:
@@ -192,11 +195,39 @@ def check_dmarc(
     random: Callable[[], float] | None = None,
 ) -> DmarcResult:
     """The DMARC result of a message: ``from_field`` is the RFC5322.From field body (None
-    without one); ``random`` draws the ``pct=`` sample (``random.random`` by default)."""
-    from_domain, why = _from_domain(from_field)
-    if not from_domain:
+    without one); ``random`` draws the ``pct=`` sample (``random.random`` by default).
+
+    A From with several authors in different domains is checked for each, and the
+    strictest failing policy applies (RFC 7489 6.6.1), so a second author cannot carry a
+    forged one past ``p=reject``."""
+    domains, why = _from_domains(from_field)
+    if not domains:
         result = "none" if from_field is None else "permerror"
         return DmarcResult(result=result, from_domain="", reason=why)
+    results = [_check_domain(dns, domain, spf, dkim, random) for domain in domains]
+    if len(results) == 1:
+        return results[0]
+    failed = [r for r in results if r.result == "fail"]
+    if failed:
+        return max(failed, key=lambda r: _STRICTNESS[r.policy])
+    for word in ("temperror", "permerror", "none"):
+        found = next((r for r in results if r.result == word), None)
+        if found is not None:
+            return found
+    return results[0]  # every author's domain passed
+
+
+# How strict a policy is, for a From with several authors: the strictest failing wins.
+_STRICTNESS = {"none": 0, "quarantine": 1, "reject": 2}
+
+
+def _check_domain(
+    dns: TxtResolver,
+    from_domain: str,
+    spf: SpfResult | None,
+    dkim: Sequence[DkimResult],
+    random: Callable[[], float] | None,
+) -> DmarcResult:
     org_domain = organizational_domain(from_domain)
     try:
         records, name = _lookup(dns, from_domain)

@@ -218,11 +218,27 @@ def test_idna_from_domain(dns_server: DnsServer) -> None:
     assert (result.result, result.from_domain) == ("pass", "xn--bcher-kva.example")
 
 
+def test_several_authors_get_the_strictest_failing_policy(dns_server: DnsServer) -> None:
+    # RFC 7489 6.6.1: every author domain is checked. A second author in a domain without a
+    # record (or one that passes) does not carry a forged first one past p=reject.
+    dns_server.add("_dmarc.example.com", "TXT", '"v=DMARC1; p=reject"')
+    dns_server.add("_dmarc.example.net", "TXT", '"v=DMARC1; p=quarantine"')
+    resolver = dns_for(dns_server)
+    found = check_dmarc(resolver, b"b@example.org, a@example.com", None, ())
+    assert (found.result, found.from_domain, found.policy) == ("fail", "example.com", "reject")
+    found = check_dmarc(resolver, b"n@example.net, a@example.com", None, ())
+    assert (found.result, found.policy) == ("fail", "reject")
+    signed = [dkim("example.com")]
+    found = check_dmarc(resolver, b"a@example.com, n@example.net", None, signed)
+    assert (found.result, found.from_domain, found.policy) == ("fail", "example.net", "quarantine")
+    both = [dkim("example.com"), dkim("example.net")]
+    assert check_dmarc(resolver, b"a@example.com, n@example.net", None, both).result == "pass"
+
+
 @pytest.mark.parametrize(
     ("field", "result", "words"),
     [
         (None, "none", "no From"),
-        (b"a@example.com, b@example.org", "permerror", "2 addresses"),
         (b"undisclosed-recipients:;", "permerror", "no address"),
         (b"alice", "permerror", ""),
         (b"Mallory <m@evil.test> <a@example.com>", "permerror", "parsed"),
