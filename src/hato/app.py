@@ -22,6 +22,7 @@ from . import __version__
 from .accounts import ACCOUNTS_FILE, AccountError, AccountStore
 from .config import ServerRecord, Settings, write_server_record
 from .delivery import MaildirAgent, SmtpAgent
+from .diag import PROBES_DIR, InboundProbe, ProbeStore
 from .events import (
     DkimKeyChecked,
     EventLog,
@@ -169,6 +170,8 @@ class Hato:
                 load_srs_secret(data_dir / SRS_SECRET_FILE),
                 mailauth.srs_domain or settings.server.hostname,
             )
+        # Test addresses (hato test --receive): accepted at RCPT, analysed, never delivered.
+        self.probes = ProbeStore(data_dir / PROBES_DIR)
         self.router = LocalRouter(
             self.accounts,
             config_domains=settings.server.local_domains,
@@ -177,6 +180,7 @@ class Hato:
             case_sensitive=accounts.case_sensitive_local_parts,
             postmaster=accounts.postmaster,
             reverse_srs=self.srs.reverse if self.srs is not None else None,
+            probe=self.probes.check,
         )
         self.dkim_keys = DkimKeys(data_dir / DKIM_DIR, retire_after=settings.dkim.retire_after)
         self.mail_dns = MailDns(settings.dns.nameservers, settings.dns.timeout)
@@ -191,7 +195,11 @@ class Hato:
         self.intake = PipelineIntake(
             spool=self.spool,
             pipeline=build_pipeline(
-                settings, filters, checks=self._inbound_checks(), signing=self._signing()
+                settings,
+                filters,
+                checks=self._inbound_checks(),
+                signing=self._signing(),
+                probe=self._probe_filter(),
             ),
             log=self.log,
             notify=self._queued,
@@ -234,6 +242,20 @@ class Hato:
         self._flusher: asyncio.Task[None] | None = None
         self._key_checker: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+
+    def _probe_filter(self) -> InboundProbe:
+        settings = self.settings
+        access = AccessPolicy(
+            settings.policy,
+            hostname=settings.server.hostname,
+            local_domains=settings.server.local_domains,
+        )
+        return InboundProbe(
+            store=self.probes,
+            dns=self.mail_dns,
+            hostname=settings.server.hostname,
+            zones=access.zones,
+        )
 
     def _inbound_checks(self) -> InboundChecks | None:
         settings = self.settings

@@ -2,6 +2,8 @@
 ``hato test DOMAIN --dns``: the domain's SPF, DMARC, DKIM, MTA-STS and TLS-RPT records.
 ``hato test --self``: what a receiver will think of this server (reverse DNS, blocklists,
 SPF, DKIM and DMARC of the local domains, the certificate).
+``hato test --receive``: a test address for an hour; mail sent to it from elsewhere is
+analysed, not delivered (``--wait`` for the analysis, ``--show ADDRESS`` a stored one).
 
 Exit status: 0 when every requested step (or check) passed (warnings allowed), 1 when the
 target failed one, 2 for a usage error. A server that misbehaves in any way gets a diagnosis,
@@ -13,18 +15,25 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import sqlite3
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ..accounts import ACCOUNTS_FILE, AccountError, AccountStore
+from ..accounts import ACCOUNTS_FILE, AccountError, AccountStore, InvalidInput, normalize_domain
 from ..config import SERVER_RECORD, ListenAddress, Settings, read_server_record
 from ..delivery import MaildirAgent
 from ..diag import (
+    PROBES_DIR,
     Options,
     OwnServer,
     Plan,
+    ProbeError,
+    ProbeRecord,
+    ProbeStore,
     ReportMailbox,
     SelfPlan,
     StandingReport,
@@ -35,27 +44,36 @@ from ..diag import (
     parse_server,
     parse_target,
     render,
+    render_analysis,
     render_standing,
     run,
+    session_timings,
     standing_dns,
     standing_self,
     test_message,
 )
 from ..mailauth import DkimKeys, MailDns, check_spf
 from ..routing import LocalRouter
+from ..trace import PARTIAL_AFTER, TRACE_FILE, TraceStore, TraceVersionError
 from ._common import config_options, data_settings, override_option
 
 __all__ = ["test"]
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_WAIT = 120.0
+# How long --receive --wait looks for the session's lines in the flight recorder once the
+# analysis is there: a session is written when it ends, or, one kept open for the next
+# message (as senders do), once its lines are PARTIAL_AFTER old.
+SESSION_WAIT = PARTIAL_AFTER + 3.0
+POLL = 0.25
 EXAMPLES = """Examples:
   hato test user@example.com
   hato test example.com --all-mx
   hato test 127.0.0.1:2525 --to postmaster@localhost --send
   hato test user@example.com --send --dsn --wait --from postmaster@your.host
   hato test example.com --dns
-  hato test --self --dnsbl zen.spamhaus.org"""
+  hato test --self --dnsbl zen.spamhaus.org
+  hato test --receive --wait --timeout 600"""
 
 
 def _usage(message: str) -> click.UsageError:
@@ -88,6 +106,25 @@ def _usage(message: str) -> click.UsageError:
     multiple=True,
     metavar="ZONE",
     help="With --self: a DNS blocklist to look the address up in (besides those of [policy]).",
+)
+@click.option(
+    "--receive",
+    is_flag=True,
+    help="Make a test address for an hour: mail sent to it is analysed here (session, TLS, "
+    "reverse DNS, blocklists, SPF, DKIM, DMARC, hops, header), never delivered.",
+)
+@click.option(
+    "--domain",
+    "probe_domain",
+    metavar="DOMAIN",
+    help="With --receive: the local domain of the test address (default: the first local "
+    "domain that is not localhost, else server.hostname).",
+)
+@click.option(
+    "--show",
+    "show_address",
+    metavar="ADDRESS",
+    help="With --receive: print what arrived at a test address made before.",
 )
 @click.option("--server", metavar="HOST[:PORT]", help="Talk to this server; skip the MX lookup.")
 @click.option("--all-mx", is_flag=True, help="Test every MX host, not only the first that answers.")
@@ -125,7 +162,8 @@ def _usage(message: str) -> click.UsageError:
     default=None,
     metavar="[SECONDS]",
     help=f"With --send --dsn: wait for the delivery report in the --from mailbox "
-    f"(default {DEFAULT_WAIT:g} s).",
+    f"(default {DEFAULT_WAIT:g} s). With --receive: wait for a message to the new address "
+    "(for --timeout seconds when given).",
 )
 @click.option(
     "--relay-test", is_flag=True, help="Try the open-relay address forms (never sends DATA)."
@@ -146,6 +184,9 @@ def test(
     self_test: bool,
     address: str | None,
     dnsbl: tuple[str, ...],
+    receive: bool,
+    probe_domain: str | None,
+    show_address: str | None,
     server: str | None,
     all_mx: bool,
     sender: str | None,
@@ -168,8 +209,24 @@ def test(
 
     TARGET is an address (user@example.com), a domain, a host or IP address, or HOST:PORT.
     With --dns, the domain (or an address's domain) whose records to check; with --self,
-    none: this server is judged.
+    none: this server is judged; with --receive, none: mail comes to a test address.
     """
+    if receive or probe_domain is not None or show_address is not None:
+        if not receive:
+            raise _usage("--domain and --show go with --receive")
+        if target is not None or dns_records or self_test or send or server is not None:
+            raise _usage("--receive takes no TARGET and goes with no other test")
+        timeout_given = (
+            click.get_current_context().get_parameter_source("timeout")
+            is not click.core.ParameterSource.DEFAULT
+        )
+        _receive(
+            data_settings(config_path, data_dir, settings_overrides),
+            probe_domain,
+            show_address,
+            (timeout if timeout_given else wait) if wait is not None else None,
+            as_json,
+        )
     if dns_records or self_test or address is not None or dnsbl:
         _standing(
             target,
@@ -429,3 +486,129 @@ def _report_mailbox(settings: Settings, sender: str) -> ReportMailbox:
     agent = MaildirAgent(data_dir / "mailboxes", hostname=settings.server.hostname)
     maildirs = tuple(agent.mailbox_dir(m.domain, m.local_part) for m in expansion.mailboxes)
     return ReportMailbox(sender, maildirs)
+
+
+def _receive(
+    settings: Settings,
+    domain: str | None,
+    show: str | None,
+    wait: float | None,
+    as_json: bool,
+) -> None:
+    """``--receive``: make a test address (and wait for its analysis), or show one."""
+    if wait is not None and not wait > 0:
+        raise _usage("--wait (or --timeout) must be more than 0 seconds")
+    data_dir = settings.server.data_dir
+    store = ProbeStore(data_dir / PROBES_DIR)
+    try:
+        if show is not None:
+            if domain is not None:
+                raise _usage("--show reads an address made before: give no --domain")
+            record = store.get(show)
+            if record is None:
+                click.echo(f"hato test: {show} is no test address made in {data_dir}", err=True)
+                raise SystemExit(1)
+            if wait is not None and not record.analyses:
+                record = _wait_for_message(store, record, wait)
+        else:
+            record = store.create(_probe_domain(settings, domain))
+            if as_json and wait is None:
+                click.echo(json.dumps(record.to_dict(), indent=2))
+                raise SystemExit(0)
+            until = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(record.expires))
+            click.echo(
+                f"Test address: {record.address}\n"
+                f"Send a message to it from the system to test, until {until}."
+                + (
+                    ""
+                    if wait is not None
+                    else f"\nThen: hato test --receive --show {record.address}"
+                ),
+                err=as_json,
+            )
+            if wait is None:
+                raise SystemExit(0)
+            record = _wait_for_message(store, record, wait)
+    except ProbeError as error:
+        click.echo(f"hato test: {error}", err=True)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    data = _with_timings(record, data_dir, settle=wait is not None)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        render_analysis(data, sys.stdout)
+    raise SystemExit(0 if data["analyses"] else 1)
+
+
+def _probe_domain(settings: Settings, domain: str | None) -> str:
+    hosted = _hosted_domains(settings)
+    if domain is not None:
+        try:
+            name = normalize_domain(domain)
+        except InvalidInput as error:
+            raise _usage(f"--domain {domain!r}: {error}") from None
+        if name not in hosted and name != normalize_domain(settings.server.hostname):
+            raise _usage(
+                f"--domain {domain}: not a local domain here (local: {', '.join(sorted(hosted))})"
+            )
+        return name
+    for configured in settings.server.local_domains:
+        if configured.lower() != "localhost":
+            return normalize_domain(configured)
+    others = sorted(hosted)
+    return others[0] if others else normalize_domain(settings.server.hostname)
+
+
+def _wait_for_message(store: ProbeStore, record: ProbeRecord, wait: float) -> ProbeRecord:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        found = store.get(record.address)
+        if found is not None and found.analyses:
+            return found
+        time.sleep(POLL)
+    click.echo(f"hato test: no message reached {record.address} within {wait:g} s", err=True)
+    raise SystemExit(1)
+
+
+def _has_data_end(story: dict[str, Any] | None) -> bool:
+    """Whether a session's recorded lines reach the reply to the end of its data."""
+    if story is None:
+        return False
+    if story.get("ended"):
+        return True
+    in_data = False
+    for line in story.get("transcript") or []:
+        text = str(line.get("text", ""))
+        if line.get("direction") == "C" and text[:4].upper() in ("DATA", "BDAT"):
+            in_data = True
+        elif in_data and line.get("direction") == "S" and not text.startswith("354"):
+            return True
+    return False
+
+
+def _with_timings(record: ProbeRecord, data_dir: Path, *, settle: bool) -> dict[str, Any]:
+    """The record, each analysis with its session's command timings when the flight
+    recorder has them (``settle``: waiting a moment for a session still ending)."""
+    data = record.to_dict()
+    path = data_dir / TRACE_FILE
+    if not data["analyses"] or not path.is_file():
+        return data
+    deadline = time.monotonic() + (SESSION_WAIT if settle else 0.0)
+    try:
+        with TraceStore(path, readonly=True) as trace:
+            for analysis in data["analyses"]:
+                session_id = (analysis.get("session") or {}).get("id")
+                if not session_id:
+                    continue
+                while True:
+                    story = trace.session(session_id)
+                    if _has_data_end(story) or time.monotonic() > deadline:
+                        break
+                    time.sleep(POLL)
+                if story is not None:
+                    analysis["timings"] = session_timings(story)
+    except (TraceVersionError, OSError, sqlite3.Error) as error:
+        click.echo(f"hato test: the flight recorder could not be read ({error})", err=True)
+    return data

@@ -16,6 +16,9 @@ What it promises:
   this machine's own Hato (``Plan.own_server``) and it trusts our address; from any other
   server it reads "an open relay, unless it trusts this client".
 - The result is plain data (``Report``): the text report and ``--json`` are two views of it.
+- ``--receive`` makes a test address (``ProbeStore``) whose mail the server analyses and
+  discards (``InboundProbe``, a message filter): what the sending system's session, DNS,
+  authentication and header look like from here.
 - ``--dns`` (a domain's SPF, DMARC, DKIM, MTA-STS and TLS-RPT records) and ``--self``
   (this server's reverse DNS, blocklists, SPF, DKIM, DMARC and certificate) only read DNS
   and files: a ``StandingReport`` of checks, each with findings from the same catalog.
@@ -24,6 +27,8 @@ What it promises:
 from ._loop import ReportMailbox, find_report, wait_for_report
 from ._message import new_envid, test_message
 from ._probe import RELAY_DOMAIN, RELAY_USER, Plan, probe, relay_forms
+from ._probe_inbound import InboundProbe, analyse, render_analysis, session_timings
+from ._probe_store import LIFETIME, PROBES_DIR, ProbeError, ProbeRecord, ProbeStore
 from ._render import render, render_standing
 from ._report import (
     Certificate,
@@ -48,6 +53,8 @@ from ._tls import certificate_facts, name_matches
 from ._trust import OwnServer
 
 __all__ = [
+    "LIFETIME",
+    "PROBES_DIR",
     "RELAY_DOMAIN",
     "RELAY_USER",
     "Certificate",
@@ -56,11 +63,15 @@ __all__ = [
     "Extension",
     "Finding",
     "HostReport",
+    "InboundProbe",
     "LoopOutcome",
     "MxHost",
     "Options",
     "OwnServer",
     "Plan",
+    "ProbeError",
+    "ProbeRecord",
+    "ProbeStore",
     "RelayCheck",
     "Report",
     "ReportMailbox",
@@ -70,6 +81,7 @@ __all__ = [
     "Target",
     "TargetError",
     "TranscriptEntry",
+    "analyse",
     "certificate_facts",
     "dnsbl_zones",
     "find_report",
@@ -81,8 +93,10 @@ __all__ = [
     "probe",
     "relay_forms",
     "render",
+    "render_analysis",
     "render_standing",
     "run",
+    "session_timings",
     "standing_dns",
     "standing_self",
     "test_message",

@@ -7,8 +7,8 @@ A filter may act at three moments, each optional:
 - ``header``: once the header section has been read (or 64 KiB of it), fields to add at
   the top of the message (submission's missing ``Date:`` and ``Message-ID:``).
 - ``end``: after the final dot or ``BDAT LAST``, before the durable commit, with the whole
-  message readable: a :class:`Verdict`. Only this stage may refuse, and it runs under a
-  time limit.
+  message readable: a :class:`Verdict`. Only this stage may refuse (or discard: accept
+  and store nowhere), and it runs under a time limit.
 
 A filter says which stages it takes part in (``stages``), so the intake never calls a
 stage nobody has: an empty pipeline costs nothing per message.
@@ -48,6 +48,9 @@ class Action(enum.Enum):
     REJECT = "reject"  # a 5xx: the message is refused
     DEFER = "defer"  # a 4xx: the sender tries again later
     QUARANTINE = "quarantine"  # accepted, but delivered into the recipient's Junk folder
+    # Accepted (250), stored nowhere: the filter has taken the message (a test address's
+    # analysis, a milter's discard). Later filters do not run; nothing is queued.
+    DISCARD = "discard"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +87,10 @@ class Verdict:
     @classmethod
     def defer(cls, reply: Reply, reason: str) -> Verdict:
         return cls(action=Action.DEFER, reply=reply, reason=reason)
+
+    @classmethod
+    def discard(cls, reason: str) -> Verdict:
+        return cls(action=Action.DISCARD, reason=reason)
 
     @classmethod
     def quarantine(cls, reason: str, prepend: bytes = b"", drop: tuple[int, ...] = ()) -> Verdict:

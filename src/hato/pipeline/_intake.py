@@ -7,9 +7,10 @@ Every message takes the same steps (Postfix's cleanup is the model):
 2. ``write``: the header section is held (at most ``MAX_HEADER_READ``) and parsed once;
    the header filters' fields go above it; the rest streams to the writer.
 3. ``finish``: the end filters, in order, each under its time limit; a refusal drops the
-   message; fields they add go to the top. Then local delivery while the sender waits, or
-   the durable commit; then the ``Queued`` event and the queue's notice. Only then does
-   ``finish`` return ``Accepted``.
+   message (a discard too, though the sender is told it was accepted); fields they add go
+   to the top. Then local delivery while the sender waits, or the durable commit; then
+   the ``Queued`` event and the queue's notice. Only then does ``finish`` return
+   ``Accepted``.
 """
 
 from __future__ import annotations
@@ -169,6 +170,10 @@ class _Incoming:
                 self.abort()
                 assert verdict.reply is not None
                 return Refusal(verdict.reply, verdict.reason)
+            if verdict.action is Action.DISCARD:
+                # Accepted and stored nowhere: the 250 promises nothing more to keep.
+                self.abort()
+                return Accepted(self.queue_id)
             envelope = self.envelope
             if verdict.action is Action.QUARANTINE:
                 envelope = dataclasses.replace(envelope, folder="Junk")

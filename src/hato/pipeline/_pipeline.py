@@ -65,9 +65,9 @@ class Pipeline:
         return b"".join(s.filter.header(message) for s in steps)
 
     async def end(self, message_at: Callable[[bytes], Message], record: Recorder) -> Verdict:
-        """Run the end filters in order: the first refusal wins; the fields they add are
-        collected (each filter sees those of the filters before it); a quarantine mark
-        holds for the rest of the run."""
+        """Run the end filters in order: the first refusal or discard wins; the fields they
+        add are collected (each filter sees those of the filters before it); a quarantine
+        mark holds for the rest of the run."""
         steps = self._by_stage[message_at(b"").origin, Stage.END]
         if not steps:
             return ACCEPT
@@ -79,7 +79,7 @@ class Pipeline:
             elapsed = time.monotonic() - started
             if verdict.action is not Action.ACCEPT or verdict.reason:
                 record(step.filter.name, verdict, elapsed)
-            if verdict.action in (Action.REJECT, Action.DEFER):
+            if verdict.action in (Action.REJECT, Action.DEFER, Action.DISCARD):
                 return verdict
             # Each filter's fields go above the ones before it, as each hop's would.
             added = verdict.prepend + added

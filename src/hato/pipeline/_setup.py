@@ -21,10 +21,13 @@ def build_pipeline(
     *,
     checks: MessageFilter | None = None,
     signing: MessageFilter | None = None,
+    probe: MessageFilter | None = None,
 ) -> Pipeline:
-    """The built-in filters in order: the trace field, submission's fields, the checks of
-    mail from outside (``checks``), ``extra`` (each for every way in but reports), and
-    DKIM signing (``signing``) last, so the signature covers every field added before."""
+    """The built-in filters in order: the trace field, submission's fields, the test
+    addresses' analysis (``probe``: before the checks, which could refuse what it is to
+    see), the checks of mail from outside (``checks``), ``extra`` (each for every way in
+    but reports), and DKIM signing (``signing``) last, so the signature covers every
+    field added before."""
     server, pipeline = settings.server, settings.pipeline
     timeout, on_error = pipeline.timeout, str(pipeline.on_error)
 
@@ -35,6 +38,7 @@ def build_pipeline(
         [
             step(ReceivedField(hostname=server.hostname, version=__version__), _FROM_CLIENTS),
             step(SubmissionFields(hostname=server.hostname), frozenset({Origin.SUBMISSION})),
+            *([step(probe, _FROM_CLIENTS)] if probe is not None else []),
             *([step(checks, frozenset({Origin.SMTP}))] if checks is not None else []),
             *(step(f, _FROM_CLIENTS) for f in extra),
             *([step(signing, _EVERY_WAY_IN)] if signing is not None else []),

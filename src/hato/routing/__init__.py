@@ -47,6 +47,8 @@ from hato.routing._local import (
     Lookup,
     Mailbox,
     NotLocal,
+    Probe,
+    ProbeCheck,
     Unknown,
 )
 from hato.routing._mx import (
@@ -91,6 +93,8 @@ __all__ = [
     "NoRecords",
     "NoSuchDomain",
     "NotLocal",
+    "Probe",
+    "ProbeCheck",
     "Resolver",
     "Route",
     "RouteError",

@@ -33,6 +33,8 @@ __all__ = [
     "Lookup",
     "Mailbox",
     "NotLocal",
+    "Probe",
+    "ProbeCheck",
     "Unknown",
 ]
 
@@ -85,7 +87,18 @@ class NotLocal:
     domain: str
 
 
-Lookup: TypeAlias = Mailbox | AliasMatch | Unknown | NotLocal
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A live test address (``hato test --receive``): accepted, analysed, delivered nowhere."""
+
+    address: str
+
+
+Lookup: TypeAlias = Mailbox | AliasMatch | Unknown | NotLocal | Probe
+
+# Whether an address is a test address: True while it is live, False for one of that form
+# that is not (expired, never made: refused as unknown), None for any other address.
+ProbeCheck = Callable[[str], bool | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +162,11 @@ class LocalRouter:
         case_sensitive: bool = False,
         postmaster: str = "",
         reverse_srs: Callable[[str], str | None] | None = None,
+        probe: ProbeCheck | None = None,
     ) -> None:
         self._accounts = accounts
+        # Test addresses take their names before any alias, user or catch-all can.
+        self._probe = probe
         # SRS (the forwarder's rewritten senders): the original address a bounce to one of
         # ours goes back to, or None when it is not a valid one of ours.
         self._reverse_srs = reverse_srs
@@ -219,6 +235,10 @@ class LocalRouter:
             if original is None:
                 return Unknown(address.text)
             return AliasMatch(address.text, (original,))
+        if self._probe is not None:
+            live = self._probe(address.text)
+            if live is not None:
+                return Probe(address.text) if live else Unknown(address.text)
         found = self._find(address)
         if found is not None:
             return found
@@ -291,6 +311,8 @@ class LocalRouter:
                 )
             case AliasMatch():
                 self._follow_alias(address, found, chain, out)
+            case Probe():
+                pass  # analysed on arrival, delivered nowhere
 
     def _follow_alias(
         self,

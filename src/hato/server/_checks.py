@@ -96,6 +96,8 @@ class ClientChecks:
         # Refusals kept for RCPT time (policy.delay_reject): from connect, from HELO.
         self._delayed_connect: policy.Decision | None = None
         self._delayed_helo: policy.Decision | None = None
+        # The transaction's first recipient and whether it is a test address (asked once).
+        self._first: tuple[str, bool] | None = None
         # The SPF result of the last MAIL FROM, and the transaction it began (None until
         # its 250 made one): a result belongs to one transaction, gone at RSET or MAIL.
         self._spf: tuple[mailauth.SpfResult, smtp.Transaction | None] | None = None
@@ -240,6 +242,19 @@ class ClientChecks:
         )
         if decision is not None:
             return decision
+        transaction = self._conn.transaction
+        if transaction is not None and transaction.recipients:
+            # A test address's message is analysed and discarded whole: it takes no other
+            # recipient, and no other message's recipient takes it (RFC 5321 4.5.3.1.10:
+            # 452, the client sends the rest in another transaction).
+            first = transaction.recipients[0][0]
+            if self._first is None or self._first[0] != first:
+                self._first = (first, self._is_probe(first))
+            if isinstance(lookup, routing.Probe) != self._first[1]:
+                text = f"<{address}>: a test address takes a message of its own, send it apart"
+                return policy.Decision(
+                    reply=reply(452, "4.5.3", text), reason="test address mixed with others"
+                )
         match lookup:
             case routing.Unknown():
                 text = f"<{address}>: Recipient address rejected: User unknown in local recipient"
@@ -256,6 +271,12 @@ class ClientChecks:
                         reply=answer, reason=f"mailbox over quota of {quota} bytes"
                     )
         return None
+
+    def _is_probe(self, address: str) -> bool:
+        try:
+            return isinstance(self._checks.router.lookup(address), routing.Probe)
+        except InvalidInput:
+            return False
 
     def _access(self, stage: str, **known: Any) -> policy.Decision | None:
         """The access rules of ``stage``; facts are gathered only when there are rules."""

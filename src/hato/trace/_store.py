@@ -462,6 +462,14 @@ class TraceStore:
         head = _summary(row[:-1], events).to_dict() if row is not None else {"queue_id": queue_id}
         return {**head, "reports": reports, "steps": steps}
 
+    def session(self, session: str) -> dict[str, Any] | None:
+        """The story of one inbound session by its session ID (the latest of that ID), for
+        a message that left no message row (a discarded one); None if nothing was kept."""
+        found = self._conn.execute(
+            "SELECT id FROM sessions WHERE session = ? ORDER BY id DESC LIMIT 1", (session,)
+        ).fetchone()
+        return None if found is None else self._session(found[0])
+
     def _session(self, row: int) -> dict[str, Any] | None:
         found = self._conn.execute(
             "SELECT session, ts, client, listener, ended, reason, transcript, events"
