@@ -51,16 +51,11 @@ def test_message_lands_in_the_maildir_with_trace_headers(hato_plain: HatoProcess
     # postmaster@ of every local domain goes to the configured postmaster mailbox.
     (stored,) = wait_mail(hato, f"postmaster@{hato.hostname}")
     head, _, rest = stored.partition(b"Received: ")
-    delivery, _, checks = head.partition(b"Authentication-Results: ")
-    assert delivery == (
+    assert head == (
         b"Return-Path: <admin@example.org>\r\nDelivered-To: postmaster@"
         + hato.hostname.encode()
         + b"\r\n"
     )
-    # A client outside trusted_networks: its message was checked, and says so above our
-    # own Received field (RFC 8601 5: the results of this hop, at the top).
-    assert checks.startswith(hato.hostname.encode() + b";"), checks
-    assert b"dkim=none" in checks
     assert rest.endswith(body)
     shown = cli(hato, "mailbox", "show", f"postmaster@{hato.hostname}", "1")
     assert "Subject: walkthrough" in shown.stdout and "This is a test." in shown.stdout

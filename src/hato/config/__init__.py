@@ -37,6 +37,8 @@ from hato.config._record import (
 from hato.config._settings import (
     RULE_AUTH_CONDITIONS,
     RULE_FLAGS,
+    RULE_SPF_RESULTS,
+    RULE_SPF_STAGES,
     AccessRule,
     AccountsSettings,
     AuthSettings,
@@ -73,6 +75,8 @@ __all__ = [
     "MASKED",
     "RULE_AUTH_CONDITIONS",
     "RULE_FLAGS",
+    "RULE_SPF_RESULTS",
+    "RULE_SPF_STAGES",
     "SERVER_RECORD",
     "AccessRule",
     "AccountsSettings",

@@ -22,6 +22,8 @@ from hato.config._hostname import hostname_warning
 from hato.config._settings import (
     RULE_AUTH_CONDITIONS,
     RULE_FLAGS,
+    RULE_SPF_RESULTS,
+    RULE_SPF_STAGES,
     AccessRule,
     HostPort,
     ListenAddress,
@@ -699,7 +701,7 @@ def _rule_reply(text: str, action: RuleAction, stage: str) -> str:
 
 def _to_results(name: str) -> _Parser:
     """A message-check condition: one result word or an array of them."""
-    allowed = RULE_AUTH_CONDITIONS[name]
+    allowed = RULE_SPF_RESULTS if name == "spf" else RULE_AUTH_CONDITIONS[name]
 
     def word(value: object) -> str:
         text = _to_str(value).strip().lower()
@@ -736,6 +738,14 @@ def _to_rules(stage: str) -> _Parser:
             "dnsbl": _to_domains,
         } | {flag: _scalar(_to_bool) for flag in RULE_FLAGS}
         checks |= {name: _to_results(name) for name in RULE_AUTH_CONDITIONS}
+        checks["spf"] = _to_results("spf")
+        if stage not in RULE_SPF_STAGES and "spf" in table:
+            problems.append(
+                ConfigProblem(
+                    f"{key}.spf",
+                    "spf is known from MAIL FROM on: use it in mail, rcpt, data or end",
+                )
+            )
         if stage != "end":
             problems.extend(
                 ConfigProblem(

@@ -702,6 +702,9 @@ class AccessRule:
     sender_local: bool | None = None  # the sender's domain is one Hato hosts
     helo_valid: bool | None = None  # a FQDN or an address literal
     helo_ours: bool | None = None  # our hostname, a local domain or our own address
+    # The SPF result of the reverse-path (or HELO for <>), known from MAIL FROM on: at
+    # mail, rcpt, data and end. The results that match (any of them): "pass", "fail", ...
+    spf: tuple[str, ...] = ()
     # Known once the message has been read and checked: at the "end" stage only. Each is
     # the results that match (any of them).
     dkim: tuple[str, ...] = ()  # "pass", "fail", "none": any signature passed, none did
@@ -712,6 +715,9 @@ class AccessRule:
 
 # AccessRule's boolean conditions, in the order a refusal's reason names them.
 RULE_FLAGS = ("authenticated", "trusted", "sender_local", "helo_valid", "helo_ours")
+# AccessRule's spf condition: RFC 7208 2.6's words; known from MAIL FROM on.
+RULE_SPF_RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror")
+RULE_SPF_STAGES = ("mail", "rcpt", "data", "end")
 # AccessRule's message-check conditions (the "end" stage only) and the words each takes.
 RULE_AUTH_CONDITIONS: dict[str, tuple[str, ...]] = {
     "dkim": ("pass", "fail", "none"),

@@ -1,26 +1,20 @@
-"""SPF (RFC 7208) through pyspf, asking DNS through the :class:`TxtResolver` it is given.
+"""SPF (RFC 7208): may this client send for the reverse-path's domain, or for its HELO name?
 
-pyspf does every lookup through one module-level function, ``spf.DNSLookup``. One
-function of ours takes its place once, at import; it reads the resolver of the check in
-progress from a context variable set around that check, so checks in concurrent threads
-(``asyncio.to_thread`` copies the context per call) each ask their own resolver. A
-lookup outside a check goes to the function pyspf had.
+pyspf evaluates the record; its DNS goes through the :class:`TxtResolver` the caller gives
+(Hato's ``[dns]`` settings, one memo per message). pyspf asks DNS through one module-level
+function, ``spf.DNSLookup``: it is replaced once, here, by a function that reads the
+resolver of the check running in the calling thread from a context variable, so checks in
+concurrent threads never see each other's resolver.
 
-Limits, RFC 7208 4.6.4: at most 10 mechanisms and modifiers that ask DNS (``include``,
-``a``, ``mx``, ``ptr``, ``exists``, ``redirect``) and at most 2 lookups that find nothing;
-past either the result is ``permerror``, which is also what a record including itself
-gets. pyspf counts both in strict mode, which is how it is called here. The whole check
-has a time limit (``time_limit``): once it has passed, the next lookup fails the check
-with ``temperror``; a lookup under way is bounded by the resolver's own timeout.
-
-Whatever goes wrong is a result, never an exception: a DNS failure is ``temperror``, a
-record pyspf cannot make sense of (or trips over) is ``permerror``, with the reason in
-``explanation``.
+The RFC's processing limits stay on (pyspf's strict mode): at most 10 mechanisms or
+modifiers that cause DNS lookups, at most 2 void lookups (RFC 7208 4.6.4); past either the
+result is ``permerror``. The whole evaluation has a time limit, after which the result is
+``temperror``. Whatever goes wrong, the caller gets a result with the reason, never an
+exception: the client's record is the client's problem, not the server's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import time
 from collections.abc import Callable
@@ -30,124 +24,143 @@ from typing import Any
 import spf
 
 from ..smtp import AddressError, domain_a_label
-from ._types import SPF_RESULTS, SpfResult, TemporaryDnsError, TxtResolver
+from ._types import SpfResult, TemporaryDnsError, TxtResolver
 
 __all__ = ["SPF_TIME_LIMIT", "check_spf"]
 
-# RFC 7208 4.6.4 suggests at least 20 s for the whole evaluation; a client waits for its
-# 250 to MAIL meanwhile, so less, and each lookup has the resolver's own timeout within.
+# RFC 7208 4.6.4: "at least 20 seconds" for the whole evaluation is the suggested bound.
 SPF_TIME_LIMIT = 20.0
-# RFC 7208 4.6.4: the DNS-querying terms, and the lookups that find nothing.
-MAX_DNS_MECHANISMS = 10
-MAX_VOID_LOOKUPS = 2
 
-# What pyspf's lookup function returns: ((name, type), value) for each record.
-_Answer = list[tuple[tuple[str, str], Any]]
+_LOOKUP_TYPES = ("A", "AAAA", "MX", "PTR", "TXT")
 
 
 @dataclass(frozen=True, slots=True)
-class _Check:
-    """The check in progress in this context: where to ask, and until when."""
-
+class _Lookup:
     dns: TxtResolver
-    deadline: float  # time.monotonic()
-    time_limit: float
+    deadline: float  # time.monotonic() past which no further lookup starts
 
 
-_current: contextvars.ContextVar[_Check | None] = contextvars.ContextVar(
-    "hato_spf_check", default=None
+_current: contextvars.ContextVar[_Lookup | None] = contextvars.ContextVar(
+    "hato_spf_lookup", default=None
 )
-_library_lookup: Callable[..., _Answer] = spf.DNSLookup
+# What pyspf had before the hook: used when pyspf is called outside check_spf.
+_library_lookup: Callable[..., Any] = spf.DNSLookup
 
 
-def _lookup(name: str, qtype: str, strict: object = True, timeout: object = None) -> _Answer:
-    """``spf.DNSLookup``: the records of ``name``, in the shape pyspf expects."""
-    check = _current.get()
-    if check is None:
-        return _library_lookup(name, qtype, strict, timeout)
-    if time.monotonic() > check.deadline:
-        raise spf.TempError(f"the SPF check took longer than {check.time_limit:g} s")
-    key = (name, qtype)
+def _dns_lookup(name: str, qtype: str, strict: object = True, timeout: object = 20) -> list[Any]:
+    """pyspf's DNSLookup contract: ``[((name, type), value), ...]`` with an A/AAAA value an
+    address string, MX ``(preference, exchange)``, PTR a name, TXT the record's strings;
+    ``[]`` for no data; ``spf.TempError`` when DNS gave no usable answer."""
+    lookup = _current.get()
+    if lookup is None:
+        return list(_library_lookup(name, qtype, strict, timeout))
+    if time.monotonic() > lookup.deadline:
+        raise spf.TempError("DNS: the SPF check ran out of time")
+    qtype = qtype.upper()
+    if qtype not in _LOOKUP_TYPES:
+        return []  # type 99 (SPF) is obsolete (RFC 7208 3.1); pyspf asks it only when harsh
     try:
         if qtype == "TXT":
-            return [(key, (value,)) for value in check.dns.txt(name)]
-        if qtype in ("A", "AAAA"):
-            return [(key, value) for value in check.dns.query(name, qtype)]
-        if qtype == "MX":
-            return [(key, _mx(value)) for value in check.dns.query(name, "MX")]
-        if qtype == "PTR":
-            return [(key, value.rstrip(".")) for value in check.dns.query(name, "PTR")]
+            return [((name, "TXT"), (value,)) for value in lookup.dns.txt(name)]
+        records = lookup.dns.query(name, qtype)
     except TemporaryDnsError as error:
-        raise spf.TempError(f"DNS: {error}") from None
-    # The type 99 SPF record is obsolete (RFC 7208 3.1); pyspf asks only in harsh mode.
-    return []
+        raise spf.TempError(f"DNS {error}") from None
+    except Exception as error:  # a resolver's own failure: still only DNS that failed
+        raise spf.TempError(f"DNS {name} {qtype}: {error}") from None
+    answers: list[Any] = []
+    for record in records:
+        if qtype == "MX":
+            preference, _, exchange = record.partition(" ")
+            if not preference.isdigit() or not exchange:
+                continue
+            answers.append(((name, "MX"), (int(preference), exchange.strip().rstrip("."))))
+        elif qtype == "PTR":
+            answers.append(((name, "PTR"), record.strip().rstrip(".")))
+        else:
+            answers.append(((name, qtype), record.strip()))
+    return answers
 
 
-def _mx(text: str) -> tuple[int, str]:
-    preference, _, exchange = text.partition(" ")
-    try:
-        return int(preference), exchange.strip().rstrip(".")
-    except ValueError:
-        raise spf.TempError(f"DNS: an MX record that is not one: {text!r}") from None
+spf.DNSLookup = _dns_lookup
 
 
-def _install() -> None:
-    spf.DNSLookup = _lookup
-    # The RFC's limits, whatever else in the process may have set.
-    spf.MAX_LOOKUP = MAX_DNS_MECHANISMS
-    spf.MAX_VOID_LOOKUPS = MAX_VOID_LOOKUPS
-
-
-_install()
+class _Query(spf.query):  # type: ignore[misc]  # pyspf has no type information
+    def validated_ptrs(self) -> list[str]:
+        """The client's PTR names whose addresses include it, as pyspf finds them, except
+        that a name whose address lookup fails is skipped rather than failing the check
+        (RFC 7208 5.5: "If a DNS error occurs while doing an A RR lookup, then that domain
+        name is skipped and the search continues")."""
+        validated = []
+        # RFC 7208 4.6.4: at most 10 of the PTR names are looked up; the rest are ignored.
+        for name in self.dns_ptr(self.i)[: spf.MAX_PTR]:
+            try:
+                addresses = self.dns_a(name, self.A)
+            except spf.TempError:
+                continue
+            if self.cidrmatch(addresses, self.cidrmax):
+                validated.append(name)
+        return validated
 
 
 def check_spf(
-    dns: TxtResolver,
-    ip: str,
-    sender: str,
-    helo: str,
-    *,
-    time_limit: float = SPF_TIME_LIMIT,
+    dns: TxtResolver, ip: str, sender: str, helo: str, *, time_limit: float = SPF_TIME_LIMIT
 ) -> SpfResult:
-    """SPF for a client at ``ip`` sending from ``sender`` after ``HELO helo``.
+    """The SPF result for a client at ``ip`` giving the reverse-path ``sender`` (``""``
+    for the null reverse-path) after HELO/EHLO ``helo``.
 
-    The identity is the reverse-path ("mailfrom"); for the null reverse-path it is
-    ``postmaster@HELO`` ("helo", RFC 7208 2.4). Synchronous and blocking on DNS: run it in
-    a thread.
+    The identity is "mailfrom" with the reverse-path's domain; for the null reverse-path it
+    is "helo" with ``postmaster@<helo>`` (RFC 7208 2.4). A HELO that is not a domain name
+    (an address literal, a bare word) has no SPF: ``none`` (RFC 7208 2.3).
     """
     if sender:
-        identity, checked = "mailfrom", sender
+        identity = "mailfrom"
+        local, at, domain = sender.rpartition("@")
+        if not at:
+            local, domain = "", sender
+        domain = _a_label(domain)
+        checked = f"{local or 'postmaster'}@{domain}"
     else:
-        identity, checked = "helo", f"postmaster@{helo}" if helo else ""
-    local, _, domain = checked.rpartition("@")
-    domain = domain.rstrip(".")
-    # RFC 7208 4.3: a name that is no domain gets "none"; pyspf sees to it.
-    with contextlib.suppress(AddressError):
-        domain = domain_a_label(domain)
-    checked = f"{local or 'postmaster'}@{domain}" if domain else ""
-    if not domain:
-        return SpfResult("none", identity, "", checked, "no domain to check")
+        identity = "helo"
+        domain = _a_label(helo)
+        checked = f"postmaster@{domain}"
+        try:
+            domain_a_label(domain)
+        except AddressError:
+            return SpfResult("none", identity, domain, checked, "HELO is not a domain name")
+    # pyspf takes the null reverse-path itself as the HELO identity.
+    result, explanation = _evaluate(dns, ip, checked if sender else "", _a_label(helo), time_limit)
+    return SpfResult(result, identity, domain, checked, explanation)
 
-    def result(word: str, explanation: str) -> SpfResult:
-        return SpfResult(word, identity, domain, checked, explanation)
 
-    check = _Check(dns, time.monotonic() + time_limit, time_limit)
-    token = _current.set(check)
+def _evaluate(
+    dns: TxtResolver, ip: str, sender: str, helo: str, time_limit: float
+) -> tuple[str, str]:
+    token = _current.set(_Lookup(dns, time.monotonic() + time_limit))
     try:
-        query = spf.query(i=ip, s=checked, h=helo, strict=True, timeout=time_limit)
-        word, _code, explanation = query.check()
+        query = _Query(ip, sender, helo, strict=True, timeout=time_limit)
+        result, _code, explanation = query.check()
     except spf.TempError as error:
-        return result("temperror", f"SPF temporary error: {error}")
-    except spf.PermError as error:
-        return result("permerror", f"SPF permanent error: {error}")
+        return "temperror", f"SPF Temporary Error: {error}"
+    except spf.PermError as error:  # e.g. a client address pyspf cannot read
+        return "permerror", f"SPF Permanent Error: {error}"
     except RecursionError:
-        return result("permerror", "SPF permanent error: records nested too deeply")
-    except OSError as error:
-        return result("temperror", f"SPF temporary error: {error}")
-    except Exception as error:  # pyspf tripping over a record: the record's fault
-        return result("permerror", f"SPF permanent error: {type(error).__name__}: {error}")
+        return "permerror", "SPF Permanent Error: the record nests too deeply"
+    except Exception as error:  # pyspf's own assertion on runaway recursion, or a bug
+        return "permerror", f"SPF Permanent Error: {type(error).__name__}: {error}"
     finally:
         _current.reset(token)
-    if word not in SPF_RESULTS:  # pyspf's own words beyond RFC 7208's ("ambiguous")
-        return result("permerror", f"SPF permanent error: {word}: {explanation}")
-    return result(word, str(explanation or ""))
+    word = str(result)
+    if word not in ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"):
+        return "permerror", f"SPF Permanent Error: unexpected result {word!r}"
+    return word, str(explanation)
+
+
+def _a_label(domain: str) -> str:
+    """The A-label form of a non-ASCII domain (DNS asks in A-labels); others as given, so
+    pyspf judges malformed names itself (RFC 7208 4.3: ``none``)."""
+    if domain.isascii():
+        return domain
+    try:
+        return domain_a_label(domain)
+    except AddressError:
+        return domain

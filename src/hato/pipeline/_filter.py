@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO, ClassVar, Protocol
 
@@ -149,6 +149,9 @@ class Message:
     # it needs, in chunks, and closes it. Called in the filter's own thread if it has one.
     open: Callable[[], BinaryIO] = field(default=lambda: io.BytesIO(b""))
     added: bytes = b""  # fields earlier filters added at the top, in order
+    # What the way in learnt before the data (Intake.open's annotations): "spf", the
+    # session's mailauth.SpfResult from MAIL FROM, when it checked.
+    annotations: Mapping[str, object] = field(default_factory=dict)
 
     def read_all(self) -> bytes:
         """The whole message with the fields added so far: for filters that need it all."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import BinaryIO
 
 from ..events import EventLog, FilterVerdict, InternalError, Queued
@@ -63,11 +63,13 @@ class PipelineIntake:
         self.spool, self.pipeline, self.log = spool, pipeline, log
         self.notify, self.deliver_in_data = notify, deliver_in_data
 
-    def open(self, envelope: Envelope, origin: Origin) -> _Incoming:
+    def open(
+        self, envelope: Envelope, origin: Origin, *, annotations: Mapping[str, object] = {}
+    ) -> _Incoming:
         # Reports are written whole and always queued: no reason to hold them in memory.
         in_memory = self.deliver_in_data is not None and origin is not Origin.REPORT
         writer = self.spool.new_message(in_memory=in_memory)
-        incoming = _Incoming(self, writer, envelope, origin)
+        incoming = _Incoming(self, writer, envelope, origin, dict(annotations))
         try:
             opening = self.pipeline.opening(writer.queue_id, envelope, origin)
             if opening:
@@ -80,10 +82,16 @@ class PipelineIntake:
 
 class _Incoming:
     def __init__(
-        self, intake: PipelineIntake, writer: MessageWriter, envelope: Envelope, origin: Origin
+        self,
+        intake: PipelineIntake,
+        writer: MessageWriter,
+        envelope: Envelope,
+        origin: Origin,
+        annotations: Mapping[str, object],
     ) -> None:
         self._intake, self._writer = intake, writer
         self.envelope, self.origin = envelope, origin
+        self.annotations = annotations
         self._held: bytearray | None = bytearray()  # the header section, until it ends
         self._header: Header | None = None
         self._header_at = 0  # where the held header section starts in what was written
@@ -143,6 +151,7 @@ class _Incoming:
             size=self._writer.size,
             open=self._open_source,
             added=added,
+            annotations=self.annotations,
         )
 
     def _open_source(self) -> BinaryIO:

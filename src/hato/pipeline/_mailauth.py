@@ -103,7 +103,10 @@ class InboundChecks:
     def _check(self, message: Message, forwarded: str | None) -> Verdict:
         dns = self.dns.for_message()
         data = message.read_all()
-        spf = None  # SPF_FROM_SESSION
+        spf = message.annotations.get("spf")
+        if not isinstance(spf, mailauth.SpfResult):  # the session did not check it at MAIL
+            envelope = message.envelope
+            spf = mailauth.check_spf(dns, envelope.client_ip, envelope.reverse_path, envelope.helo)
         dkim = mailauth.verify_dkim(dns, data)
         arc = mailauth.verify_arc(dns, data)
         dmarc = mailauth.check_dmarc(dns, message.header.get("From"), spf, dkim)
@@ -162,7 +165,7 @@ class InboundChecks:
             helo=envelope.helo,
             sender=envelope.reverse_path,
             recipients=tuple(r.address for r in envelope.recipients),
-            # SPF_FACT
+            spf=results.spf.result if results.spf else "none",
             dkim=results.dkim_summary,
             dmarc=results.dmarc.result if results.dmarc else "none",
             dmarc_policy=results.dmarc.policy if results.dmarc else "none",

@@ -46,6 +46,7 @@ class Facts:
     trusted: bool = False
     sender_local: bool = False
     listed: Mapping[str, str] = field(default_factory=dict)  # zone -> answer, when listed
+    spf: str | None = None  # SpfResult.result, from MAIL FROM on (None: not checked)
     # The message checks, at the end stage (None before: a rule naming one never matches).
     dkim: str | None = None  # AuthResults.dkim_summary
     dmarc: str | None = None  # DmarcResult.result
@@ -173,7 +174,7 @@ class AccessPolicy:
             if self._flag(flag, facts) is not wanted:
                 return None  # false, or nothing to judge yet (no HELO, no MAIL)
             why.append(f"{flag} = {'true' if wanted else 'false'}")
-        for name in RULE_AUTH_CONDITIONS:
+        for name in ("spf", *RULE_AUTH_CONDITIONS):
             wanted_results: tuple[str, ...] = getattr(rule, name)
             if not wanted_results:
                 continue

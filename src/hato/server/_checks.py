@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .. import policy, routing, smtp
+from .. import mailauth, policy, routing, smtp
 from ..accounts import InvalidInput, parse_address
 from ..config import Settings
 from ..events import DnsblUnavailable, EventLog
@@ -60,6 +60,12 @@ class Checks:
         )
         # No lookup, no blocklist: its rules never match.
         self.dnsbl_lookup = dnsbl_lookup if self.access.zones else None
+        # mailauth.check: SPF at MAIL FROM through the [dns] settings (None: not checked).
+        self.mail_dns = (
+            mailauth.MailDns(settings.dns.nameservers, settings.dns.timeout)
+            if settings.mailauth.check
+            else None
+        )
 
     def client(
         self, conn: smtp.ServerConnection, *, client_ip: str, server_ip: str, session: str
@@ -90,6 +96,9 @@ class ClientChecks:
         # Refusals kept for RCPT time (policy.delay_reject): from connect, from HELO.
         self._delayed_connect: policy.Decision | None = None
         self._delayed_helo: policy.Decision | None = None
+        # The SPF result of the last MAIL FROM, and the transaction it began (None until
+        # its 250 made one): a result belongs to one transaction, gone at RSET or MAIL.
+        self._spf: tuple[mailauth.SpfResult, smtp.Transaction | None] | None = None
 
     # -- connect -------------------------------------------------------------------------
 
@@ -153,8 +162,42 @@ class ClientChecks:
             self._delayed_helo, decision = decision, None
         return decision
 
-    def mail(self, sender: str) -> policy.Decision | None:
-        """The message rate, then the mail rules (syntax: :func:`sender_syntax`)."""
+    @property
+    def wants_spf(self) -> bool:
+        """Whether MAIL FROM gets an SPF check: mailauth.check is on and the client is
+        neither trusted nor authenticated (its mail is ours to vouch for, not the world's)."""
+        return (
+            self._checks.mail_dns is not None and not self.trusted and not self._conn.authenticated
+        )
+
+    async def check_spf(self, sender: str) -> mailauth.SpfResult:
+        """SPF for ``sender`` (the HELO identity for ``<>``), in a thread: its DNS blocks.
+        The lookups go through a view of the resolver of the message's own."""
+        dns = self._checks.mail_dns
+        assert dns is not None  # only when wants_spf
+        helo = self._conn.helo or ""
+        return await asyncio.to_thread(
+            mailauth.check_spf, dns.for_message(), self.client_ip, sender, helo
+        )
+
+    @property
+    def spf(self) -> mailauth.SpfResult | None:
+        """The SPF result of the current transaction's MAIL FROM; None when not checked."""
+        if self._spf is None:
+            return None
+        result, bound = self._spf
+        transaction = self._conn.transaction
+        if transaction is None:  # judging MAIL before its reply; or after RSET: gone
+            return result if bound is None else None
+        if bound is None:  # the MAIL it was checked for was accepted: its transaction
+            self._spf = (result, transaction)
+            return result
+        return result if bound is transaction else None
+
+    def mail(self, sender: str, spf: mailauth.SpfResult | None = None) -> policy.Decision | None:
+        """The message rate, then the mail rules (syntax: :func:`sender_syntax`), with the
+        SPF result the session got from :meth:`check_spf` (kept for the transaction)."""
+        self._spf = None if spf is None else (spf, None)
         if not self.trusted:
             decision = self._checks.limits.message(self.client_ip)
             if decision is not None:
@@ -234,6 +277,7 @@ class ClientChecks:
                 authenticated=conn.authenticated,
                 trusted=self.trusted,
                 listed=self._listed,
+                spf=None if (found := self.spf) is None else found.result,
             ),
             **known,
         )

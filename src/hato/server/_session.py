@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable
 from typing import cast
 
-from .. import __version__, policy, smtp
+from .. import __version__, mailauth, policy, smtp
 from ..events import (
     Connected,
     Disconnected,
@@ -392,10 +392,26 @@ class Session(asyncio.Protocol):
             decision = self.ctx.submission.mail(
                 sender, user=self.auth_user, starttls_first=starttls_first
             )
-        decision = decision or self.checks.mail(sender)
-        if decision is not None:
-            self._refuse("MAIL", decision, sender=sender)
+        if decision is None and self.checks.wants_spf:
+            self._suspend(self._mail_after_spf(event))
             return
+        self.conn.send_reply(self._mail_checked(event, decision))
+
+    async def _mail_after_spf(self, event: smtp.MailFrom) -> Reply:
+        spf = await self.checks.check_spf(event.reverse_path)
+        return self._mail_checked(event, None, spf)
+
+    def _mail_checked(
+        self,
+        event: smtp.MailFrom,
+        decision: policy.Decision | None,
+        spf: mailauth.SpfResult | None = None,
+    ) -> Reply:
+        sender = event.reverse_path
+        decision = decision or self.checks.mail(sender, spf)
+        if decision is not None:
+            self._rejected("MAIL", decision, sender=sender)
+            return decision.reply
         params = event.params
         self.ctx.log.emit(
             MailAccepted(
@@ -406,7 +422,7 @@ class Session(asyncio.Protocol):
                 },
             )
         )
-        self.conn.send_reply(R_MAIL_OK)
+        return R_MAIL_OK
 
     def _rcpt(self, event: smtp.RcptTo) -> None:
         address = event.forward_path
@@ -483,7 +499,8 @@ class Session(asyncio.Protocol):
         assert transaction is not None
         origin = Origin.SUBMISSION if self.submission else Origin.SMTP
         envelope = envelope_for(transaction, self._facts(), session=self.id)
-        return self.transfer.open(envelope, origin)
+        spf = self.checks.spf
+        return self.transfer.open(envelope, origin, {} if spf is None else {"spf": spf})
 
     def _write(self, data: bytes) -> None:
         # The first BDAT chunk opens the message (DATA opened it at 354).

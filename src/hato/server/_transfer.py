@@ -7,6 +7,7 @@ the data, since SMTP has no way to stop a client mid-message."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from .. import smtp
 from ..events import EventLog, InternalError
@@ -26,11 +27,13 @@ class Transfer:
     def active(self) -> bool:
         return self.message is not None
 
-    def open(self, envelope: Envelope, origin: Origin) -> bool:
+    def open(
+        self, envelope: Envelope, origin: Origin, annotations: Mapping[str, object] = {}
+    ) -> bool:
         """Hand a new message to the intake; False if the spool cannot take it."""
         self.abort()
         try:
-            self.message = self._intake.open(envelope, origin)
+            self.message = self._intake.open(envelope, origin, annotations=annotations)
         except (OSError, SpoolError) as error:
             self._spool_error(error)
             return False

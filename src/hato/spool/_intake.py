@@ -15,6 +15,7 @@ message filters and is wired in ``app.py``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -65,7 +66,11 @@ class IncomingMessage(Protocol):
 
 
 class Intake(Protocol):
-    def open(self, envelope: Envelope, origin: Origin) -> IncomingMessage:
+    def open(
+        self, envelope: Envelope, origin: Origin, *, annotations: Mapping[str, object] = {}
+    ) -> IncomingMessage:
         """Start a message. The envelope is whole when its data begins (RFC 5321 3.3: the
-        recipients precede DATA), and the trace fields written first need it."""
+        recipients precede DATA), and the trace fields written first need it.
+        ``annotations`` is what the caller learnt before the data, for the filters (an SMTP
+        session: ``{"spf": mailauth.SpfResult}`` when it checked SPF at MAIL FROM)."""
         ...

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,9 @@ class FakeIntake:
     aborted: int = 0
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
-    def open(self, envelope: Envelope, origin: Origin) -> FakeMessage:
+    def open(
+        self, envelope: Envelope, origin: Origin, *, annotations: Mapping[str, object] = {}
+    ) -> FakeMessage:
         if self.fail_open:
             raise SpoolError("the spool is full (test)")
         self.origins.append(origin)
