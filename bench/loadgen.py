@@ -12,6 +12,10 @@ runner can check that every one is in the Maildir exactly once. Sessions take th
 number from a shared counter, so a fast session sends more, as with smtp-source.
 Prints one JSON object: counts, wall-clock start and end, latency percentiles.
 
+``--message FILE`` sends that message (e.g. one signed in advance) instead of the made-up
+one, with ``X-Bench-Token: N`` added above its header section; ``--auth USER:PASSWORD``
+logs in with ``AUTH PLAIN`` after EHLO, once per connection (for a submission listener).
+
     python bench/loadgen.py --port 2525 --sessions 10 --messages 2000 --size 1024
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -45,9 +50,15 @@ class Generator:
         self.numbers: Iterator[int] = iter(range(1, args.messages + 1))
         lines = max(1, args.size // len(LINE))
         self.payload = LINE * lines + b".\r\n"
+        self.template: bytes | None = None
+        if args.message:
+            with open(args.message, "rb") as file:
+                self.template = dot_stuffed(file.read())
         self.totals = Totals()
 
     def message(self, number: int) -> bytes:
+        if self.template is not None:
+            return f"X-Bench-Token: {number}\r\n".encode() + self.template
         head = (
             f"From: <{self.args.sender}>\r\nTo: <{self.args.rcpt}>\r\n"
             f"Subject: bench {number}\r\nMessage-ID: <{number}.{self.args.run}@client.test>\r\n"
@@ -62,6 +73,8 @@ class Generator:
             for number in self.numbers:
                 if conn is None:
                     conn = await Connection.open(args.host, args.port, args.source)
+                    if args.auth:
+                        await conn.login(args.auth)
                     if self.totals.pipelined is None:
                         self.totals.pipelined = conn.pipelining
                 await conn.transaction(args.sender, args.rcpt, self.message(number), self.totals)
@@ -89,6 +102,12 @@ class Connection:
         lines = await conn.reply(b"250")
         conn.pipelining = any(line[4:].strip().upper() == b"PIPELINING" for line in lines)
         return conn
+
+    async def login(self, credentials: str) -> None:
+        user, _, password = credentials.partition(":")
+        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        self.writer.write(f"AUTH PLAIN {token}\r\n".encode())
+        await self.expect(b"235")
 
     async def reply(self, expect: bytes) -> list[bytes]:
         lines = []
@@ -131,6 +150,16 @@ class Connection:
         self.writer.close()
 
 
+def dot_stuffed(message: bytes) -> bytes:
+    """A message as DATA carries it: CRLF lines, leading dots doubled, the final dot."""
+    lines = message.replace(b"\r\n", b"\n").split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return b"".join((b"." if line.startswith(b".") else b"") + line + b"\r\n" for line in lines) + (
+        b".\r\n"
+    )
+
+
 def percentile(values: list[float], fraction: float) -> float | None:
     if not values:
         return None
@@ -170,6 +199,8 @@ def main() -> None:
     parser.add_argument("--sender", default="bench@client.test")
     parser.add_argument("--rcpt", default="user@bench.test")
     parser.add_argument("--run", default="0", help="run id, part of each Message-ID")
+    parser.add_argument("--message", help="send this message file (the token added on top)")
+    parser.add_argument("--auth", help="USER:PASSWORD for AUTH PLAIN after EHLO")
     args = parser.parse_args()
     try:
         import uvloop  # type: ignore[import-not-found,unused-ignore]

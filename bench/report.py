@@ -6,6 +6,8 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
+import mailauth
+
 BASELINE = "postfix"
 
 # Issue 7's targets on end-to-end rate: (what, least ratio to Postfix, which workloads).
@@ -187,6 +189,8 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for name, why in results["unavailable"].items():
         out.append(f"- {name}: not measured ({why})")
+    if not results["runs"] and results.get("mailauth"):  # --mailauth only
+        return "\n".join([*out, "", *mailauth.markdown(results["mailauth"])])
     out += [
         "",
         "## End to end, messages/s (accepted and stored in the Maildir, fsync included)",
@@ -257,6 +261,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"{per_connection:.1f} KB per connection",
             "",
         ]
+    if results.get("mailauth"):
+        out += mailauth.markdown(results["mailauth"])
     if "hato" in results["servers"] and BASELINE in results["servers"]:
         out += ["## Issue 7's targets", "", *targets(summary), ""]
     failures = [r for r in results["runs"] if not r["ok"]]

@@ -12,6 +12,9 @@ every repetition) sends the workload's messages and measures:
   children included, read after the queue is empty);
 - peak RSS and PSS summed over the server's processes (sampled every 0.25 s).
 
+Then ``mailauth.py``: Hato plain, DKIM-signing and checking inbound mail, side by side
+(3 repetitions unless ``--reps``, also with ``--quick``; the same message factor).
+
 Every run checks its result: each message carries a number (smtp-source ``-N`` puts it in
 the recipient, ``loadgen.py`` in ``X-Bench-Token``), and every number from 1 to M must be
 in the Maildir exactly once, else the run is marked failed and left out of the medians.
@@ -23,6 +26,7 @@ Results go to ``bench/results/<date>-<host>.md`` and ``.json``.
     make bench                                       # everything, 3 repetitions
     make bench ARGS="--quick"                        # 1 repetition, 1/10 of the messages
     make bench ARGS="--servers hato,postfix --workloads src-10-new,pipe-10-keep --reps 1"
+    make bench ARGS="--quick --mailauth only"        # the mail authentication costs alone
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import mailauth
 import procstat
 import report
 import scale
@@ -300,6 +305,12 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="results stem (default bench/results/...)")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     parser.add_argument(
+        "--mailauth",
+        choices=["yes", "no", "only"],
+        default="yes",
+        help="also measure DKIM signing and inbound checks (mailauth.py); only: nothing else",
+    )
+    parser.add_argument(
         "--hato-option", action="append", default=[], help="-o KEY=VALUE for hato serve"
     )
     args = parser.parse_args()
@@ -307,7 +318,9 @@ def main() -> None:
     reps = args.reps or (1 if args.quick else 3)
     factor = args.scale_messages or (0.1 if args.quick else 1.0)
     idle = args.idle if args.idle is not None else (0 if args.quick else 10_000)
-    chosen = (args.servers or ",".join(SERVERS)).split(",")
+    chosen = (args.servers or ",".join(SERVERS)).split(",") if args.mailauth != "only" else []
+    if args.mailauth == "only":
+        idle = 0
     unknown = [name for name in chosen if name not in SERVERS]
     wanted = (args.workloads or names).split(",")
     workloads = [w for w in WORKLOADS if w.name in wanted]
@@ -321,6 +334,7 @@ def main() -> None:
     unavailable: dict[str, str] = {}
     runs: list[dict[str, Any]] = []
     scale_result: dict[str, Any] | None = None
+    mailauth_result: dict[str, Any] | None = None
     started = datetime.now(UTC)
     try:
         for name in chosen:
@@ -342,6 +356,10 @@ def main() -> None:
                     record = one_run(server, workload, messages, rep, run_id)
                     runs.append(record)
                     print(report.line(record), flush=True)
+        if args.mailauth != "no":  # the servers above stay up, idle
+            mailauth_result = mailauth.run(
+                top, args.reps or 3, factor, progress=lambda text: print(text, flush=True)
+            )
         hato = next((s for s in servers if s.name == "hato"), None)
         if idle and hato is not None:
             print(f"scale: {idle} idle connections against hato ...", flush=True)
@@ -366,6 +384,7 @@ def main() -> None:
         "unavailable": unavailable,
         "runs": runs,
         "scale": scale_result,
+        "mailauth": mailauth_result,
     }
     markdown = report.markdown(results)
     print(markdown)
@@ -378,7 +397,10 @@ def main() -> None:
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown)
     print(f"written {stem}.md and .json")
-    if any(not r["ok"] for r in runs):
+    mailauth_failed = mailauth_result is not None and (
+        "unavailable" in mailauth_result or any(not r["ok"] for r in mailauth_result["runs"])
+    )
+    if any(not r["ok"] for r in runs) or mailauth_failed:
         sys.exit(1)
 
 

@@ -157,7 +157,7 @@ class Hato(Server):
             raise Unavailable(f"hato {' '.join(args)}: {done.stderr.strip()}")
 
     def start(self) -> None:
-        self.top.mkdir(parents=True)
+        self.data_dir.mkdir(parents=True)  # the CLI refuses a data directory that is not there
         self._hato("domain", "add", DOMAIN)
         self._hato("user", "add", RECIPIENT)
         self._hato("alias", "add", f"@{DOMAIN}", RECIPIENT)  # smtp-source -N's 17user@
