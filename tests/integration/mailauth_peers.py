@@ -209,6 +209,12 @@ def message_set(
     return cases
 
 
+def publish_txt(dns: DnsServer, name: str, value: str) -> None:
+    """Publish the TXT ``value`` at ``name``, split in strings as a record must be (a DKIM
+    key record of another origin, a DMARC record)."""
+    dns.add(name, "TXT", _txt(value))
+
+
 def _tamper_body(message: bytes) -> bytes:
     tampered = message.replace(b"attached in spirit", b"attached in person")
     if tampered == message:

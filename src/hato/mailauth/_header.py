@@ -140,7 +140,7 @@ def _reason(reason: str, result: str) -> str | None:
     """A reason only where it explains something other than a pass (RFC 8601 2.7)."""
     if result in ("pass", "none") or not reason:
         return None
-    # authres quotes it; keep it to one printable line without quote or backslash trouble.
+    # _quoted quotes it; keep it to one printable line without quote or backslash trouble.
     return re.sub(r"[^\x20-\x7e]", "?", reason).replace("\\", "/").replace('"', "'")[:200]
 
 
@@ -148,6 +148,15 @@ def _comment(text: str) -> str:
     """Text safe inside an RFC 5322 comment: printable, no parentheses or backslashes."""
     cleaned = re.sub(r"[^\x20-\x7e]", "?", text)
     return re.sub(r"[()\\]", "", cleaned).strip()[:200]
+
+
+def _quoted(value: str) -> str:
+    """An RFC 8601 ``value``: a token as it is, anything else a quoted-string. (authres's
+    ``quote_if_needed`` leaves any text with an ``@`` bare, taking it for an address, so
+    "query ... @port answered SERVFAIL" would end the field's grammar at its first space.)"""
+    if re.fullmatch(r"[!#$%&'*+.0-9A-Z^_`a-z{|}~-]+", value):  # RFC 2045 token
+        return value
+    return '"' + re.sub(r'(["\\])', r"\\\1", value) + '"'
 
 
 def _is_token(value: str) -> bool:
@@ -166,7 +175,7 @@ def _words(resinfo: authres.AuthenticationResult) -> list[str]:
         head += f" ({resinfo.result_comment})"
     words = [head]
     if resinfo.reason:
-        words.append(f"reason={resinfo.reason.quote_if_needed()}")
+        words.append(f"reason={_quoted(str(resinfo.reason))}")
     words.extend(str(prop) for prop in resinfo.properties)
     return words
 
