@@ -539,14 +539,28 @@ def module_hato_factory(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., HatoProcess]]:
     """Like ``hato_factory``, for servers that every test of a module shares (started here,
-    with ``-o`` options); every one is killed after the module."""
+    with ``-o`` options, unless ``start`` is False); every one is killed after the module."""
     made: list[HatoProcess] = []
 
-    def make(name: str, *options: str) -> HatoProcess:
+    def make(
+        name: str,
+        *options: str,
+        listen: str = "127.0.0.1:0",
+        hostname: str = HOSTNAME,
+        accept_all: bool = True,
+        start: bool = True,
+    ) -> HatoProcess:
         args = tuple(arg for option in options for arg in ("-o", option))
-        process = HatoProcess(tmp_path_factory.mktemp(name) / "data", extra_args=args)
+        process = HatoProcess(
+            tmp_path_factory.mktemp(name) / "data",
+            extra_args=args,
+            hostname=hostname,
+            accept_all=accept_all,
+            listen=listen,
+        )
         made.append(process)
-        process.start()
+        if start:
+            process.start()
         return process
 
     yield make

@@ -6,8 +6,9 @@ The organizational domain comes from the public suffix list shipped in
 ``publicsuffixlist`` (loaded once, never fetched while running). Domains are compared as
 lowercase A-labels. Results are RFC 7489's words: ``pass`` when an aligned identifier
 passed, ``fail`` with the policy the domain asks for this message (``p=``/``sp=``, after
-``pct=`` sampling), ``none`` without a usable record, ``temperror`` when DNS failed,
-``permerror`` when the From field names no single domain.
+``pct=`` sampling), ``none`` without a usable record, ``temperror`` when DNS failed
+(the policy lookup, or the check of an aligned identifier that did not pass: then with
+the policy that would apply), ``permerror`` when the From field names no single domain.
 """
 
 from __future__ import annotations
@@ -269,6 +270,27 @@ def _check_domain(
     policy = record.policy
     if at_org and record.subdomain_policy is not None:
         policy = record.subdomain_policy
+    # RFC 7489 6.6.2: an aligned identifier whose check failed for DNS may have passed; the
+    # result is temperror (with the policy that would apply), never fail.
+    spf_undecided = (
+        spf is not None
+        and spf.result == "temperror"
+        and _aligned(spf.domain, from_domain, record.aspf)
+    )
+    dkim_undecided = any(
+        d.result == "temperror" and _aligned(d.domain, from_domain, record.adkim) for d in dkim
+    )
+    if spf_undecided or dkim_undecided:
+        what = " and ".join(
+            w for w, hit in (("SPF", spf_undecided), ("DKIM", dkim_undecided)) if hit
+        )
+        return DmarcResult(
+            result="temperror",
+            from_domain=from_domain,
+            policy=policy,
+            published=record.policy,
+            reason=f"{what} aligned with {from_domain} not checked (DNS failure)",
+        )
     sampled = ""
     if record.pct < 100:
         draw = (random or _random.random)()

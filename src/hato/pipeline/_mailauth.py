@@ -4,9 +4,10 @@
   session found it at MAIL FROM, every DKIM signature, the ARC chain and DMARC, written as
   one ``Authentication-Results`` field; fields from outside that claim our authserv-id are
   dropped (they would be forged). Then the ``[policy] end`` rules, then DMARC's own
-  request (``p=reject`` refused, ``p=quarantine`` into Junk) unless a trusted ARC sealer
-  vouches for the message. A message forwarded through an alias to a remote address gets
-  our ARC set, so the next hop can trust what we found.
+  request (``p=reject`` refused, ``p=quarantine`` into Junk; for such a domain, a result
+  DNS left undecided is deferred, 451) unless a trusted ARC sealer vouches for the
+  message. A message forwarded through an alias to a remote address gets our ARC set, so
+  the next hop can trust what we found.
 - :class:`DkimSigning` (submission, trusted clients, reports): one signature per active
   key of the From domain (or the sender's), made once here, before the durable commit, so
   the bytes stored and the bytes sent are the signed ones.
@@ -32,6 +33,10 @@ __all__ = ["DkimSigning", "InboundChecks", "header_domain", "is_trusted"]
 
 # RFC 7489 6.6.4 leaves the reply to the receiver; 5.7.1 as the large receivers answer.
 _DMARC_REJECT = Reply(550, "5.7.1", ("Message rejected: it fails its domain's DMARC policy",))
+# A result DNS kept undecided, for a domain that asks for reject or quarantine: try later.
+_DMARC_UNDECIDED = Reply(
+    451, "4.7.1", ("Message deferred: its domain's DMARC result cannot be had now, try later",)
+)
 
 
 def is_trusted(
@@ -130,6 +135,8 @@ class InboundChecks:
         dmarc_asks = self._dmarc_asks(results)
         if dmarc_asks == "reject":
             return Verdict.reject(_DMARC_REJECT, _dmarc_reason(results, summary))
+        if dmarc_asks == "defer":
+            return Verdict.defer(_DMARC_UNDECIDED, _dmarc_reason(results, summary))
         if dmarc_asks == "quarantine":
             return Verdict.quarantine(_dmarc_reason(results, summary), prepend=fields, drop=drop)
         return Verdict.accept(prepend=fields, drop=drop)
@@ -146,9 +153,12 @@ class InboundChecks:
         return b""
 
     def _dmarc_asks(self, results: mailauth.AuthResults) -> str | None:
-        """ "reject" or "quarantine" when a failing DMARC result is to be honoured."""
+        """ "reject" or "quarantine" when a failing DMARC result is to be honoured; "defer"
+        when DNS left undecided a result that could have been either."""
         dmarc, arc = results.dmarc, results.arc
-        if dmarc is None or dmarc.result != "fail" or not self.settings.dmarc_enforce:
+        if dmarc is None or dmarc.result not in ("fail", "temperror"):
+            return None
+        if not self.settings.dmarc_enforce:
             return None
         if dmarc.policy not in ("reject", "quarantine"):
             return None
@@ -156,7 +166,7 @@ class InboundChecks:
             trusted = {d.lower() for d in self.settings.trusted_arc_sealers}
             if arc.sealers[-1].lower() in trusted:
                 return None  # RFC 7489 7.2, local policy: a trusted forwarder vouches for it
-        return dmarc.policy
+        return "defer" if dmarc.result == "temperror" else dmarc.policy
 
     def _facts(self, message: Message, results: mailauth.AuthResults) -> policy.Facts:
         envelope = message.envelope
@@ -176,7 +186,7 @@ class InboundChecks:
 def _dmarc_reason(results: mailauth.AuthResults, summary: str) -> str:
     dmarc = results.dmarc
     assert dmarc is not None
-    return f"dmarc=fail (p={dmarc.policy}) header.from={dmarc.from_domain}: {summary}"
+    return f"dmarc={dmarc.result} (p={dmarc.policy}) header.from={dmarc.from_domain}: {summary}"
 
 
 def _summary(results: mailauth.AuthResults) -> str:

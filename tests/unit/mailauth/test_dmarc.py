@@ -207,6 +207,24 @@ def test_dns_failure_is_temperror(dns_server: DnsServer) -> None:
     assert result.result == "temperror"
 
 
+def test_an_aligned_check_dns_left_undecided_is_temperror_not_fail(
+    dns_server: DnsServer,
+) -> None:
+    dns_server.add("_dmarc.example.com", "TXT", '"v=DMARC1; p=reject; sp=quarantine"')
+    dns = dns_for(dns_server)
+    undecided = check_dmarc(dns, b"a@example.com", None, (dkim("example.com", "temperror"),))
+    assert (undecided.result, undecided.policy) == ("temperror", "reject")
+    assert "DKIM" in undecided.reason
+    spf = SpfResult("temperror", "mailfrom", "mail.example.com", "b@mail.example.com")
+    sub = check_dmarc(dns, b"a@sub.example.com", spf, ())
+    assert (sub.result, sub.policy) == ("temperror", "quarantine")
+    # Another domain's DNS failure decides nothing about example.com; a pass still passes.
+    other = check_dmarc(dns, b"a@example.com", None, (dkim("example.net", "temperror"),))
+    assert (other.result, other.policy) == ("fail", "reject")
+    both = (dkim("example.com", "temperror"), dkim("example.com"))
+    assert check_dmarc(dns, b"a@example.com", None, both).result == "pass"
+
+
 def test_idna_from_domain(dns_server: DnsServer) -> None:
     dns_server.add("_dmarc.xn--bcher-kva.example", "TXT", '"v=DMARC1; p=reject"')
     result = check_dmarc(
