@@ -424,6 +424,10 @@ def _orig_to(original: str | None) -> str:
     return "" if original is None else f" orig_to=<{original}>"
 
 
+def _why(reason_class: str | None) -> str:
+    return "" if reason_class is None else f"; reason={reason_class}"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Deferred(OpsEvent):
     name: ClassVar[str] = "deferred"
@@ -436,13 +440,15 @@ class Deferred(OpsEvent):
     next_attempt: float
     # The queued recipient, when ``recipient`` is an address it expanded to (an alias).
     original: str | None = None
+    # Why, as a class (delivery.Reason: "greylisted", "blocklisted", ...).
+    reason_class: str | None = None
 
     def describe(self) -> str:
         when = time.strftime("%H:%M:%S", time.localtime(self.next_attempt))
         return (
             f"{self.queue_id}: to=<{self.recipient}>{_orig_to(self.original)} status=deferred"
             f" {self.status} "
-            f"({self.detail}); attempt {self.attempts}, next at {when}"
+            f"({self.detail}); attempt {self.attempts}, next at {when}{_why(self.reason_class)}"
         )
 
 
@@ -458,12 +464,13 @@ class DeliveryFailed(OpsEvent):
     detail: str
     reverse_path: str
     original: str | None = None  # as in Deferred
+    reason_class: str | None = None  # as in Deferred
 
     def describe(self) -> str:
         return (
             f"{self.queue_id}: to=<{self.recipient}>{_orig_to(self.original)} status=bounced"
             f" {self.status} "
-            f"({self.detail}); sender <{self.reverse_path}>"
+            f"({self.detail}); sender <{self.reverse_path}>{_why(self.reason_class)}"
         )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from ..config import read_server_record
+from ..delivery import EXPLANATIONS, destinations, reason_of
 from ..events import printable
 from ..spool import HoldChange, QueueEntry, QueueState, SpoolError, is_queue_id
 from ._common import config_options, data_settings
@@ -59,12 +60,49 @@ def list_(config_path: Path | None, data_dir: Path | None, as_json: bool) -> Non
         with state:
             entries = state.entries()
     if as_json:
-        click.echo(json.dumps([e.to_dict() for e in entries], indent=2))
+        click.echo(json.dumps([_with_reasons(e) for e in entries], indent=2))
     elif not entries:
         click.echo("Mail queue is empty")
     elif state is not None:
         record = read_server_record(state.data_dir)
         _print_queue(entries, serving=record is not None and record.running)
+
+
+def _with_reasons(entry: QueueEntry) -> dict[str, object]:
+    """An entry as JSON, each recipient with its class in plain words beside the class."""
+    data = entry.to_dict()
+    for shown, recipient in zip(data["recipients"], entry.recipients, strict=True):
+        shown["reason_text"] = (
+            EXPLANATIONS[reason_of(recipient)].summary if recipient.reason else None
+        )
+    return data
+
+
+@queue.command("destinations")
+@config_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of destinations.")
+def destinations_(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
+    """Where deferred mail is stuck: per destination domain, how much, since when, and why."""
+    state = _state(config_path, data_dir)
+    entries = []
+    if state is not None:
+        with state:
+            entries = state.entries()
+    found = destinations(entries)
+    if as_json:
+        click.echo(json.dumps([d.to_dict() for d in found], indent=2))
+        return
+    if not found:
+        click.echo("No deferred mail")
+        return
+    for destination in found:
+        click.echo(printable(destination.line()))
+        mta = f" from {destination.remote_mta}" if destination.remote_mta else ""
+        click.echo(printable(f"  last reply{mta}: {destination.last_reply}"))
+        if len(destination.reasons) > 1:
+            mix = ", ".join(f"{count} {name}" for name, count in destination.reasons.items())
+            click.echo(printable(f"  classes: {mix}"))
+        click.echo(printable(f"  next: {destination.next_step}"))
 
 
 def _retry(next_attempt: float, now: float, *, serving: bool, held: bool) -> str:
@@ -96,6 +134,9 @@ def _print_queue(entries: list[QueueEntry], *, serving: bool) -> None:
             if recipient.detail:
                 when = _retry(recipient.next_attempt, now, serving=serving, held=entry.held)
                 click.echo(printable(f"{'':<49}({recipient.status} {recipient.detail}; {when})"))
+            if recipient.reason:
+                words = EXPLANATIONS[reason_of(recipient)].summary
+                click.echo(printable(f"{'':<49}[{reason_of(recipient)}: {words}]"))
             click.echo(printable(f"{'':<49}{recipient.address}"))
     total = sum(e.size for e in entries)
     noun = "Request" if len(entries) == 1 else "Requests"

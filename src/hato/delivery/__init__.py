@@ -19,10 +19,23 @@ where the failure happened: DELIVERED, DEFERRED (transient: the queue retries) o
   Delivered-To already present) is FAILED with 5.4.6.
 - ``usage(domain, local_part, quota)`` answers from the mailbox's Maildir++ ``maildirsize``
   (which deliveries update and Dovecot shares) without listing it; counts run in a thread.
+- Every result that is not DELIVERED carries a ``Reason`` (``_classify.py``): why, in one
+  of a few classes an operator can act on (blocklisted, rate-limited, greylisted, TLS, DNS,
+  mailbox full, connection, policy, other), decided from the reply or the local failure
+  where it happened.
 - Memory stays small whatever the message size: the header is scanned line by line and
   the body copied in 256 KiB chunks.
 """
 
+from hato.delivery._classify import (
+    EXPLANATIONS,
+    Explanation,
+    LocalFailure,
+    Reason,
+    classify_local,
+    classify_reply,
+)
+from hato.delivery._destinations import Destination, destinations, reason_of
 from hato.delivery._maildir import MaildirAgent, MaildirJob
 from hato.delivery._maildirsize import Usage
 from hato.delivery._reading import MaildirMessage
@@ -39,9 +52,14 @@ from hato.delivery._smtp_client import (
 )
 
 __all__ = [
+    "EXPLANATIONS",
+    "Destination",
+    "Explanation",
+    "LocalFailure",
     "MaildirAgent",
     "MaildirJob",
     "MaildirMessage",
+    "Reason",
     "RecipientReply",
     "RemoteAgent",
     "RemoteJob",
@@ -56,5 +74,9 @@ __all__ = [
     "TimedLine",
     "Timeouts",
     "Usage",
+    "classify_local",
+    "classify_reply",
+    "destinations",
     "os_error_result",
+    "reason_of",
 ]

@@ -7,6 +7,8 @@ import errno
 import re
 from dataclasses import dataclass
 
+from hato.delivery._classify import Reason
+
 __all__ = [
     "BAD_MAILBOX",
     "MAILBOX_FULL",
@@ -60,6 +62,8 @@ class Result:
     status: Status
     enhanced: str
     detail: str
+    # Why it was not delivered, in one of a few classes (None when delivered).
+    reason: Reason | None = None
 
     def __post_init__(self) -> None:
         match = _ENHANCED.fullmatch(self.enhanced)
@@ -76,12 +80,12 @@ class Result:
         return cls(status=Status.DELIVERED, enhanced=OK, detail=detail)
 
     @classmethod
-    def deferred(cls, enhanced: str, detail: str) -> Result:
-        return cls(status=Status.DEFERRED, enhanced=enhanced, detail=detail)
+    def deferred(cls, enhanced: str, detail: str, reason: Reason = Reason.OTHER) -> Result:
+        return cls(status=Status.DEFERRED, enhanced=enhanced, detail=detail, reason=reason)
 
     @classmethod
-    def failed(cls, enhanced: str, detail: str) -> Result:
-        return cls(status=Status.FAILED, enhanced=enhanced, detail=detail)
+    def failed(cls, enhanced: str, detail: str, reason: Reason = Reason.OTHER) -> Result:
+        return cls(status=Status.FAILED, enhanced=enhanced, detail=detail, reason=reason)
 
 
 # Errors of the local system are ours to fix, never the sender's: all are transient, and
@@ -97,4 +101,5 @@ def os_error_result(exc: OSError, doing: str) -> Result:
     """A DEFERRED result for a failed system call: ``doing`` says what we were trying."""
     enhanced = _ERRNO_CODES.get(exc.errno or 0, SYSTEM_ERROR)
     reason = exc.strerror or str(exc) or type(exc).__name__
-    return Result.deferred(enhanced, " ".join(f"{doing}: {reason}".split()))
+    why = Reason.MAILBOX_FULL if enhanced == MAILBOX_FULL else Reason.OTHER
+    return Result.deferred(enhanced, " ".join(f"{doing}: {reason}".split()), why)

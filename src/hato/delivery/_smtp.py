@@ -26,10 +26,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from hato.delivery._classify import LocalFailure, Reason, classify_local, classify_reply
 from hato.delivery._remote_types import RemoteJob, RemoteResult, RemoteTarget
 from hato.delivery._result import Result, Status
 from hato.delivery._smtp_client import SmtpClient, SmtpError, TimedLine, Timeouts
-from hato.routing import Hop, Hops, NextHopRouter, RouteError
+from hato.routing import DnsError, Hop, Hops, NextHopRouter, RouteError
 from hato.smtp import Reply
 from hato.trace import Attempt
 
@@ -97,12 +98,14 @@ class SmtpAgent:
         try:
             route = await self.router.route(job.domain)
         except RouteError as error:
-            result = _classified(error.status, error.transient, error.detail)
+            result = _classified(error)
             return _all(job.targets, _Failure(result=result))
         if not isinstance(route, Hops) or not route.hosts:
-            result = Result.deferred("4.3.5", f"no next hop for {job.domain}: check the transports")
+            detail = f"no next hop for {job.domain}: check the transports"
+            result = Result.deferred("4.3.5", detail)
             return _all(job.targets, _Failure(result=result))
-        last = _Failure(result=Result.deferred("4.4.1", f"no host of {job.domain} answered"))
+        nobody = f"no host of {job.domain} answered"
+        last = _Failure(result=Result.deferred("4.4.1", nobody, Reason.CONNECTION))
         for hop in route.hosts:
             for address in hop.addresses or [hop.host]:
                 outcome = await self._try(job, hop, address, smarthost=route.via == "smarthost")
@@ -282,22 +285,43 @@ class SmtpAgent:
         return results
 
 
-def _classified(status: str, transient: bool, detail: str) -> Result:
-    if transient:
-        return Result.deferred(status if status.startswith("4") else "4.4.0", detail)
-    return Result.failed(status, detail)
+# Routing failures that mean "DNS did not say where": no such domain, no address for the
+# MX hosts or the configured next hop, a lookup that failed (loops and null MX are not).
+_DNS_STATUSES = frozenset({"5.1.2", "5.4.4", "4.4.3"})
+
+
+def _classified(error: RouteError) -> Result:
+    status, detail = error.status, error.detail
+    dns = isinstance(error, DnsError) or status in _DNS_STATUSES
+    reason = Reason.DNS if dns else Reason.OTHER
+    if error.transient:
+        return Result.deferred(status if status.startswith("4") else "4.4.0", detail, reason)
+    return Result.failed(status, detail, reason)
+
+
+def _error_reason(error: SmtpError) -> Reason:
+    """The class of a failed session: TLS whatever was said, else the reply, else ours."""
+    if error.failure is LocalFailure.TLS:
+        return Reason.TLS
+    if error.reply is not None and error.reply.code >= 400:
+        reply = error.reply
+        return classify_reply(reply.code, reply.enhanced, " ".join(reply.lines))
+    if error.failure is not None:
+        return classify_local(error.failure)
+    return Reason.OTHER
 
 
 def _replied(reply: Reply, mta: str, command: str | None = None) -> _Failure:
     text = " ".join(reply.lines)
     code = reply.enhanced or f"{str(reply.code)[0]}.0.0"
     diagnostic = f"{reply.code} {reply.enhanced + ' ' if reply.enhanced else ''}{text}"
+    said = f"{mta} said: {diagnostic}"[:400]
     if reply.code < 400:
-        result = Result.delivered(f"{mta} said: {diagnostic}"[:400])
+        result = Result.delivered(said)
     elif reply.code < 500:
-        result = Result.deferred(code, f"{mta} said: {diagnostic}"[:400])
+        result = Result.deferred(code, said, classify_reply(reply.code, reply.enhanced, text))
     else:
-        result = Result.failed(code, f"{mta} said: {diagnostic}"[:400])
+        result = Result.failed(code, said, classify_reply(reply.code, reply.enhanced, text))
     return _Failure(result=result, remote_mta=mta, diagnostic=diagnostic[:900], command=command)
 
 
@@ -310,14 +334,15 @@ def _connect_failure(
         failure = _replied(error.reply, hop.host)
         said = [line.text for line in transcript or error.transcript if line.direction == "C"]
         return _Failure(
-            result=Result.deferred("4.4.1", failure.result.detail),
+            result=Result.deferred("4.4.1", failure.result.detail, _error_reason(error)),
             remote_mta=hop.host,
             diagnostic=failure.diagnostic,
             # QUIT follows a refusal: the command refused is the one before it.
             command=next((c for c in reversed(said) if c != "QUIT"), GREETING),
         )
     where = f"{hop.host}[{address}]:{hop.port}"
-    return _Failure(result=Result.deferred("4.4.1", f"{where}: {error}"[:400]), remote_mta=None)
+    result = Result.deferred("4.4.1", f"{where}: {error}"[:400], _error_reason(error))
+    return _Failure(result=result, remote_mta=None)
 
 
 def _all(targets: Sequence[RemoteTarget], failure: _Failure) -> list[RemoteResult]:

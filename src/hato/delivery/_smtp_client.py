@@ -30,6 +30,7 @@ from typing import Literal, NamedTuple, cast
 
 from ..smtp import ClientConnection, Command, ProtocolError, Reply, Response
 from ..spool import MessageSource
+from ._classify import LocalFailure
 
 __all__ = [
     "MESSAGE_CHUNK",
@@ -79,7 +80,9 @@ class SmtpError(Exception):
     """A failure to talk to the next hop, classified where it happened.
 
     ``reply`` is the server's reply when there was one; ``transient`` says whether trying
-    again later may work; ``enhanced`` is an RFC 3463 code for reports and logs.
+    again later may work; ``enhanced`` is an RFC 3463 code for reports and logs;
+    ``failure`` says what failed on our side when no reply (or not only the reply) tells:
+    the connection, TLS, the protocol, our own disk.
     """
 
     def __init__(
@@ -89,9 +92,11 @@ class SmtpError(Exception):
         reply: Reply | None = None,
         transient: bool | None = None,
         enhanced: str | None = None,
+        failure: LocalFailure | None = None,
     ) -> None:
         super().__init__(message)
         self.reply = reply
+        self.failure = failure
         self.transient = transient if transient is not None else reply is None or reply.code < 500
         klass = "4" if self.transient else "5"
         if enhanced is None and reply is not None and (reply.enhanced or "")[:1] == klass:
@@ -242,10 +247,14 @@ class SmtpClient:
             async with asyncio.timeout(timeout):
                 await asyncio.get_running_loop().create_connection(lambda: wire, host, port)
         except TimeoutError:
-            raise SmtpError(f"connect to {where}: timed out", enhanced=NO_ANSWER) from None
+            raise SmtpError(
+                f"connect to {where}: timed out", enhanced=NO_ANSWER, failure=LocalFailure.CONNECT
+            ) from None
         except OSError as error:
             reason = error.strerror or str(error) or type(error).__name__
-            raise SmtpError(f"connect to {where}: {reason}", enhanced=NO_ANSWER) from None
+            raise SmtpError(
+                f"connect to {where}: {reason}", enhanced=NO_ANSWER, failure=LocalFailure.CONNECT
+            ) from None
         try:
             await client._open(tls, tls_server_name or host, ssl_context, timeout)
         except SmtpError as error:
@@ -296,7 +305,11 @@ class SmtpClient:
             return
         if not conn.starttls_offered:
             await self._quit_quietly()
-            raise SmtpError(f"TLS required but not offered by {self.host}", enhanced=UNSUPPORTED)
+            raise SmtpError(
+                f"TLS required but not offered by {self.host}",
+                enhanced=UNSUPPORTED,
+                failure=LocalFailure.TLS,
+            )
         ready = await self._command(conn.starttls(), self.timeouts.command)
         if ready.reply.code != 220:
             if tls == "may":
@@ -307,6 +320,7 @@ class SmtpClient:
                 reply=ready.reply,
                 transient=True,
                 enhanced=UNSUPPORTED,
+                failure=LocalFailure.TLS,
             )
         if context is None:
             context = ssl.create_default_context() if tls == "verify" else _unverified_context()
@@ -338,11 +352,17 @@ class SmtpClient:
             self._abort()
             reason = "timed out" if isinstance(error, TimeoutError) else str(error)
             raise SmtpError(
-                f"TLS handshake with {self.host} failed: {reason}", enhanced=TLS_FAILED
+                f"TLS handshake with {self.host} failed: {reason}",
+                enhanced=TLS_FAILED,
+                failure=LocalFailure.TLS,
             ) from None
         if transport is None:
             self._abort()
-            raise SmtpError(f"TLS with {self.host} could not start", enhanced=TLS_FAILED)
+            raise SmtpError(
+                f"TLS with {self.host} could not start",
+                enhanced=TLS_FAILED,
+                failure=LocalFailure.TLS,
+            )
         wire.transport = transport
         tls_object = transport.get_extra_info("ssl_object")
         self.connection.tls_established()
@@ -395,7 +415,9 @@ class SmtpClient:
             return SendResult(None, (), None, local_refusal=refusal)
         if not self._usable() or not conn.can_send(Command.MAIL):
             raise SmtpError(
-                f"the connection to {self.host} is no longer usable", enhanced=BAD_CONNECTION
+                f"the connection to {self.host} is no longer usable",
+                enhanced=BAD_CONNECTION,
+                failure=LocalFailure.LOST,
             )
         specs = [(r, (), None) if isinstance(r, str) else r for r in recipients]
         try:
@@ -434,7 +456,11 @@ class SmtpClient:
                     await self._write(conn.message_chunk(chunk), self.timeouts.data_block)
             except OSError as error:
                 # Our own disk, not the next hop: transient, and the session is abandoned.
-                raise SmtpError(f"reading the message: {error}", enhanced=LOCAL_ERROR) from error
+                raise SmtpError(
+                    f"reading the message: {error}",
+                    enhanced=LOCAL_ERROR,
+                    failure=LocalFailure.LOCAL,
+                ) from error
             await self._write(conn.end_of_data(), self.timeouts.data_block)
             final = await self._reply(self.timeouts.data_end)
             return SendResult(mail, replies, final.reply)
@@ -526,6 +552,7 @@ class SmtpClient:
             raise SmtpError(
                 f"{self.host} did not take our data within {timeout:g} s",
                 enhanced=BAD_CONNECTION,
+                failure=LocalFailure.LOST,
             ) from None
         if wire.lost:
             raise self._lost("while sending")
@@ -546,6 +573,7 @@ class SmtpClient:
             raise SmtpError(
                 f"no reply from {self.host} to {awaited} within {timeout:g} s",
                 enhanced=BAD_CONNECTION,
+                failure=LocalFailure.LOST,
             ) from None
         except ProtocolError as error:
             self._stamp()
@@ -553,6 +581,7 @@ class SmtpClient:
             raise SmtpError(
                 f"{self.host} broke the protocol after {awaited}: {error}",
                 enhanced=PROTOCOL_ERROR,
+                failure=LocalFailure.PROTOCOL,
             ) from None
         self._stamp()
         if response.reply.code == 421 and response.command is not Command.QUIT:
@@ -567,7 +596,11 @@ class SmtpClient:
         error = self._wire.error
         reason = f": {error}" if error is not None else ""
         self._abort()
-        return SmtpError(f"connection to {self.host} lost {doing}{reason}", enhanced=BAD_CONNECTION)
+        return SmtpError(
+            f"connection to {self.host} lost {doing}{reason}",
+            enhanced=BAD_CONNECTION,
+            failure=LocalFailure.LOST,
+        )
 
     def _stamp(self) -> None:
         lines = self.connection.transcript

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..config import DsnSettings
-from ..delivery import MaildirJob, Result, Status
+from ..delivery import MaildirJob, Reason, Result, Status
 from ..dsn import Action, should_report, wants_report
 from ..events import Deferred, Delivered, DeliveryFailed, MessageRemoved, OpsEvent
 from ..spool import DEFERRED, DELIVERED, FAILED, Outcome, QueueEntry, RecipientState
@@ -104,7 +104,9 @@ def _outcome(
             state, status = FAILED, "4.4.7"
             days = retry.lifetime / 86400
             detail = f"message expired after {days:g} days in the queue; last: {detail}"
-            verdict = dataclasses.replace(verdict, result=Result.failed("4.4.7", detail))
+            # The class stays the last attempt's: why it never got there.
+            expired = Result.failed("4.4.7", detail, verdict.result.reason or Reason.OTHER)
+            verdict = dataclasses.replace(verdict, result=expired)
         else:
             next_attempt = now + retry.delay(attempts, rng)
     outcome = Outcome(
@@ -118,8 +120,14 @@ def _outcome(
         detail=detail,
         warned=recipient.warned or _delay_due(plan, state, now, dsn),
         remote_mta=verdict.remote_mta,
+        reason=None if state == DELIVERED else _reason(verdict),
+        destination=(verdict.target or recipient.address).rpartition("@")[2].lower() or None,
     )
     return outcome, verdict
+
+
+def _reason(verdict: Verdict) -> str:
+    return str(verdict.result.reason or Reason.OTHER)
 
 
 def _delay_due(plan: Plan, state: str, now: float, dsn: DsnSettings) -> bool:
@@ -184,6 +192,7 @@ def _events(plan: Plan, outcome: Outcome, verdict: Verdict) -> list[OpsEvent]:
                 detail=outcome.detail,
                 attempts=outcome.attempts,
                 next_attempt=outcome.next_attempt,
+                reason_class=outcome.reason,
             )
         )
     elif outcome.state == FAILED:
@@ -195,6 +204,7 @@ def _events(plan: Plan, outcome: Outcome, verdict: Verdict) -> list[OpsEvent]:
                 status=outcome.status,
                 detail=outcome.detail,
                 reverse_path=entry.envelope.reverse_path,
+                reason_class=outcome.reason,
             )
         )
     return events

@@ -46,7 +46,7 @@ HoldChange = Literal["changed", "unchanged", "missing"]
 _SELECT = """
 SELECT m.queue_id, m.size, m.envelope, m.held, r.position, r.address, r.notify, r.orcpt,
        r.state, r.attempts, r.next_attempt, r.last_attempt, r.status, r.detail, r.warned,
-       r.remote_mta, r.notify, r.orcpt
+       r.remote_mta, r.notify, r.orcpt, r.reason, r.destination
 FROM message AS m JOIN recipient AS r USING (queue_id)
 """
 
@@ -65,6 +65,10 @@ class RecipientState:
     remote_mta: str | None = None  # the server that gave the last answer, if one did
     notify: tuple[str, ...] = ()  # RFC 3461 NOTIFY as the sender gave it
     orcpt: str | None = None
+    # Why the last attempt did not deliver (a delivery.Reason value), and the domain that
+    # attempt went to; None before any attempt, and for rows older than these columns.
+    reason: str | None = None
+    destination: str | None = None
 
     @property
     def pending(self) -> bool:
@@ -104,6 +108,8 @@ class QueueEntry:
                     "last_attempt": r.last_attempt,
                     "status": r.status,
                     "detail": r.detail,
+                    "reason": r.reason,
+                    "destination": r.destination,
                 }
                 for r in self.recipients
             ],
@@ -124,6 +130,8 @@ class Outcome:
     detail: str
     warned: bool = False
     remote_mta: str | None = None
+    reason: str | None = None
+    destination: str | None = None
 
 
 class QueueState:
@@ -190,7 +198,8 @@ class QueueState:
         with self._lock, _translated("record outcomes"), _transaction(self._conn):
             self._conn.executemany(
                 "UPDATE recipient SET state = ?, attempts = ?, next_attempt = ?,"
-                " last_attempt = ?, status = ?, detail = ?, warned = ?, remote_mta = ?"
+                " last_attempt = ?, status = ?, detail = ?, warned = ?, remote_mta = ?,"
+                " reason = ?, destination = ?"
                 " WHERE queue_id = ? AND position = ?",
                 rows,
             )
@@ -284,6 +293,8 @@ def _outcome_row(o: Outcome) -> tuple[object, ...]:
         o.detail,
         int(o.warned),
         o.remote_mta,
+        o.reason,
+        o.destination,
         o.queue_id,
         o.position,
     )
@@ -319,6 +330,8 @@ def _entry(rows: Sequence[tuple[Any, ...]]) -> QueueEntry:
             remote_mta=r[15],
             notify=tuple(r[16].split(",")) if r[16] else (),
             orcpt=r[17],
+            reason=r[18],
+            destination=r[19],
         )
         for r in rows
     )

@@ -19,7 +19,7 @@ from hato.spool._envelope import Envelope, SpoolError
 
 __all__ = ["SQLiteStore", "Store", "StoredMessage"]
 
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 # One row per message and one per recipient, so that per-recipient delivery state can be
 # queried and updated on its own. The envelope's other fields are JSON: only the queue reads
 # them, and they grow with new ESMTP extensions.
@@ -55,6 +55,12 @@ INSERT INTO control VALUES ('generation', 0);
 _SCHEMA_V3 = """
 ALTER TABLE recipient ADD COLUMN warned INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE recipient ADD COLUMN remote_mta TEXT;
+"""
+# Version 4: why the last attempt did not deliver, as a class (delivery.Reason), and the
+# domain it went to (an alias's target may be elsewhere than the queued address).
+_SCHEMA_V4 = """
+ALTER TABLE recipient ADD COLUMN reason TEXT;
+ALTER TABLE recipient ADD COLUMN destination TEXT;
 """
 _SELECT = """
 SELECT m.queue_id, m.size, m.envelope, r.address, r.notify, r.orcpt, r.state
@@ -148,7 +154,7 @@ class SQLiteStore:
         conn.execute("PRAGMA foreign_keys = ON")
         with _transaction(conn):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            for script in (_SCHEMA, _SCHEMA_V2, _SCHEMA_V3)[version:]:
+            for script in (_SCHEMA, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)[version:]:
                 for statement in script.split(";"):
                     if statement.strip():
                         conn.execute(statement)
