@@ -62,7 +62,7 @@ def _check_ids(queue_ids: tuple[str, ...]) -> None:
 def list_(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
     """List queued messages, oldest first, with why each waits (like mailq)."""
     state = _state(config_path, data_dir)
-    entries = []
+    entries: list[QueueEntry] = []
     if state is not None:
         with state:
             entries, _ = list_entries(state)
