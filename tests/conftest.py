@@ -56,6 +56,8 @@ BASE_OPTIONS = (
     'server.implicit_tls_listen=["127.0.0.1:0"]',
     # Likewise the built-in submission port 127.0.0.1:2587: HatoProcess.submission_port.
     'server.submission_listen=["127.0.0.1:0"]',
+    # And the built-in web console port 127.0.0.1:8025: HatoProcess.web_port.
+    'web.listen=["127.0.0.1:0"]',
 )
 # The server flushes its event log every 0.25 s; a start takes well under a second.
 START_TIMEOUT = 20.0
@@ -128,6 +130,7 @@ class HatoProcess:
         self._port: int | None = None
         self._tls_port: int | None = None
         self._submission_port: int | None = None
+        self._web_port: int | None = None
         self._stderr: BinaryIO | None = None
 
     # -- the process ------------------------------------------------------------------
@@ -184,6 +187,8 @@ class HatoProcess:
         self._tls_port = int(implicit[0].rpartition(":")[2]) if implicit else None
         submission = event.get("submission") or []
         self._submission_port = int(submission[0].rpartition(":")[2]) if submission else None
+        web = event.get("web") or []
+        self._web_port = int(web[0].rpartition(":")[2]) if web else None
         return self._port
 
     def _seed(self) -> None:
@@ -233,6 +238,13 @@ class HatoProcess:
         if self._submission_port is None:
             raise RuntimeError("hato has no submission listener")
         return self._submission_port
+
+    @property
+    def web_port(self) -> int:
+        """The HTTP service's first port (web.listen)."""
+        if self._web_port is None:
+            raise RuntimeError("hato serves no HTTP (web.listen = [])")
+        return self._web_port
 
     @property
     def address(self) -> tuple[str, int]:

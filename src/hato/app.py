@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import ipaddress
 import os
+import secrets
 import signal
 import stat
 import sys
@@ -32,6 +33,8 @@ from .events import (
     SpoolRecovered,
     TlsReloaded,
     TlsReloadFailed,
+    WebStarted,
+    WebUnencrypted,
 )
 from .mailauth import DkimKeys, MailDns, Srs, check_published, load_srs_secret
 from .pipeline import DkimSigning, InboundChecks, MessageFilter, PipelineIntake, build_pipeline
@@ -56,6 +59,17 @@ from .server import (
 )
 from .spool import Envelope, MessageSource, Origin, QueueState, Refusal, Spool, SpoolError
 from .trace import TRACE_FILE, Recorder
+from .web import (
+    ADMIN,
+    WEB_FILE,
+    EventHub,
+    WebContext,
+    WebService,
+    WebUserError,
+    WebUsers,
+    beyond_loopback,
+    build_app,
+)
 
 __all__ = ["EX_TEMPFAIL", "DataDirInUse", "DataDirLock", "Hato", "install_event_loop_policy", "run"]
 
@@ -211,6 +225,7 @@ class Hato:
             self.recorder = Recorder(data_dir / TRACE_FILE, retention=settings.trace.retention)
             self.log.subscribe(self.recorder.event)
         self.tls = self._load_tls()
+        self._build_web(settings)
         resolver = self.resolver
         maildir = self.maildir
         self.context = ServerContext(
@@ -256,6 +271,66 @@ class Hato:
             hostname=settings.server.hostname,
             zones=access.zones,
         )
+
+    def _build_web(self, settings: Settings) -> None:
+        """The HTTP service (web.listen = [] builds none): its users, event feed and app."""
+        self.web: WebService | None = None
+        self.web_users: WebUsers | None = None
+        self.web_hub: EventHub | None = None
+        if not settings.web.listen:
+            return
+        self.web_users = WebUsers(settings.server.data_dir / WEB_FILE)
+        self.web_hub = EventHub(buffer=settings.web.event_buffer)
+        self.log.subscribe(self.web_hub.publish)
+        maildir = self.maildir
+        context = WebContext(
+            settings=settings,
+            accounts=self.accounts,
+            users=self.web_users,
+            hub=self.web_hub,
+            log=self.log,
+            usage=lambda domain, local, quota: maildir.usage(domain, local, quota).bytes,
+            secure_cookies=settings.web.tls,
+        )
+        self.web = WebService(build_app(context), settings.web.listen)
+
+    def _web_admin(self) -> None:
+        """At the first start, the admin user: its password from web.admin_password_file,
+        or a random one printed once (never into the event log)."""
+        users = self.web_users
+        if users is None or users.has_users():
+            return
+        path = self.settings.web.admin_password_file
+        if path is not None:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            if not lines or not lines[0]:
+                raise WebUserError(f"web.admin_password_file {path}: the first line is empty")
+            users.set_password(ADMIN, lines[0])
+            return
+        password = secrets.token_urlsafe(12)
+        users.set_password(ADMIN, password)
+        print(
+            f"hato: web console: log in as {ADMIN} with the password {password}"
+            " (shown only now; change it with hato web passwd)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async def _start_web(self) -> tuple[str, ...]:
+        if self.web is None or self.web_hub is None:
+            return ()
+        self._web_admin()
+        self.web_hub.bind(asyncio.get_running_loop())
+        web = self.settings.web
+        context = self.tls.submission_context if web.tls and self.tls is not None else None
+        await self.web.start(context)
+        listening = tuple(_address(host, port) for host, port in self.web.bound)
+        scheme = "https" if context is not None else "http"
+        self.log.emit(WebStarted(urls=tuple(f"{scheme}://{a}/" for a in listening)))
+        exposed = beyond_loopback(web.listen)
+        if exposed and context is None:
+            self.log.emit(WebUnencrypted(listen=tuple(exposed)))
+        return listening
 
     def _inbound_checks(self) -> InboundChecks | None:
         settings = self.settings
@@ -312,7 +387,10 @@ class Hato:
         from the start; SIGHUP reloads it in place (``ServerTls.reload``)."""
         settings = self.settings
         server = settings.server
-        if not (settings.tls.starttls or server.implicit_tls_listen or server.submission_listen):
+        web = bool(settings.web.tls and settings.web.listen)
+        if not (
+            settings.tls.starttls or server.implicit_tls_listen or server.submission_listen or web
+        ):
             return None
         return ServerTls(settings.tls, hostname=server.hostname, data_dir=server.data_dir)
 
@@ -363,6 +441,13 @@ class Hato:
             await self.queue.stop()
             self.spool.close()
             raise
+        try:
+            web = await self._start_web()
+        except (OSError, WebUserError):
+            await self.smtp.stop(grace=0, reason="the HTTP service cannot start")
+            await self.queue.stop()
+            self.spool.close()
+            raise
         self._flusher = asyncio.ensure_future(self._flush_log())
         if self.settings.dkim.sign:
             self._key_checker = asyncio.ensure_future(self._check_dkim_keys())
@@ -374,6 +459,7 @@ class Hato:
                 listen=tuple(_address(h, p) for h, p in self.bound),
                 implicit_tls=tuple(_address(h, p) for h, p in self.smtp.bound_tls),
                 submission=tuple(_address(h, p) for h, p in self.smtp.bound_submission),
+                web=web,
                 data_dir=str(self.settings.server.data_dir),
             )
         )
@@ -470,12 +556,18 @@ class Hato:
     async def stop(self, reason: str = "stop requested") -> None:
         if self._stopped.is_set():
             return
+        if self.web_hub is not None:
+            self.web_hub.close()  # ends the event streams, so the HTTP service stops at once
+        if self.web is not None:
+            await self.web.stop()
         cut = await self.smtp.stop(grace=self.settings.server.shutdown_grace, reason=reason)
         if self.queue is not None:
             await self.queue.stop()
             self.queue.state.close()
         await asyncio.to_thread(self.spool.close)
         self.accounts.close()
+        if self.web_users is not None:
+            self.web_users.close()
         if self._flusher is not None:
             self._flusher.cancel()
         if self._key_checker is not None:
@@ -573,7 +665,7 @@ def run(settings: Settings) -> int:
     except DataDirInUse as error:
         print(f"hato: {error}", file=sys.stderr)
         return EX_TEMPFAIL
-    except (OSError, TlsError, SpoolError, AccountError) as error:
+    except (OSError, TlsError, SpoolError, AccountError, WebUserError) as error:
         print(f"hato: cannot start: {error}", file=sys.stderr)
         return 1
     return 0

@@ -49,6 +49,8 @@ __all__ = [
     "TlsReloadFailed",
     "TlsReloaded",
     "TlsStarted",
+    "WebStarted",
+    "WebUnencrypted",
     "printable",
 ]
 
@@ -110,6 +112,7 @@ class ServerStarted(OpsEvent):
     data_dir: str
     implicit_tls: tuple[str, ...] = ()  # listeners that speak TLS from the first byte
     submission: tuple[str, ...] = ()  # message submission listeners (RFC 6409)
+    web: tuple[str, ...] = ()  # the HTTP service's listeners (web.listen)
 
     def describe(self) -> str:
         where = ", ".join(
@@ -121,6 +124,32 @@ class ServerStarted(OpsEvent):
         )
         return (
             f"Hato {self.version} on {self.hostname} listening on {where}, data in {self.data_dir}"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebStarted(OpsEvent):
+    """The HTTP service listens; ``urls`` are where a person opens the console."""
+
+    name: ClassVar[str] = "web_started"
+    urls: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"web console and API at {', '.join(self.urls)}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebUnencrypted(OpsEvent):
+    """The HTTP service is reachable from other machines without TLS (web.tls)."""
+
+    name: ClassVar[str] = "web_unencrypted"
+    level: ClassVar[str] = "warning"
+    listen: tuple[str, ...]
+
+    def describe(self) -> str:
+        return (
+            f"the web console listens beyond loopback on {', '.join(self.listen)} without TLS:"
+            " passwords, tokens and session cookies cross the network in clear; set web.tls"
         )
 
 

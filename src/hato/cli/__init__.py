@@ -15,6 +15,7 @@ from ._queue import queue
 from ._serve import serve
 from ._test import test
 from ._trace import trace
+from ._web import web
 
 __all__ = ["main"]
 
@@ -39,3 +40,4 @@ main.add_command(mailbox)
 main.add_command(test)
 main.add_command(trace)
 main.add_command(dkim)
+main.add_command(web)

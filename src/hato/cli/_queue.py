@@ -16,13 +16,21 @@ import click
 from ..config import read_server_record
 from ..delivery import EXPLANATIONS, destinations, reason_of
 from ..events import printable
-from ..spool import HoldChange, QueueEntry, QueueState, SpoolError, is_queue_id
+from ..spool import (
+    QueueEntry,
+    QueueState,
+    SpoolError,
+    delete_messages,
+    flush_messages,
+    header_section,
+    is_queue_id,
+    list_entries,
+    set_held,
+)
 from ._common import config_options, data_settings
 
 __all__ = ["queue"]
 
-# How much of a message `queue show` reads to find its header, unless --full.
-HEADER_PREVIEW_BYTES = 64 * 1024
 SPOOL_INDEX = "spool.sqlite3"
 ALL = "ALL"  # every queued message, for delete, hold and release (as postsuper says it)
 
@@ -55,10 +63,10 @@ def _check_ids(queue_ids: tuple[str, ...]) -> None:
 def list_(config_path: Path | None, data_dir: Path | None, as_json: bool) -> None:
     """List queued messages, oldest first, with why each waits (like mailq)."""
     state = _state(config_path, data_dir)
-    entries = []
+    entries: list[QueueEntry] = []
     if state is not None:
         with state:
-            entries = state.entries()
+            entries, _ = list_entries(state)
     if as_json:
         click.echo(json.dumps([_with_reasons(e) for e in entries], indent=2))
     elif not entries:
@@ -164,8 +172,11 @@ def show(
         click.echo(json.dumps(entry.to_dict(), indent=2))
         return
     try:
-        with state.source(queue_id).open() as data:
-            content = data.read() if full else _header(data.read(HEADER_PREVIEW_BYTES))
+        if full:
+            with state.source(queue_id).open() as data:
+                content = data.read()
+        else:
+            content = header_section(state, queue_id)
     except OSError as error:
         raise click.ClickException(f"{queue_id}: cannot read the message: {error}") from None
     _print_entry(entry)
@@ -190,11 +201,6 @@ def _print_entry(entry: QueueEntry) -> None:
     click.echo(f"size: {entry.size}")
 
 
-def _header(data: bytes) -> bytes:
-    end = data.find(b"\r\n\r\n")
-    return data if end < 0 else data[: end + 2]
-
-
 def _admin(config_path: Path | None, data_dir: Path | None) -> QueueState:
     state = _state(config_path, data_dir)
     if state is None:
@@ -202,10 +208,10 @@ def _admin(config_path: Path | None, data_dir: Path | None) -> QueueState:
     return state
 
 
-def _targets(state: QueueState, queue_ids: tuple[str, ...]) -> list[str]:
-    """The IDs named, or every queued message's for ``ALL`` (as postsuper takes it)."""
+def _targets(queue_ids: tuple[str, ...]) -> list[str] | None:
+    """The IDs named, or None (every queued message) for ``ALL`` (as postsuper takes it)."""
     if queue_ids == (ALL,):
-        return state.queue_ids()
+        return None
     _check_ids(queue_ids)
     return list(queue_ids)
 
@@ -222,20 +228,12 @@ def _missing(missing: list[str]) -> None:
 def flush(config_path: Path | None, data_dir: Path | None, queue_ids: tuple[str, ...]) -> None:
     """Attempt delivery now: all deferred mail, or the given messages (postqueue -f / -i)."""
     _check_ids(queue_ids)
-    missing, held = [], []
     with _admin(config_path, data_dir) as state:
-        for queue_id in queue_ids:
-            entry = state.entry(queue_id)
-            if entry is None:
-                missing.append(queue_id)
-            elif entry.held:
-                held.append(queue_id)
-        # Now, not 0: the index keeps a real time, which `queue list` can show.
-        changed = state.reschedule(list(queue_ids) or None, time.time())
-    click.echo(f"{changed} recipients scheduled for delivery now")
-    for queue_id in held:
+        result = flush_messages(state, queue_ids)
+    click.echo(f"{result.scheduled} recipients scheduled for delivery now")
+    for queue_id in result.held:
         click.echo(f"{queue_id} is on hold: it is not delivered until released", err=True)
-    _missing(missing)
+    _missing(result.missing)
 
 
 @queue.command()
@@ -247,13 +245,15 @@ def delete(
 ) -> None:
     """Remove messages from the queue without delivering them (postsuper -d, -d ALL)."""
     with _admin(config_path, data_dir) as state:
-        targets = _targets(state, queue_ids)
-        if queue_ids == (ALL,) and targets and not yes:
-            _confirm_all(len(targets))
-        missing = [q for q in targets if state.entry(q) is None]
-        removed = state.delete(targets)
-    click.echo(f"{removed} message(s) deleted")
-    _missing(missing)
+        targets = _targets(queue_ids)
+        if targets is None:
+            every = state.queue_ids()
+            if every and not yes:
+                _confirm_all(len(every))
+            targets = every
+        result = delete_messages(state, targets)
+    click.echo(f"{result.removed} message(s) deleted")
+    _missing(result.missing)
 
 
 def _confirm_all(count: int) -> None:
@@ -269,14 +269,12 @@ def _set_held(
 ) -> None:
     done = "placed on hold" if held else "released from hold"
     already = "already on hold" if held else "not on hold"
-    outcomes: dict[HoldChange, list[str]] = {"changed": [], "unchanged": [], "missing": []}
     with _admin(config_path, data_dir) as state:
-        for queue_id in _targets(state, ids):
-            outcomes[state.set_held(queue_id, held)].append(queue_id)
-    click.echo(f"{len(outcomes['changed'])} message(s) {done}")
-    for queue_id in outcomes["unchanged"]:
+        result = set_held(state, _targets(ids), held)
+    click.echo(f"{len(result.changed)} message(s) {done}")
+    for queue_id in result.unchanged:
         click.echo(f"{queue_id} was {already}")
-    _missing(outcomes["missing"])
+    _missing(result.missing)
 
 
 @queue.command()

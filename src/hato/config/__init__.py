@@ -69,6 +69,7 @@ from hato.config._settings import (
     TlsSettings,
     TraceSettings,
     Transport,
+    WebSettings,
 )
 
 __all__ = [
@@ -111,6 +112,7 @@ __all__ = [
     "TlsSettings",
     "TraceSettings",
     "Transport",
+    "WebSettings",
     "check_file",
     "example_toml",
     "file_warnings",

@@ -812,6 +812,7 @@ _SPECIAL_PARSERS: dict[str, _Parser] = {
     "key_file": _scalar(_pem_file(b"PRIVATE KEY-----", "private key")),
     "data_dir": _scalar(_to_data_dir),
     "events_file": _scalar(_to_events_file),
+    "optional_path": _scalar(_to_events_file),
 }
 for _stage in ("connect", "helo", "mail", "rcpt", "data", "end"):
     _SPECIAL_PARSERS[f"rules_{_stage}"] = _to_rules(_stage)

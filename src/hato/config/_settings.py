@@ -967,6 +967,47 @@ class MailAuthSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WebSettings:
+    """The HTTP service: the JSON API (and the console) in the same process as SMTP."""
+
+    listen: tuple[ListenAddress, ...] = field(
+        default=(ListenAddress("127.0.0.1", 8025),),
+        metadata=_meta(
+            'Sockets for the HTTP service, as "ADDR:PORT" like server.listen; [] turns it'
+            " off. Listening beyond loopback without tls logs a warning at start.",
+            kind="listen_optional",
+        ),
+    )
+    tls: bool = field(
+        default=False,
+        metadata=_meta(
+            "Serve HTTPS with the SMTP service's certificate ([tls]); session cookies are"
+            " then marked Secure."
+        ),
+    )
+    admin_password_file: Path | None = field(
+        default=None,
+        metadata=_meta(
+            "File whose first line is the password of the admin user created at the first"
+            ' start. "" makes a random one, printed once on stderr (hato web passwd changes it).',
+            kind="optional_path",
+        ),
+    )
+    session_lifetime: float = field(
+        default=43200.0,
+        metadata=_meta("Seconds a console login lasts without being used.", gt=0),
+    )
+    event_buffer: int = field(
+        default=1000,
+        metadata=_meta(
+            "Events held for each /api/v1/events client that reads slower than they come;"
+            " past that the oldest are dropped for that client, never held up for SMTP.",
+            ge=1,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything read from the configuration file; a change needs a restart."""
 
@@ -1023,4 +1064,8 @@ class Settings:
     mailauth: MailAuthSettings = field(
         default_factory=MailAuthSettings,
         metadata=_meta("SPF, DKIM, DMARC and ARC checks of incoming mail; forwarding with SRS."),
+    )
+    web: WebSettings = field(
+        default_factory=WebSettings,
+        metadata=_meta("The HTTP service: the JSON API, its users and tokens."),
     )

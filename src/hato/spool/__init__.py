@@ -15,6 +15,20 @@ entry and its envelope row are on stable storage; only then may the caller answe
 - A commit whose waiter is cancelled still completes: a duplicate is possible, a loss is not.
 """
 
+from hato.spool._admin import (
+    HEADER_PREVIEW_BYTES,
+    QUEUE_STATES,
+    DeleteResult,
+    FlushResult,
+    HoldResult,
+    QueueFilter,
+    delete_messages,
+    entry_state,
+    flush_messages,
+    header_section,
+    list_entries,
+    set_held,
+)
 from hato.spool._durable import HAVE_SYNCFS, SYNC_MODES, fsync_dir, sync_mode, syncfs
 from hato.spool._envelope import (
     QUEUED,
@@ -48,12 +62,17 @@ __all__ = [
     "DELIVERED",
     "FAILED",
     "HAVE_SYNCFS",
+    "HEADER_PREVIEW_BYTES",
     "PENDING_STATES",
     "QUEUED",
+    "QUEUE_STATES",
     "SYNC_MODES",
     "Accepted",
+    "DeleteResult",
     "Envelope",
+    "FlushResult",
     "HoldChange",
+    "HoldResult",
     "IncomingMessage",
     "Intake",
     "MessageSource",
@@ -61,6 +80,7 @@ __all__ = [
     "Origin",
     "Outcome",
     "QueueEntry",
+    "QueueFilter",
     "QueueIdSource",
     "QueueState",
     "QueuedMessage",
@@ -74,9 +94,15 @@ __all__ = [
     "SpoolStats",
     "Store",
     "StoredMessage",
+    "delete_messages",
+    "entry_state",
+    "flush_messages",
     "fsync_dir",
+    "header_section",
     "is_queue_id",
+    "list_entries",
     "message_path",
+    "set_held",
     "sync_mode",
     "syncfs",
 ]

@@ -1,0 +1,186 @@
+"""The OpenAPI 3.1 document of /api/v1, written out by hand so it says what a person needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hato import __version__
+from hato.spool import QUEUE_STATES
+
+__all__ = ["openapi_document"]
+
+_ERROR = {
+    "description": 'An error: `{"error": "what is wrong and what to do"}`',
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_QUEUE_ID = {"name": "queue_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query(name: str, doc: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "description": doc, "schema": {"type": kind, **extra}}
+
+
+def _op(
+    summary: str,
+    *,
+    params: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+    write: bool = False,
+    content: str = "application/json",
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary + (" (admin)" if write else ""),
+        "responses": {
+            "200": {"description": "Done", "content": {content: {}}},
+            "400": _ERROR,
+            "401": _ERROR,
+            **({"403": _ERROR} if write else {}),
+            "404": _ERROR,
+        },
+    }
+    if params:
+        op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object", "properties": body}}},
+        }
+    return op
+
+
+_IDS = {
+    "queue_ids": {"type": "array", "items": {"type": "string"}},
+    "all": {"type": "boolean", "description": "Every queued message."},
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    one = [_QUEUE_ID]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Hato",
+            "version": __version__,
+            "description": "The mail server's queue, messages, accounts and activity."
+            " Authenticate with `Authorization: Bearer TOKEN` (hato web token add NAME"
+            " [--read-only]) or a console session (then send X-CSRF-Token on changes)."
+            " Read-only tokens may only GET.",
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "properties": {"error": {"type": "string"}},
+                    "required": ["error"],
+                }
+            },
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/v1/whoami": {"get": _op("Who the credentials belong to, and their role")},
+            "/api/v1/queue": {
+                "get": _op(
+                    "Queued messages, oldest first, a page at a time",
+                    params=[
+                        _query("sender", "Sender contains this text"),
+                        _query("recipient", "A recipient contains this text"),
+                        _query("destination", "A pending recipient is in this domain"),
+                        _query("state", "held, deferred or queued", enum=list(QUEUE_STATES)),
+                        _query("age", "Arrived at least this long ago (3600, 30m, 2h, 7d)"),
+                        _query("limit", "At most this many (1-500, 50)", "integer"),
+                        _query(
+                            "offset", "Skip this many (next_offset of the last page)", "integer"
+                        ),
+                    ],
+                )
+            },
+            "/api/v1/queue/{action}": {
+                "post": _op(
+                    "hold, release, flush or delete several messages",
+                    params=[
+                        {
+                            "name": "action",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"enum": ["hold", "release", "flush", "delete"]},
+                        }
+                    ],
+                    body={**_IDS, "destination": {"type": "string", "description": "flush"}},
+                    write=True,
+                )
+            },
+            "/api/v1/queue/{queue_id}": {
+                "get": _op("One message's envelope and recipients' state", params=one),
+                "delete": _op("Remove a message without delivering it", params=one, write=True),
+            },
+            "/api/v1/queue/{queue_id}/hold": {
+                "post": _op("Keep a message queued without attempts", params=one, write=True)
+            },
+            "/api/v1/queue/{queue_id}/release": {
+                "post": _op("Release a held message", params=one, write=True)
+            },
+            "/api/v1/queue/{queue_id}/flush": {
+                "post": _op("Attempt a message now", params=one, write=True)
+            },
+            "/api/v1/messages/{queue_id}/header": {
+                "get": _op("A queued message's header section, as text", params=one)
+            },
+            "/api/v1/messages/{what}/story": {
+                "get": _op(
+                    "Everything recorded about a message (as hato trace), by queue ID or"
+                    " Message-ID",
+                    params=[{"name": "what", "in": "path", "required": True}],
+                )
+            },
+            "/api/v1/events": {
+                "get": _op(
+                    "Live events as server-sent events (event: NAME, data: the JSON record)",
+                    content="text/event-stream",
+                )
+            },
+            "/api/v1/refusals": {
+                "get": _op(
+                    "Recent refusals with their rules",
+                    params=[
+                        _query("since", "How far back (1h)"),
+                        _query("limit", "At most this many (100)", "integer"),
+                    ],
+                )
+            },
+            "/api/v1/accounts/domains": {"get": _op("Local domains with their counts")},
+            "/api/v1/accounts/users": {
+                "get": _op(
+                    "Users with quota and usage (bytes)",
+                    params=[_query("domain", "Only this domain's")],
+                )
+            },
+            "/api/v1/accounts/aliases": {
+                "get": _op("Aliases and their targets"),
+                "post": _op(
+                    "Add an alias, or targets to one",
+                    body={
+                        "source": {"type": "string"},
+                        "targets": {"type": "array", "items": {"type": "string"}},
+                    },
+                    write=True,
+                ),
+            },
+            "/api/v1/accounts/aliases/{source}": {
+                "put": _op(
+                    "Replace an alias's targets",
+                    params=[{"name": "source", "in": "path", "required": True}],
+                    body={"targets": {"type": "array", "items": {"type": "string"}}},
+                    write=True,
+                ),
+                "delete": _op(
+                    "Remove an alias, or one target (?target=)",
+                    params=[
+                        {"name": "source", "in": "path", "required": True},
+                        _query("target", "Only this target"),
+                    ],
+                    write=True,
+                ),
+            },
+        },
+    }
