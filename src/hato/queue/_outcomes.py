@@ -167,6 +167,7 @@ def _events(plan: Plan, outcome: Outcome, verdict: Verdict) -> list[OpsEvent]:
             mailbox=v.target,
             status=v.result.enhanced,
             detail=v.result.detail,
+            remote=v.remote,
         )
         for v in plan.verdicts
         if v.result.status is Status.DELIVERED
@@ -184,6 +185,7 @@ def _events(plan: Plan, outcome: Outcome, verdict: Verdict) -> list[OpsEvent]:
                 detail=outcome.detail,
                 attempts=outcome.attempts,
                 next_attempt=outcome.next_attempt,
+                remote=verdict.remote,
             )
         )
     elif outcome.state == FAILED:
@@ -195,6 +197,7 @@ def _events(plan: Plan, outcome: Outcome, verdict: Verdict) -> list[OpsEvent]:
                 status=outcome.status,
                 detail=outcome.detail,
                 reverse_path=entry.envelope.reverse_path,
+                remote=verdict.remote,
             )
         )
     return events

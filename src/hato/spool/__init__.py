@@ -39,6 +39,7 @@ from hato.spool._state import (
     Outcome,
     QueueEntry,
     QueueState,
+    QueueSummary,
     RecipientState,
 )
 from hato.spool._store import SQLiteStore, Store, StoredMessage
@@ -63,6 +64,7 @@ __all__ = [
     "QueueEntry",
     "QueueIdSource",
     "QueueState",
+    "QueueSummary",
     "QueuedMessage",
     "Recipient",
     "RecipientState",
