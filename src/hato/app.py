@@ -28,6 +28,7 @@ from .events import (
     DkimKeyChecked,
     EventLog,
     InternalError,
+    MetricsListening,
     ServerStarted,
     ServerStopped,
     SpoolRecovered,
@@ -37,6 +38,7 @@ from .events import (
     WebUnencrypted,
 )
 from .mailauth import DkimKeys, MailDns, Srs, check_published, load_srs_secret
+from .metrics import Metrics, MetricsListener, metrics_app
 from .pipeline import DkimSigning, InboundChecks, MessageFilter, PipelineIntake, build_pipeline
 from .policy import AccessPolicy
 from .queue import QueueManager, RetryPolicy
@@ -57,8 +59,17 @@ from .server import (
     TlsError,
     limits_from,
 )
-from .spool import Envelope, MessageSource, Origin, QueueState, Refusal, Spool, SpoolError
-from .trace import TRACE_FILE, Recorder
+from .spool import (
+    Envelope,
+    MessageSource,
+    Origin,
+    QueueState,
+    QueueSummary,
+    Refusal,
+    Spool,
+    SpoolError,
+)
+from .trace import TRACE_FILE, Attempt, Recorder
 from .web import (
     ADMIN,
     WEB_FILE,
@@ -224,6 +235,12 @@ class Hato:
         if settings.trace.enabled:
             self.recorder = Recorder(data_dir / TRACE_FILE, retention=settings.trace.retention)
             self.log.subscribe(self.recorder.event)
+        # Prometheus metrics: counted from the same stream, the queue read when scraped.
+        self.metrics: Metrics | None = None
+        self._metrics_listener: MetricsListener | None = None
+        if settings.metrics.enabled:
+            self.metrics = Metrics(queue_summary=self._queue_summary)
+            self.log.subscribe(self.metrics.event)
         self.tls = self._load_tls()
         self._build_web(settings)
         resolver = self.resolver
@@ -291,6 +308,7 @@ class Hato:
             log=self.log,
             usage=lambda domain, local, quota: maildir.usage(domain, local, quota).bytes,
             secure_cookies=settings.web.tls,
+            metrics=metrics_app(self.metrics.registry) if self.metrics is not None else None,
         )
         self.web = WebService(build_app(context), settings.web.listen)
 
@@ -351,6 +369,7 @@ class Hato:
             sealing_keys=lambda domain: keys.signing_keys(
                 domain, include_contradicted=settings.dkim.sign_contradicted
             ),
+            log=self.log,
         )
 
     def _signing(self) -> DkimSigning | None:
@@ -433,11 +452,14 @@ class Hato:
         self.queue = self._queue_manager()
         await self.queue.start()
         try:
+            self._start_metrics()
             server = self.settings.server
             await self.smtp.start(
                 server.listen, server.implicit_tls_listen, server.submission_listen
             )
         except OSError:
+            if self._metrics_listener is not None:
+                self._metrics_listener.stop()
             await self.queue.stop()
             self.spool.close()
             raise
@@ -464,6 +486,34 @@ class Hato:
             )
         )
         self.log.flush()
+
+    def _start_metrics(self) -> None:
+        """``[metrics] listen``: /metrics on sockets of its own (the HTTP service mounts
+        ``metrics.metrics_app(hato.metrics.registry)`` as well)."""
+        listen = self.settings.metrics.listen
+        if self.metrics is None or not listen:
+            return
+        listener = MetricsListener(self.metrics.registry)
+        listener.start([(a.host, a.port) for a in listen])
+        self._metrics_listener = listener
+        self.log.emit(MetricsListening(listen=tuple(_address(h, p) for h, p in listener.bound)))
+
+    def _queue_summary(self) -> QueueSummary | None:
+        # On a scrape's thread; QueueState.summary has its own connection and lock.
+        return self.queue.state.summary() if self.queue is not None else None
+
+    def _on_attempt(self) -> Callable[[Attempt], None] | None:
+        """Who hears of each remote delivery attempt: the flight recorder, the metrics."""
+        recorder, metrics = self.recorder, self.metrics
+        if recorder is None or metrics is None:
+            one = recorder or metrics
+            return one.attempt if one is not None else None
+
+        def both(attempt: Attempt) -> None:
+            recorder.attempt(attempt)
+            metrics.attempt(attempt)
+
+        return both
 
     def _record(self) -> None:
         """What this server uses, for the other commands (see config.ServerRecord)."""
@@ -503,7 +553,7 @@ class Hato:
             connect_timeout=relay.connect_timeout,
             smarthost_auth=auth if relay.smarthost_username else None,
             session_reuse=relay.session_reuse,
-            on_attempt=self.recorder.attempt if self.recorder is not None else None,
+            on_attempt=self._on_attempt(),
         )
         return QueueManager(
             state=QueueState(settings.server.data_dir),
@@ -561,6 +611,8 @@ class Hato:
         if self.web is not None:
             await self.web.stop()
         cut = await self.smtp.stop(grace=self.settings.server.shutdown_grace, reason=reason)
+        if self._metrics_listener is not None:
+            await asyncio.to_thread(self._metrics_listener.stop)
         if self.queue is not None:
             await self.queue.stop()
             self.queue.state.close()

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, TextIO
 
 __all__ = [
     "LEVELS",
+    "AuthChecked",
     "AuthSucceeded",
     "Connected",
     "Deferred",
@@ -36,6 +37,7 @@ __all__ = [
     "InternalError",
     "MailAccepted",
     "MessageRemoved",
+    "MetricsListening",
     "OpsEvent",
     "Queued",
     "RcptAccepted",
@@ -300,6 +302,28 @@ class FilterVerdict(OpsEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AuthChecked(OpsEvent):
+    """What the mail authentication found for a message from outside (RFC 8601 words):
+    the results its ``Authentication-Results`` field states."""
+
+    name: ClassVar[str] = "auth_checked"
+    level: ClassVar[str] = "debug"
+    session: str
+    queue_id: str
+    spf: str  # pass, fail, softfail, neutral, none, temperror, permerror
+    dkim: str  # pass when any signature passed, fail, none
+    dmarc: str  # pass, fail, none, temperror, permerror
+    arc: str  # pass, fail, none
+
+    def describe(self) -> str:
+        origin = f"session={self.session} " if self.session else ""
+        return (
+            f"{origin}{self.queue_id} spf={self.spf} dkim={self.dkim} dmarc={self.dmarc}"
+            f" arc={self.arc}"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Queued(OpsEvent):
     name: ClassVar[str] = "queued"
     session: str
@@ -309,6 +333,9 @@ class Queued(OpsEvent):
     recipients: tuple[str, ...]
     client_ip: str
     message_id: str = ""  # the Message-ID header field's value, when the message has one
+    # Seconds from the end of the data to durable (the 250): the filters, then the copies
+    # delivered in the DATA phase or the group commit.
+    elapsed: float = 0.0
 
     def describe(self) -> str:
         origin = f"session={self.session} " if self.session else ""
@@ -442,6 +469,7 @@ class Delivered(OpsEvent):
     mailbox: str
     status: str
     detail: str
+    remote: bool = False  # handed to another server (else into a local mailbox)
 
     def describe(self) -> str:
         via = f" (mailbox {self.mailbox})" if self.mailbox != self.recipient else ""
@@ -471,6 +499,7 @@ class Deferred(OpsEvent):
     original: str | None = None
     # Why, as a class (delivery.Reason: "greylisted", "blocklisted", ...).
     reason_class: str | None = None
+    remote: bool = False  # the attempt was to another server (else a local mailbox)
 
     def describe(self) -> str:
         when = time.strftime("%H:%M:%S", time.localtime(self.next_attempt))
@@ -494,6 +523,7 @@ class DeliveryFailed(OpsEvent):
     reverse_path: str
     original: str | None = None  # as in Deferred
     reason_class: str | None = None  # as in Deferred
+    remote: bool = False  # as in Deferred
 
     def describe(self) -> str:
         return (
@@ -531,6 +561,17 @@ class MessageRemoved(OpsEvent):
 
     def describe(self) -> str:
         return f"{self.queue_id}: removed (delivered={self.delivered} failed={self.failed})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsListening(OpsEvent):
+    """The Prometheus metrics are served on these sockets (``[metrics] listen``)."""
+
+    name: ClassVar[str] = "metrics_listening"
+    listen: tuple[str, ...]
+
+    def describe(self) -> str:
+        return "metrics on " + ", ".join(f"http://{a}/metrics" for a in self.listen)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

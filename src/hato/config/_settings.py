@@ -867,6 +867,28 @@ class TraceSettings:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsSettings:
+    """Prometheus metrics: counters, gauges and histograms of what the server does."""
+
+    enabled: bool = field(
+        default=True,
+        metadata=_meta(
+            "Count connections, messages, refusals, TLS, AUTH and authentication results,"
+            " and time the 250 and the delivery attempts, for /metrics."
+        ),
+    )
+    listen: tuple[ListenAddress, ...] = field(
+        default=(),
+        metadata=_meta(
+            'Sockets of a listener of its own serving /metrics over HTTP, as "ADDR:PORT" like'
+            ' server.listen (e.g. ["127.0.0.1:9025"]); [] serves none. Anyone who can reach it'
+            " can read the metrics: keep it on loopback or a private network.",
+            kind="listen_optional",
+        ),
+    )
+
+
 class FilterFailure(enum.StrEnum):
     TEMPFAIL = "tempfail"
     ACCEPT = "accept"
@@ -1052,6 +1074,10 @@ class Settings:
     trace: TraceSettings = field(
         default_factory=TraceSettings,
         metadata=_meta("The flight recorder behind hato trace."),
+    )
+    metrics: MetricsSettings = field(
+        default_factory=MetricsSettings,
+        metadata=_meta("Prometheus metrics and where they are served."),
     )
     pipeline: PipelineSettings = field(
         default_factory=PipelineSettings,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import BinaryIO
 
@@ -98,6 +99,7 @@ class _Incoming:
         self._header_at = 0  # where the held header section starts in what was written
         self._header_whole = True  # False: its last field may go on past what was held
         self._failed = False
+        self._finishing = 0.0  # time.monotonic() at the end of the data
 
     @property
     def queue_id(self) -> str:
@@ -160,6 +162,7 @@ class _Incoming:
 
     async def finish(self) -> Accepted | Refusal:
         intake = self._intake
+        self._finishing = time.monotonic()
         try:
             if self._held is not None:
                 self._end_header(ended=True)
@@ -241,6 +244,7 @@ class _Incoming:
                     if message_id
                     else ""
                 ),
+                elapsed=round(time.monotonic() - self._finishing, 6),
             )
         )
 

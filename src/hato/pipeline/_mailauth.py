@@ -25,6 +25,7 @@ from typing import ClassVar
 
 from .. import mailauth, policy
 from ..config import MailAuthSettings
+from ..events import AuthChecked, EventLog
 from ..smtp import Reply
 from ..spool import Envelope, Origin
 from ._filter import ACCEPT, Message, Stage, Verdict
@@ -78,6 +79,7 @@ class InboundChecks:
         access: policy.AccessPolicy,
         forwarded_to: Callable[[Envelope], str | None] = lambda envelope: None,
         sealing_keys: Callable[[str], list[mailauth.SigningKey]] = lambda domain: [],
+        log: EventLog | None = None,
     ) -> None:
         self.hostname = hostname
         self.dns = dns
@@ -88,6 +90,7 @@ class InboundChecks:
         # key seals the ARC set), or None when nothing is forwarded.
         self.forwarded_to = forwarded_to
         self.sealing_keys = sealing_keys
+        self.log = log  # each message's results as an AuthChecked event (the metrics)
 
     def opening(self, queue_id: str, envelope: Envelope, origin: Origin) -> bytes:
         return b""
@@ -126,6 +129,8 @@ class InboundChecks:
             and mailauth.claims_authserv_id(body, self.hostname)
         )
         summary = _summary(results)
+        if self.log is not None:
+            self.log.emit(_checked(message, results))
         decision = self.access.check("end", self._facts(message, results))
         if decision is not None:
             reason = f"{decision.reason} ({summary})"
@@ -187,6 +192,17 @@ def _dmarc_reason(results: mailauth.AuthResults, summary: str) -> str:
     dmarc = results.dmarc
     assert dmarc is not None
     return f"dmarc={dmarc.result} (p={dmarc.policy}) header.from={dmarc.from_domain}: {summary}"
+
+
+def _checked(message: Message, results: mailauth.AuthResults) -> AuthChecked:
+    return AuthChecked(
+        session=message.envelope.session_id,
+        queue_id=message.queue_id,
+        spf=results.spf.result if results.spf else "none",
+        dkim=results.dkim_summary,
+        dmarc=results.dmarc.result if results.dmarc else "none",
+        arc=results.arc.result if results.arc else "none",
+    )
 
 
 def _summary(results: mailauth.AuthResults) -> str:

@@ -175,6 +175,7 @@ def _events(plan: Plan, outcome: Outcome, verdict: Verdict) -> list[OpsEvent]:
             mailbox=v.target,
             status=v.result.enhanced,
             detail=v.result.detail,
+            remote=v.remote,
         )
         for v in plan.verdicts
         if v.result.status is Status.DELIVERED
@@ -193,6 +194,7 @@ def _events(plan: Plan, outcome: Outcome, verdict: Verdict) -> list[OpsEvent]:
                 attempts=outcome.attempts,
                 next_attempt=outcome.next_attempt,
                 reason_class=outcome.reason,
+                remote=verdict.remote,
             )
         )
     elif outcome.state == FAILED:
@@ -205,6 +207,7 @@ def _events(plan: Plan, outcome: Outcome, verdict: Verdict) -> list[OpsEvent]:
                 detail=outcome.detail,
                 reverse_path=entry.envelope.reverse_path,
                 reason_class=outcome.reason,
+                remote=verdict.remote,
             )
         )
     return events

@@ -53,6 +53,7 @@ from hato.spool._state import (
     Outcome,
     QueueEntry,
     QueueState,
+    QueueSummary,
     RecipientState,
 )
 from hato.spool._store import SQLiteStore, Store, StoredMessage
@@ -83,6 +84,7 @@ __all__ = [
     "QueueFilter",
     "QueueIdSource",
     "QueueState",
+    "QueueSummary",
     "QueuedMessage",
     "Recipient",
     "RecipientState",

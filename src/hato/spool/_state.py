@@ -13,6 +13,8 @@ while ``hato serve`` runs; each bumps a generation counter that the running queu
 from __future__ import annotations
 
 import builtins
+import json
+import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ __all__ = [
     "Outcome",
     "QueueEntry",
     "QueueState",
+    "QueueSummary",
     "RecipientState",
 ]
 
@@ -117,6 +120,28 @@ class QueueEntry:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class QueueSummary:
+    """How much is queued, for the metrics: messages by state and the oldest's arrival."""
+
+    # "held"; else "deferred" (some recipient was tried and will be retried); else "queued".
+    messages: dict[str, int]
+    oldest_arrival: float | None  # unix time; None when the queue is empty
+
+
+# A message is in one state, the first that applies: held, deferred, queued.
+_SUMMARY = """
+SELECT state, count(*) FROM (
+    SELECT CASE WHEN m.held THEN 'held'
+                WHEN EXISTS (SELECT 1 FROM recipient AS r
+                             WHERE r.queue_id = m.queue_id AND r.state = 'deferred')
+                THEN 'deferred'
+                ELSE 'queued' END AS state
+    FROM message AS m
+) GROUP BY state
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Outcome:
     """The result of one delivery attempt for one recipient."""
 
@@ -150,10 +175,17 @@ class QueueState:
         if version < 2:
             self._conn.close()
             raise SpoolError("spool index predates queue state; start hato serve once")
+        # summary()'s own connection: a reader in WAL mode never waits for record()'s sync.
+        self._summary_lock = threading.Lock()
+        self._summary_conn: sqlite3.Connection | None = None
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        with self._summary_lock:
+            if self._summary_conn is not None:
+                self._summary_conn.close()
+                self._summary_conn = None
 
     def __enter__(self) -> QueueState:
         return self
@@ -179,6 +211,20 @@ class QueueState:
             ).fetchall()
         found = _assemble(rows)
         return found[0] if found else None
+
+    def summary(self) -> QueueSummary:
+        """Messages per state and the oldest's arrival: one scan of the index, for a scrape."""
+        with self._summary_lock, _translated("read"):
+            if self._summary_conn is None:
+                self._summary_conn = _connect(str(self.data_dir / "spool.sqlite3"))
+            conn = self._summary_conn
+            counts = dict(conn.execute(_SUMMARY).fetchall())
+            row = conn.execute("SELECT envelope FROM message ORDER BY queue_id LIMIT 1").fetchone()
+        oldest = None
+        if row is not None:
+            arrival = json.loads(row[0]).get("arrival")
+            oldest = float(arrival) if isinstance(arrival, int | float) else None
+        return QueueSummary(messages=counts, oldest_arrival=oldest)
 
     def generation(self) -> int:
         with self._lock, _translated("read"):

@@ -32,7 +32,8 @@ from starlette.responses import (
     Response,
     StreamingResponse,
 )
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp
 
 from hato.accounts import (
     AccountError,
@@ -141,6 +142,8 @@ class WebContext:
     log: EventLog
     usage: MailboxUsage
     secure_cookies: bool = False
+    # The Prometheus endpoint, served at /metrics without authentication (metrics.enabled).
+    metrics: ASGIApp | None = None
     sessions: Sessions = field(init=False)
     limiter: AuthLimiter = field(init=False)
 
@@ -212,6 +215,8 @@ def build_app(context: WebContext) -> Starlette:
         Route("/api/v1/events", api(_events), methods=["GET"]),
         Route("/api/v1/refusals", api(_refusals), methods=["GET"]),
     ]
+    if context.metrics is not None:
+        routes.append(Mount("/metrics", app=context.metrics))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

@@ -506,8 +506,9 @@ def test_example_file_documents_every_field() -> None:
         for f in dataclasses.fields(cls):
             doc = f.metadata["doc"]
             assert doc.strip()
-            # The comment just above the key starts with the field's doc.
-            before = text.split(f"\n{f.name} = ", 1)[0]
+            # The comment just above the key (in its own section) starts with the field's doc.
+            own = text.split(f"\n[{section}]\n", 1)[1]
+            before = own.split(f"\n{f.name} = ", 1)[0]
             assert "# " + doc.split()[0] in before.rsplit("\n\n", 1)[-1]
 
 
