@@ -97,7 +97,10 @@ async def session(port: int, count: int, body: bytes, persistent: bool) -> int:
 
 def start_hato(data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
     proc = subprocess.Popen(
-        [str(HATO), "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"],
+        [
+            *(str(HATO), "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"),
+            *("-o", 'web.listen=["127.0.0.1:0"]'),  # the HTTP service on a port of its own
+        ],
         stderr=subprocess.DEVNULL,
     )
     events = data_dir / "log" / "events.jsonl"

@@ -227,6 +227,8 @@ class ConfiguredHato(Hato):
         self._hato("user", "add", RECIPIENT)
         options = [
             "server.reverse_dns=false",
+            # The HTTP service runs, as deployed, on a port of its own (8025 may be taken).
+            'web.listen=["127.0.0.1:0"]',
             "server.implicit_tls_listen=[]",
             f'dns.nameservers=["{self.world.dns.address}"]',
             f"dkim.sign={'true' if config.sign else 'false'}",

@@ -163,6 +163,8 @@ class Hato(Server):
         self._hato("alias", "add", f"@{DOMAIN}", RECIPIENT)  # smtp-source -N's 17user@
         options = [
             "server.reverse_dns=false",
+            # The HTTP service runs, as deployed, on a port of its own (8025 may be taken).
+            'web.listen=["127.0.0.1:0"]',
             "server.implicit_tls_listen=[]",
             "server.submission_listen=[]",
             'dns.nameservers=["127.0.0.1:9"]',  # nothing here needs DNS; never ask outside
