@@ -26,9 +26,16 @@ What it promises:
 
 from ._loop import ReportMailbox, find_report, wait_for_report
 from ._message import new_envid, test_message
-from ._probe import RELAY_DOMAIN, RELAY_USER, Plan, probe, relay_forms
+from ._probe import RELAY_DOMAIN, RELAY_USER, Plan, StepListener, probe, relay_forms
 from ._probe_inbound import InboundProbe, analyse, render_analysis, session_timings
-from ._probe_store import LIFETIME, PROBES_DIR, ProbeError, ProbeRecord, ProbeStore
+from ._probe_store import (
+    LIFETIME,
+    PROBES_DIR,
+    ProbeError,
+    ProbeRecord,
+    ProbeStore,
+    split_probe,
+)
 from ._render import render, render_standing
 from ._report import (
     Certificate,
@@ -78,6 +85,7 @@ __all__ = [
     "SelfPlan",
     "StandingReport",
     "Step",
+    "StepListener",
     "Target",
     "TargetError",
     "TranscriptEntry",
@@ -97,6 +105,7 @@ __all__ = [
     "render_standing",
     "run",
     "session_timings",
+    "split_probe",
     "standing_dns",
     "standing_self",
     "test_message",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,7 +17,10 @@ from ._tls import certificate_facts, not_yet_valid, unverified_context
 from ._trust import OwnServer
 from ._wire import Closed, Conversation, Garbled, ReplyTimeout
 
-__all__ = ["RELAY_USER", "Plan", "probe", "relay_forms"]
+__all__ = ["RELAY_USER", "Plan", "StepListener", "probe", "relay_forms"]
+
+# Told of each step as it is taken (the HTTP service streams them): the host and the step.
+StepListener = Callable[[HostReport, Step], None]
 
 # The foreign address the relay test asks for: a domain reserved by RFC 2606, so an open
 # relay that accepts it still delivers nothing (the test never sends DATA anyway).
@@ -67,11 +71,12 @@ async def probe(
     plan: Plan,
     *,
     preference: int | None = None,
+    on_step: StepListener | None = None,
 ) -> HostReport:
     """Talk to ``address``:``port`` (``host`` is the name it was found under)."""
     report = HostReport(host=host, address=address, port=port, preference=preference)
     conversation = Conversation(plan.timeout)
-    session = _Session(report, conversation, plan)
+    session = _Session(report, conversation, plan, on_step)
     try:
         await session.run()
     except _Stop:
@@ -86,8 +91,15 @@ async def probe(
 
 
 class _Session:
-    def __init__(self, report: HostReport, conversation: Conversation, plan: Plan) -> None:
+    def __init__(
+        self,
+        report: HostReport,
+        conversation: Conversation,
+        plan: Plan,
+        on_step: StepListener | None = None,
+    ) -> None:
         self.report = report
+        self.on_step = on_step
         self.conv = conversation
         self.conn = conversation.conn
         self.plan = plan
@@ -97,15 +109,16 @@ class _Session:
 
     def step(self, name: str, status: StepStatus, started: float, detail: str) -> None:
         now = self.conv.elapsed()
-        self.report.steps.append(
-            Step(
-                name=name,
-                status=status,
-                started=started,
-                duration=round(now - started, 3),
-                detail=detail,
-            )
+        taken = Step(
+            name=name,
+            status=status,
+            started=started,
+            duration=round(now - started, 3),
+            detail=detail,
         )
+        self.report.steps.append(taken)
+        if self.on_step is not None:
+            self.on_step(self.report, taken)
 
     def found(self, item: Finding) -> None:
         self.report.findings.append(item)

@@ -13,7 +13,7 @@ from ..smtp import is_ip_address
 from ._dns import RecordingResolver, lookup_domain
 from ._explain import finding
 from ._loop import ReportMailbox, wait_for_report
-from ._probe import Plan, probe
+from ._probe import Plan, StepListener, probe
 from ._report import Report
 from ._target import Target
 
@@ -31,6 +31,7 @@ class Options:
     wait: float | None = None  # --wait: seconds to wait for the report
     mailbox: ReportMailbox | None = None  # where the report lands (--wait)
     message_id: str | None = None
+    on_step: StepListener | None = None  # told of each step as it is taken
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ async def run(options: Options, rng: random.Random | None = None) -> Report:
     candidates = await _candidates(options, resolver, report, rng or random.Random())
     before = options.mailbox.snapshot() if options.mailbox is not None else set()
     for candidate in candidates:
-        answered = await _try_host(candidate, plan, report)
+        answered = await _try_host(candidate, plan, report, options.on_step)
         if answered and not options.all_mx:
             break
     _forgive_backups(report, options.all_mx)
@@ -109,11 +110,18 @@ async def _candidates(
     return [_Candidate(host, port, None, tuple(addresses))]
 
 
-async def _try_host(candidate: _Candidate, plan: Plan, report: Report) -> bool:
+async def _try_host(
+    candidate: _Candidate, plan: Plan, report: Report, on_step: StepListener | None
+) -> bool:
     """Each address of the host until one answers; True if one did."""
     for address in candidate.addresses:
         host_report = await probe(
-            candidate.host, address, candidate.port, plan, preference=candidate.preference
+            candidate.host,
+            address,
+            candidate.port,
+            plan,
+            preference=candidate.preference,
+            on_step=on_step,
         )
         report.hosts.append(host_report)
         if host_report.answered:

@@ -215,6 +215,11 @@ def build_app(context: WebContext) -> Starlette:
         Route("/api/v1/events", api(_events), methods=["GET"]),
         Route("/api/v1/refusals", api(_refusals), methods=["GET"]),
     ]
+    # DNS records, diagnostics and test addresses (hato test's engine); that module
+    # imports this one, so it is imported here.
+    from hato.web._api_more import more_routes
+
+    routes += more_routes(api)
     if context.metrics is not None:
         routes.append(Mount("/metrics", app=context.metrics))
 

@@ -54,6 +54,34 @@ _IDS = {
 }
 
 
+def _diagnostics_op() -> dict[str, Any]:
+    flag = {"type": "boolean"}
+    op = _op(
+        "Run hato test against a target from this server: server-sent events, `start`, one"
+        " `step` per step taken (host, address, port, name, status, started, duration,"
+        " detail), then `report` (the report as hato test --json gives it) or `error`."
+        " At most a few runs at once (429 beyond)",
+        body={
+            "target": {"type": "string", "description": "Address, domain, host or HOST:PORT"},
+            "server": {"type": "string", "description": "HOST[:PORT]: skip the MX lookup"},
+            "all_mx": flag,
+            "from": {"type": "string"},
+            "to": {"type": "string"},
+            "tls": {"enum": ["try", "off", "require"]},
+            "auth_user": {"type": "string"},
+            "auth_password": {"type": "string"},
+            "dsn": flag,
+            "send": flag,
+            "relay_test": flag,
+            "timeout": {"type": "number", "description": "Seconds per step (30, at most 120)"},
+        },
+        write=True,
+        content="text/event-stream",
+    )
+    op["responses"]["429"] = _ERROR
+    return op
+
+
 def openapi_document() -> dict[str, Any]:
     one = [_QUEUE_ID]
     return {
@@ -146,6 +174,34 @@ def openapi_document() -> dict[str, Any]:
                         _query("since", "How far back (1h)"),
                         _query("limit", "At most this many (100)", "integer"),
                     ],
+                )
+            },
+            "/api/v1/dns": {"get": _op("Local domains, each with the URL of its DNS records")},
+            "/api/v1/dns/{domain}": {
+                "get": _op(
+                    "The records a local domain should publish (MX, SPF, DKIM, DMARC; MTA-STS"
+                    " and TLS-RPT once published), each with its status in DNS now"
+                    " (ok, missing, differs, warn, fail, unknown), and the checks of"
+                    " hato test DOMAIN --dns",
+                    params=[{"name": "domain", "in": "path", "required": True}],
+                )
+            },
+            "/api/v1/diagnostics": {
+                "post": _diagnostics_op(),
+            },
+            "/api/v1/probes": {
+                "post": _op(
+                    "Make a test address for an hour, as hato test --receive: mail sent to it"
+                    " is analysed, never delivered (201)",
+                    body={"domain": {"type": "string", "description": "A local domain"}},
+                    write=True,
+                )
+            },
+            "/api/v1/probes/{address}": {
+                "get": _op(
+                    "A test address: state waiting, received or expired, and the analysis of"
+                    " each message that arrived",
+                    params=[{"name": "address", "in": "path", "required": True}],
                 )
             },
             "/api/v1/accounts/domains": {"get": _op("Local domains with their counts")},
