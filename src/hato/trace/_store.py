@@ -407,6 +407,13 @@ class TraceStore:
         found.sort(key=lambda refusal: refusal.ts)
         return found[-limit:]
 
+    def attempt_tls(self, since: float) -> tuple[int, int]:
+        """Delivery attempts since ``since`` (unix time), and how many of them ran over TLS."""
+        row = self._conn.execute(
+            "SELECT count(*), coalesce(sum(tls != ''), 0) FROM attempts WHERE ts >= ?", (since,)
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
     def summary(self, queue_id: str) -> Summary | None:
         row = self._message(queue_id)
         return None if row is None else _summary(row[:-1], self._events(queue_id))

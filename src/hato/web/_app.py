@@ -192,8 +192,11 @@ def build_app(context: WebContext) -> Starlette:
 
         return endpoint
 
+    # Imported here: the console's pages use this module's sessions and errors.
+    from hato.web._console import console_routes
+
     routes: list[BaseRoute] = [
-        Route("/", page(_home), methods=["GET"]),
+        *console_routes(context),
         Route("/login", page(_login_form), methods=["GET"]),
         Route("/login", page(_login), methods=["POST"]),
         Route("/logout", page(_logout), methods=["POST"]),
@@ -302,22 +305,6 @@ def _cookie(context: WebContext, response: Response, name: str, value: str, age:
         secure=context.secure_cookies,
         path="/",
     )
-
-
-async def _home(request: Request, context: WebContext) -> Response:
-    session = context.sessions.get(request.cookies.get(SESSION_COOKIE))
-    if session is None:
-        return RedirectResponse("/login", status_code=303)
-    body = (
-        f"<h1>Hato on {html.escape(context.settings.server.hostname)}</h1>"
-        f"<p>Logged in as {html.escape(session.name)} ({html.escape(session.role)}).</p>"
-        '<p>The JSON API is described at <a href="/api/v1/openapi.json">/api/v1/openapi.json'
-        "</a>.</p>"
-        '<form method="post" action="/logout">'
-        f'<input type="hidden" name="csrf" value="{html.escape(session.csrf)}">'
-        '<button type="submit">Log out</button></form>'
-    )
-    return _html("console", body)
 
 
 def _login_page(context: WebContext, message: str = "", status: int = 200) -> Response:
