@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from .. import app
 from ..config import settings_warnings
 from ._common import config_options, override_option, settings_from
 
@@ -47,4 +46,8 @@ def serve(
     )
     for warning in settings_warnings(settings):
         click.echo(f"hato: warning: {warning.key}: {warning.message}", err=True)
+    # Imported here: the server's modules (HTTP, metrics, TLS) are not what the other
+    # commands need, and every command would pay for loading them.
+    from .. import app
+
     raise SystemExit(app.run(settings))
