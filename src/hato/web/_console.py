@@ -35,6 +35,7 @@ from starlette.staticfiles import StaticFiles
 from hato.accounts import display_domain
 from hato.config import settings_to_toml
 from hato.delivery import EXPLANATIONS, destinations
+from hato.diag import ProbeError, split_probe
 from hato.events import (
     Connected,
     Deferred,
@@ -61,6 +62,15 @@ from hato.spool import (
     set_held,
 )
 from hato.trace import TRACE_FILE, TraceStore, TraceVersionError
+from hato.web._api_more import (
+    DEFAULT_TIMEOUT,
+    MAX_TIMEOUT,
+    _dns_view,
+    _local_domains,
+    _probe_domain,
+    _probe_store,
+    _probe_view,
+)
 from hato.web._app import SESSION_COOKIE, ApiError, WebContext, _duration
 from hato.web._users import ADMIN
 
@@ -410,6 +420,10 @@ def console_routes(context: WebContext) -> list[BaseRoute]:
         Route("/events", page(_events), methods=["GET"]),
         Route("/accounts", page(_accounts), methods=["GET"]),
         Route("/configuration", page(_configuration), methods=["GET"]),
+        Route("/test", page(_test), methods=["GET"]),
+        Route("/dns", page(_dns), methods=["GET"]),
+        Route("/test-address", page(_probe), methods=["GET"]),
+        Route("/test-address", page(_probe_create), methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
 
@@ -793,3 +807,84 @@ async def _accounts(request: Request, console: Console, viewer: Viewer) -> Respo
 async def _configuration(request: Request, console: Console, viewer: Viewer) -> Response:
     text = settings_to_toml(console.context.settings, show_secrets=False)
     return console.render("configuration.html", viewer, "configuration", text=text)
+
+
+# -- hato test --------------------------------------------------------------------------------
+
+
+def _writer(viewer: Viewer, what: str) -> None:
+    if not viewer.may_write:
+        raise ApiError(403, f"{viewer.name} is {viewer.role}: {what} is for admins")
+
+
+async def _test(request: Request, console: Console, viewer: Viewer) -> Response:
+    """``hato test`` from this server: the page's script posts the form to
+    ``/api/v1/diagnostics`` and shows each step as it streams in, then the verdict."""
+    _writer(viewer, "running hato test from this server")
+    return console.render(
+        "test.html",
+        viewer,
+        "test",
+        default_timeout=f"{DEFAULT_TIMEOUT:g}",
+        max_timeout=f"{MAX_TIMEOUT:g}",
+        sender=f"postmaster@{console.context.settings.server.hostname}",
+    )
+
+
+# -- DNS records ------------------------------------------------------------------------------
+
+
+async def _dns(request: Request, console: Console, viewer: Viewer) -> Response:
+    """Per local domain, the records to publish beside what DNS says now: the API's own
+    view (``/api/v1/dns/{domain}``), each domain's lookups in a thread of their own."""
+    context = console.context
+    domains = await asyncio.to_thread(_local_domains, context)
+    views = await asyncio.gather(
+        *(asyncio.to_thread(_dns_view, context, domain) for domain in domains)
+    )
+    return console.render("dns.html", viewer, "dns", views=views)
+
+
+# -- test addresses ---------------------------------------------------------------------------
+
+
+async def _probe(request: Request, console: Console, viewer: Viewer) -> Response:
+    """A test address (``hato test --receive``); the page's script polls
+    ``/api/v1/probes/{address}`` and shows the analysis of what arrives."""
+    address = request.query_params.get("address", "").strip()
+    record = None
+    if address:
+        if split_probe(address) is None:
+            raise ApiError(400, f"{address!r} is not a test address (probe-...@domain)")
+        context = console.context
+
+        def read() -> dict[str, Any] | None:
+            try:
+                found = _probe_store(context).get(address)
+            except ProbeError as error:
+                raise ApiError(503, str(error)) from None
+            return _probe_view(found, context) if found is not None else None
+
+        record = await asyncio.to_thread(read)
+        if record is None:
+            raise ApiError(404, f"{address} is no test address made here")
+    return console.render("probe.html", viewer, "probe", record=record)
+
+
+async def _probe_create(request: Request, console: Console, viewer: Viewer) -> Response:
+    values = await _read_form(request)
+    if not hmac.compare_digest(_first(values, "csrf").encode(), viewer.csrf.encode()):
+        raise ApiError(403, "missing or wrong CSRF token: reload the page and try again")
+    _writer(viewer, "making a test address")
+    wanted = _first(values, "domain").strip() or None
+    context = console.context
+
+    def create() -> str:
+        domain = _probe_domain(context, wanted)
+        try:
+            return _probe_store(context).create(domain).address
+        except ProbeError as error:
+            raise ApiError(400, str(error)) from None
+
+    address = await asyncio.to_thread(create)
+    return RedirectResponse("/test-address?" + urlencode({"address": address}), status_code=303)
