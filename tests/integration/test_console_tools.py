@@ -8,6 +8,7 @@ button, sent a message with smtplib and its analysis shown. Screenshots go to do
 from __future__ import annotations
 
 import smtplib
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,6 +153,37 @@ def test_hato_test_from_the_console_streams_its_steps(
     _screenshot(browser, "test")
 
 
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that takes connections and never says a word."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        yield listener.getsockname()[1]
+
+
+def test_each_step_shows_before_the_run_ends(
+    browser: WebDriver, base: str, silent_port: int
+) -> None:
+    browser.get(f"{base}/test")
+    browser.find_element(By.NAME, "target").send_keys(f"127.0.0.1:{silent_port}")
+    timeout = browser.find_element(By.NAME, "timeout")
+    timeout.clear()
+    timeout.send_keys("3")
+    browser.find_element(By.ID, "diag-run").click()
+    # Connected at once; the banner never comes: the first row is there while the run
+    # still waits, and the verdict only after the timeout.
+    first = _wait(
+        browser, lambda: browser.find_element(By.CSS_SELECTOR, "#diag-steps tbody tr"), "a step"
+    )
+    assert "connect" in first.text.lower() and "pass" in first.text
+    assert not browser.find_elements(By.ID, "diag-verdict")
+    assert "Testing 127.0.0.1" in browser.find_element(By.ID, "diag-status").text
+    verdict = _wait(browser, lambda: browser.find_element(By.ID, "diag-verdict"), "the verdict")
+    assert verdict.text.startswith("FAIL"), verdict.text
+    assert browser.find_element(By.ID, "diag-run").is_enabled()
+
+
 def test_a_bad_target_is_explained_on_the_test_page(browser: WebDriver, base: str) -> None:
     browser.get(f"{base}/test")
     browser.find_element(By.NAME, "target").send_keys("user@")
@@ -228,6 +260,12 @@ def test_a_test_address_form_without_the_csrf_token_is_refused(
     problem = _wait(browser, lambda: browser.find_element(By.CSS_SELECTOR, ".problem"), "error")
     assert "CSRF" in problem.text
     assert not browser.find_elements(By.ID, "probe-address")
+    for query, expected in (
+        ("someone@tools.test", "not a test address"),
+        (f"probe-zzzzzzzz@{DOMAIN}", "no test address made here"),
+    ):
+        browser.get(f"{base}/test-address?address={query}")
+        assert expected in browser.find_element(By.CSS_SELECTOR, ".problem").text
 
 
 def test_a_read_only_user_may_not_run_tests_or_make_addresses(
