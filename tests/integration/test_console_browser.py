@@ -10,10 +10,10 @@ import json
 import smtplib
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from console_harness import SCREENSHOTS, login, open_browser, require_browser, screenshot, wait
 
 from hato.delivery import EXPLANATIONS, Reason
 from hato.web import READ_ONLY, WEB_FILE, WebUsers
@@ -23,24 +23,12 @@ if TYPE_CHECKING:
 
     from conftest import HatoProcess
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
 PASSWORD = "console-test-password"
 READER, READER_PASSWORD = "viewer", "viewer-test-password"
 WAIT = 20.0
 
-if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-    pytest.skip(
-        "THE CONSOLE'S BROWSER TESTS DID NOT RUN: /usr/bin/chromium or /usr/bin/chromedriver"
-        " is missing (Debian packages chromium and chromium-driver; make system-deps)",
-        allow_module_level=True,
-    )
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (the dev extras)")
-from selenium.common.exceptions import WebDriverException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+require_browser()
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -60,20 +48,8 @@ def server(
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,800"):
-        options.add_argument(argument)
-    options.add_argument("--disable-dev-shm-usage")
-    # The driver Debian installs: Selenium Manager downloads nothing.
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    # The page itself 1280x800 (the window's size would include the browser's own frame).
-    metrics = {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
-    try:
+    with open_browser() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture(scope="module")
@@ -82,27 +58,15 @@ def base(server: HatoProcess) -> str:
 
 
 def _wait(browser: WebDriver, condition: Callable[[], Any], what: str) -> Any:
-    def check(_: object) -> Any:
-        try:
-            return condition()
-        except WebDriverException:
-            return None
-
-    return WebDriverWait(browser, WAIT, poll_frequency=0.1).until(check, f"waiting for {what}")
+    return wait(browser, condition, what, WAIT)
 
 
 def _screenshot(browser: WebDriver, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    assert browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+    screenshot(browser, name)
 
 
 def _login(browser: WebDriver, base: str, name: str, password: str) -> None:
-    browser.delete_all_cookies()
-    browser.get(f"{base}/login")
-    browser.find_element(By.NAME, "username").send_keys(name)
-    browser.find_element(By.NAME, "password").send_keys(password)
-    browser.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
-    _wait(browser, lambda: browser.current_url.rstrip("/") == base, "the dashboard")
+    login(browser, base, name, password, WAIT)
 
 
 def _send(server: HatoProcess, subject: str) -> None:
