@@ -99,7 +99,10 @@ def dashboard(web_port: int) -> Iterator[int]:
         driver.find_element(By.NAME, "password").send_keys(PASSWORD)
         driver.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
         WebDriverWait(driver, 20).until(lambda d: d.current_url.rstrip("/") == base)
-        time.sleep(1.0)  # the event stream opened and the first counts fetched
+        # The dashboard's event stream is open ("live") before the load starts.
+        WebDriverWait(driver, 20).until(
+            lambda d: "on" in d.find_element(By.ID, "live-state").get_attribute("class")
+        )
         process = service.process
         assert process is not None
         yield process.pid
