@@ -320,7 +320,12 @@ class Hato:
             return
         path = self.settings.web.admin_password_file
         if path is not None:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except OSError as error:
+                raise WebUserError(f"web.admin_password_file {path}: {error.strerror}") from None
+            except UnicodeDecodeError:
+                raise WebUserError(f"web.admin_password_file {path}: not UTF-8 text") from None
             if not lines or not lines[0]:
                 raise WebUserError(f"web.admin_password_file {path}: the first line is empty")
             users.set_password(ADMIN, lines[0])

@@ -307,6 +307,13 @@ def _cookie(context: WebContext, response: Response, name: str, value: str, age:
     )
 
 
+def _forget(context: WebContext, response: Response, name: str) -> None:
+    """Ends a cookie with the same attributes it was set with (Secure under TLS)."""
+    response.delete_cookie(
+        name, path="/", httponly=True, samesite="strict", secure=context.secure_cookies
+    )
+
+
 def _login_page(context: WebContext, message: str = "", status: int = 200) -> Response:
     token = secrets.token_urlsafe(24)
     note = f'<p role="alert">{html.escape(message)}</p>' if message else ""
@@ -360,7 +367,7 @@ async def _login(request: Request, context: WebContext) -> Response:
     key, _ = context.sessions.create(principal)
     response = RedirectResponse("/", status_code=303)
     _cookie(context, response, SESSION_COOKIE, key, context.sessions.lifetime)
-    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
+    _forget(context, response, LOGIN_CSRF_COOKIE)
     return response
 
 
@@ -373,7 +380,7 @@ async def _logout(request: Request, context: WebContext) -> Response:
             raise ApiError(403, "missing or wrong CSRF token")
         context.sessions.end(key)
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    _forget(context, response, SESSION_COOKIE)
     return response
 
 
