@@ -35,6 +35,13 @@ def require_browser() -> None:
     pytest.importorskip("selenium.webdriver", reason="selenium (the dev extras)")
 
 
+@pytest.fixture(scope="module", name="browser")
+def browser_fixture() -> Iterator[WebDriver]:
+    """One browser for a test module (import it into the module as ``browser_fixture``)."""
+    with open_browser() as driver:
+        yield driver
+
+
 @contextlib.contextmanager
 def open_browser() -> Iterator[WebDriver]:
     from selenium import webdriver

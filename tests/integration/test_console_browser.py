@@ -9,11 +9,18 @@ from __future__ import annotations
 import json
 import smtplib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from console_harness import SCREENSHOTS, login, open_browser, require_browser, screenshot, wait
+from console_harness import (  # noqa: F401 - browser_fixture provides `browser`
+    SCREENSHOTS,
+    browser_fixture,
+    login,
+    require_browser,
+    screenshot,
+    wait,
+)
 
 from hato.delivery import EXPLANATIONS, Reason
 from hato.web import READ_ONLY, WEB_FILE, WebUsers
@@ -47,22 +54,12 @@ def server(
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
-    with open_browser() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
 def base(server: HatoProcess) -> str:
     return f"http://127.0.0.1:{server.web_port}"
 
 
 def _wait(browser: WebDriver, condition: Callable[[], Any], what: str) -> Any:
     return wait(browser, condition, what, WAIT)
-
-
-def _screenshot(browser: WebDriver, name: str) -> None:
-    screenshot(browser, name)
 
 
 def _login(browser: WebDriver, base: str, name: str, password: str) -> None:
@@ -106,7 +103,7 @@ def test_pages_need_a_login(browser: WebDriver, base: str) -> None:
     browser.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
     alert = _wait(browser, lambda: browser.find_element(By.CSS_SELECTOR, "[role=alert]"), "alert")
     assert "Wrong user name or password" in alert.text
-    _screenshot(browser, "login")
+    screenshot(browser, "login")
 
 
 def test_a_message_arrives_live_on_the_dashboard_and_in_the_queue(
@@ -126,7 +123,7 @@ def test_a_message_arrives_live_on_the_dashboard_and_in_the_queue(
     _wait(browser, lambda: _figure(browser, "deferred") >= 1, "a deferral counted")
     assert browser.find_elements(By.CSS_SELECTOR, "svg polyline.series.received")
     assert int(browser.find_element(By.ID, "queue-size").text) >= 1
-    _screenshot(browser, "dashboard")
+    screenshot(browser, "dashboard")
 
     browser.get(f"{base}/queue")
     row = browser.find_element(By.CSS_SELECTOR, f"tr[data-queue-id='{queue_id}']")
@@ -138,7 +135,7 @@ def test_a_message_arrives_live_on_the_dashboard_and_in_the_queue(
     browser.get(f"{base}/queue?sender=nobody-sends-this")
     assert not browser.find_elements(By.CSS_SELECTOR, f"tr[data-queue-id='{queue_id}']")
     browser.get(f"{base}/queue")
-    _screenshot(browser, "queue")
+    screenshot(browser, "queue")
 
 
 def test_the_story_of_a_message_with_its_transcripts(
@@ -162,7 +159,7 @@ def test_the_story_of_a_message_with_its_transcripts(
     assert "C: MAIL FROM:<ALICE@EXAMPLE.ORG>" in text.upper()
     assert "S: 250" in text
     assert queue_id in browser.find_element(By.TAG_NAME, "h1").text
-    _screenshot(browser, "message")
+    screenshot(browser, "message")
 
 
 def test_hold_and_release_from_the_queue_page(
@@ -212,7 +209,7 @@ def test_the_deferred_destination_and_its_reason(browser: WebDriver, base: str) 
     assert explanation.next_step in card.text
     assert "Connection refused" in card.text
     assert card.find_elements(By.CSS_SELECTOR, "button[value=flush]")
-    _screenshot(browser, "destinations")
+    screenshot(browser, "destinations")
 
 
 def test_the_events_page_tails_live(browser: WebDriver, base: str, server: HatoProcess) -> None:
@@ -230,19 +227,19 @@ def test_the_events_page_tails_live(browser: WebDriver, base: str, server: HatoP
         lambda: queue_id in browser.find_element(By.CSS_SELECTOR, "#events tr.ev.fresh").text,
         "the new event at the top",
     )
-    _screenshot(browser, "events")
+    screenshot(browser, "events")
 
 
 def test_accounts_and_configuration(browser: WebDriver, base: str, server: HatoProcess) -> None:
     browser.get(f"{base}/accounts")
     text = browser.find_element(By.TAG_NAME, "main").text
     assert f"@{server.hostname}" in text and "hold@relay.test.example" in text
-    _screenshot(browser, "accounts")
+    screenshot(browser, "accounts")
     browser.get(f"{base}/configuration")
     config = browser.find_element(By.CSS_SELECTOR, "pre.config").text
     assert f'hostname = "{server.hostname}"' in config
     assert "do-not-show-this" not in config and "********" in config
-    _screenshot(browser, "configuration")
+    screenshot(browser, "configuration")
 
 
 def test_a_read_only_user_sees_no_actions_and_cannot_post(

@@ -13,7 +13,14 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from console_harness import SCREENSHOTS, login, open_browser, require_browser, screenshot, wait
+from console_harness import (  # noqa: F401 - browser_fixture provides `browser`
+    SCREENSHOTS,
+    browser_fixture,
+    login,
+    require_browser,
+    screenshot,
+    wait,
+)
 
 from dns_server import DnsServer
 from hato.web import READ_ONLY, WEB_FILE, WebUsers
@@ -65,22 +72,12 @@ def target(module_hato_factory: Callable[..., HatoProcess]) -> HatoProcess:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
-    with open_browser() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
 def base(server: HatoProcess) -> str:
     return f"http://127.0.0.1:{server.web_port}"
 
 
 def _wait(browser: WebDriver, condition: Callable[[], Any], what: str) -> Any:
     return wait(browser, condition, what, WAIT)
-
-
-def _screenshot(browser: WebDriver, name: str) -> None:
-    screenshot(browser, name)
 
 
 def _login(browser: WebDriver, base: str, name: str, password: str) -> None:
@@ -115,7 +112,7 @@ def test_hato_test_from_the_console_streams_its_steps(
     assert f"[127.0.0.1]:{target.port}" in first and "pass" in first
     banner = next(row for row, name in zip(rows, names, strict=True) if name == "banner")
     assert "220" in banner.text
-    _screenshot(browser, "test")
+    screenshot(browser, "test")
 
 
 @pytest.fixture
@@ -176,7 +173,7 @@ def test_the_dns_page_shows_what_is_published_and_what_is_missing(
     assert "v=spf1 mx" in spf.text and "nothing" in spf.text
     verdict = card.find_element(By.CSS_SELECTOR, "h2 .verdict")
     assert "fail" in (verdict.get_attribute("class") or "") and "FAIL" in verdict.text
-    _screenshot(browser, "dns")
+    screenshot(browser, "dns")
 
 
 def test_a_test_address_shows_the_analysis_of_what_arrives(
@@ -213,7 +210,7 @@ def test_a_test_address_shows_the_analysis_of_what_arrives(
     assert "the message came without TLS" in text and "Next:" in text
     assert "arrived" in browser.find_element(By.ID, "probe-state").text
     assert browser.find_element(By.ID, "probe").get_attribute("data-state") == "received"
-    _screenshot(browser, "probe")
+    screenshot(browser, "probe")
 
 
 def test_a_test_address_form_without_the_csrf_token_is_refused(
