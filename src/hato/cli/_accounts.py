@@ -32,7 +32,6 @@ from ..accounts import (
 from ..config import Settings
 from ..routing import ALIAS_LOOP, LocalRouter, Unknown
 from ._common import config_options, data_settings
-from ._dkim import make_domain_keys
 
 __all__ = ["alias", "domain", "user"]
 
@@ -147,6 +146,8 @@ def domain_add(
     note = " (it is also in server.local_domains)" if added in settings.server.local_domains else ""
     click.echo(f"added domain {_named(added)}{note}")
     if not no_dkim:
+        from ._dkim import make_domain_keys  # mail authentication, only when a key is made
+
         make_domain_keys(settings, added, ed25519=ed25519)
 
 
