@@ -15,9 +15,11 @@ import secrets
 import signal
 import stat
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from . import __version__
 from .accounts import ACCOUNTS_FILE, AccountError, AccountStore
@@ -95,6 +97,11 @@ DKIM_DIR = "dkim"
 SRS_SECRET_FILE = "srs.key"
 # sysexits.h: "try again later", as once the other server has stopped.
 EX_TEMPFAIL = 75
+# How long closing the stores may take beyond server.shutdown_grace before a stop that
+# has not finished is reported, with what it waits on.
+STOP_SLACK = 12.0
+
+T = TypeVar("T")
 
 
 class DataDirInUse(Exception):
@@ -274,6 +281,9 @@ class Hato:
         self._flusher: asyncio.Task[None] | None = None
         self._key_checker: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self._stopping = False
+        self.stop_slack = STOP_SLACK
+        self._stop_phase = ""
 
     def _probe_filter(self) -> InboundProbe:
         settings = self.settings
@@ -609,36 +619,69 @@ class Hato:
         return outcome.queue_id
 
     async def stop(self, reason: str = "stop requested") -> None:
-        if self._stopped.is_set():
-            return
-        if self.web_hub is not None:
-            self.web_hub.close()  # ends the event streams, so the HTTP service stops at once
-        if self.web is not None:
-            await self.web.stop()
-        cut = await self.smtp.stop(grace=self.settings.server.shutdown_grace, reason=reason)
-        if self._metrics_listener is not None:
-            await asyncio.to_thread(self._metrics_listener.stop)
-        if self.queue is not None:
-            await self.queue.stop()
-            self.queue.state.close()
-        await asyncio.to_thread(self.spool.close)
-        self.accounts.close()
-        if self.web_users is not None:
-            self.web_users.close()
-        if self._flusher is not None:
-            self._flusher.cancel()
-        if self._key_checker is not None:
-            self._key_checker.cancel()
-        if self.recorder is not None:
-            await asyncio.to_thread(self.recorder.close)
-        self.log.emit(ServerStopped(interrupted_sessions=cut))
-        self.log.flush()
-        self.log.close()
-        self.lock.release()
-        self._stopped.set()
+        """Stop serving and close every store, in order; never raises, never hangs silently.
 
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
+        Each step runs even when an earlier one failed (the failure is an ``internal_error``
+        event), and the stores are closed in threads of their own, so a busy default
+        executor cannot hold the shutdown. When the whole takes longer than the grace period
+        plus ``STOP_SLACK``, the step it waits on and the tasks still pending are reported
+        (an event, so the administrator sees what a slow stop waits for).
+        """
+        if self._stopped.is_set() or self._stopping:
+            return
+        self._stopping = True
+        watchdog = asyncio.ensure_future(self._stop_watchdog())
+        cut = 0
+        try:
+            if self.web_hub is not None:
+                self.web_hub.close()  # ends the event streams, so the HTTP service stops at once
+            if self.web is not None:
+                await self._stop_step("web", self.web.stop())
+            grace = self.settings.server.shutdown_grace
+            cut = await self._stop_step("smtp", self.smtp.stop(grace=grace, reason=reason)) or 0
+            if self._metrics_listener is not None:
+                await self._stop_step("metrics", _own_thread(self._metrics_listener.stop))
+            if self.queue is not None:
+                await self._stop_step("queue", self.queue.stop())
+                await self._stop_step("queue state", _own_thread(self.queue.state.close))
+            await self._stop_step("spool", _own_thread(self.spool.close))
+            await self._stop_step("accounts", _own_thread(self.accounts.close))
+            if self.web_users is not None:
+                await self._stop_step("web users", _own_thread(self.web_users.close))
+            for task in (self._flusher, self._key_checker):
+                if task is not None:
+                    task.cancel()
+            if self.recorder is not None:
+                await self._stop_step("flight recorder", _own_thread(self.recorder.close))
+        finally:
+            watchdog.cancel()
+            self.log.emit(ServerStopped(interrupted_sessions=cut))
+            self.log.flush()
+            self.log.close()
+            self.lock.release()
+            self._stopped.set()
+
+    async def _stop_step(self, step: str, work: Awaitable[T]) -> T | None:
+        self._stop_phase = step
+        try:
+            return await work
+        except Exception as error:  # a failing step must not keep the others from running
+            self.log.emit(InternalError(where=f"shutdown: {step}", error=repr(error)))
+            return None
+
+    async def _stop_watchdog(self) -> None:
+        limit = self.settings.server.shutdown_grace + self.stop_slack
+        await asyncio.sleep(limit)
+        current = asyncio.current_task()
+        pending = [_task_line(task) for task in asyncio.all_tasks() if task is not current]
+        self.log.emit(
+            InternalError(
+                where="shutdown",
+                error=f"still waiting for {self._stop_phase} after {limit:.0f} s; "
+                f"pending: {'; '.join(sorted(pending)) or 'nothing'}",
+            )
+        )
+        self.log.flush()
 
     async def _check_dkim_keys(self) -> None:
         """Each signing key's published record, at start and then every
@@ -678,6 +721,38 @@ class Hato:
             self.log.flush()
 
 
+def _task_line(task: asyncio.Task[Any]) -> str:
+    """One pending task: the chain of calls it waits in, outermost first."""
+    frames = task.get_stack()
+    chain = " > ".join(f"{frame.f_code.co_name}:{frame.f_lineno}" for frame in frames)
+    return chain or repr(task.get_coro())
+
+
+async def _own_thread(work: Callable[[], object]) -> None:
+    """Run ``work`` in a new thread: closing a store must not queue behind other threads."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as error:
+            loop.call_soon_threadsafe(settle, error)
+        else:
+            loop.call_soon_threadsafe(settle, None)
+
+    threading.Thread(target=run, name="hato-stop", daemon=True).start()
+    await done
+
+
 def _networks(texts: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.ip_network(text, strict=False) for text in texts]
 
@@ -698,20 +773,24 @@ def install_event_loop_policy() -> str:
 
 async def _serve(settings: Settings) -> None:
     hato = Hato(settings)
-    await hato.start()
     loop = asyncio.get_running_loop()
-    stop_task: list[asyncio.Task[None]] = []
+    # Installed before the start, so a SIGTERM during it is a clean stop once started
+    # (not the default action, which would end the process mid-start).
+    requested: list[str] = []
+    stop_requested = asyncio.Event()
 
     def on_signal(name: str) -> None:
-        if not stop_task:
-            stop_task.append(asyncio.ensure_future(hato.stop(f"signal {name}")))
+        requested.append(name)
+        stop_requested.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, on_signal, sig.name)
+    await hato.start()
     with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP on Windows
         loop.add_signal_handler(signal.SIGHUP, hato.reload_tls)
-    await hato.wait_stopped()
+    await stop_requested.wait()
+    await hato.stop(f"signal {requested[0]}")
 
 
 def run(settings: Settings) -> int:
