@@ -94,7 +94,8 @@ class Pipeline:
 
     async def _run(self, step: Step, message: Message) -> Verdict:
         try:
-            return await asyncio.wait_for(step.filter.end(message), step.timeout)
+            async with asyncio.timeout(step.timeout):  # not wait_for: see queue._manager
+                return await step.filter.end(message)
         except Exception as error:  # a filter's failure must never lose or stall mail
             what = "timed out" if isinstance(error, TimeoutError) else f"failed: {error!r}"
             if step.on_error == "accept":

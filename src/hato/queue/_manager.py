@@ -311,8 +311,12 @@ class QueueManager:
             if not batch:
                 self._wakeup.clear()
                 timeout = self._heap[0][0] - self.clock() if self._heap else None
+                # asyncio.timeout, not wait_for: in Python 3.11 wait_for returns normally
+                # when it is cancelled just as the event is set (CPython gh-86296), and this
+                # loop would then never see stop()'s cancellation.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wakeup.wait()
                 continue
             await self._local.acquire()
             self._inflight.update(batch)

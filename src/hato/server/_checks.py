@@ -127,7 +127,8 @@ class ClientChecks:
             return
         timeout = self._checks.settings.policy.dnsbl_timeout
         try:
-            answer = await asyncio.wait_for(lookup(name), timeout)
+            async with asyncio.timeout(timeout):
+                answer = await lookup(name)
         except (routing.NoSuchDomain, routing.NoRecords):
             return  # RFC 5782 2.1: no A record is "not listed"
         except (TimeoutError, OSError, routing.DnsError) as error:

@@ -220,7 +220,8 @@ class Session(asyncio.Protocol):
         if lookup is None:
             return
         try:
-            self.client_name = await asyncio.wait_for(lookup(self.client_ip), RDNS_TIMEOUT)
+            async with asyncio.timeout(RDNS_TIMEOUT):
+                self.client_name = await lookup(self.client_ip)
         except (TimeoutError, OSError):
             self.client_name = None
 

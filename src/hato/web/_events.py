@@ -82,7 +82,8 @@ class EventHub:
             yield ": hato events\n\n"
             while not self._closed:
                 try:
-                    await asyncio.wait_for(client.ready.wait(), heartbeat)
+                    async with asyncio.timeout(heartbeat):  # not wait_for: see queue._manager
+                        await client.ready.wait()
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue

@@ -103,7 +103,8 @@ class WebService:
             return
         self._server.should_exit = True
         try:
-            await asyncio.wait_for(self._task, SHUTDOWN_GRACE + 3)
+            async with asyncio.timeout(SHUTDOWN_GRACE + 3):
+                await asyncio.shield(self._task)
         except (TimeoutError, asyncio.CancelledError):
             self._task.cancel()
         self._server = None

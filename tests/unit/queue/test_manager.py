@@ -8,9 +8,12 @@ import email
 import email.message
 import email.policy
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from hato.accounts import AccountStore
 from hato.config import HostPort, Transport
@@ -276,5 +279,27 @@ def test_delay_report_once_after_the_warning_time(tmp_path: Path) -> None:
             assert len(delays) == 1
             _, blocks = report_parts(delays[0][1])
             assert blocks[1]["Action"] == "delayed" and blocks[1]["Will-Retry-Until"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("turns", range(6))
+def test_stop_ends_however_it_meets_a_wakeup(tmp_path: Path, turns: int) -> None:
+    """The queue is woken (a message queued) a few loop turns before stop() cancels its
+    runner: the cancellation must not be lost, whichever turn it lands on."""
+
+    async def scenario() -> None:
+        async with open_rig(tmp_path) as rig:
+            rig.park("carol")
+            queue_id = await rig.queue("carol@localhost")
+            await rig.settle()  # deferred: the runner now waits with a time limit
+            rig.manager.notify("no-such-message")  # wakes the runner, finds nothing to do
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            began = time.monotonic()
+            async with asyncio.timeout(5):  # (stop() itself swallows this cancellation)
+                await rig.manager.stop()
+            assert time.monotonic() - began < 2.5, "stop() waited for its runner"
+            assert rig.manager.state.entry(queue_id) is not None
 
     asyncio.run(scenario())
