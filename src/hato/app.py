@@ -722,10 +722,15 @@ class Hato:
 
 
 def _task_line(task: asyncio.Task[Any]) -> str:
-    """One pending task: the chain of calls it waits in, outermost first."""
-    frames = task.get_stack()
-    chain = " > ".join(f"{frame.f_code.co_name}:{frame.f_lineno}" for frame in frames)
-    return chain or repr(task.get_coro())
+    """One pending task: the chain of coroutines it waits in, outermost first."""
+    links: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and len(links) < 20:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is not None:
+            links.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return " > ".join(links) or repr(task.get_coro())
 
 
 async def _own_thread(work: Callable[[], object]) -> None:
