@@ -99,7 +99,18 @@ def test_hostile_client_and_next_hop_text_is_escaped_in_every_readable_output(
         hato.wait_for_event("delivered", queue_id=queue_id)
         hato.wait_for_event("disconnect")
 
-        story = run("trace", queue_id, "--data-dir", hato.data_dir)
+        def recorded() -> str | None:
+            # The flight recorder writes every half second: poll until the story is whole.
+            done = subprocess.run(
+                [str(HATO), "trace", queue_id, "--data-dir", str(hato.data_dir)],
+                capture_output=True,
+                timeout=60,
+            )
+            text = done.stdout.decode("utf-8", "replace")
+            whole = done.returncode == 0 and "EHLO evil" in text and "far\\x1b" in text
+            return text if whole and "delivered" in text.lower() else None
+
+        story = hato.poll(recorded, what="the whole story in hato trace")
         outputs = {
             "hato trace": story,
             "hato trace --sender": run("trace", "--sender", "a@", "--data-dir", hato.data_dir),
