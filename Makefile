@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 
 # Real peers the tests talk to. Installed without starting the system's own instances
 # (policy-rc.d refuses every service start while apt runs); tests run private ones.
-DEBIAN_PACKAGES := dovecot-imapd dovecot-lmtpd swaks libnet-ssleay-perl postfix rspamd opendkim opendkim-tools chromium chromium-driver fonts-dejavu-core haproxy bsd-mailx git-email
+DEBIAN_PACKAGES := dovecot-imapd dovecot-lmtpd swaks libnet-ssleay-perl postfix rspamd opendkim opendkim-tools chromium chromium-driver fonts-dejavu-core haproxy bsd-mailx git-email unbound
 
 .PHONY: serve test lint bench venv dev clean system-deps
 
