@@ -39,12 +39,12 @@ from hato.accounts import (
     AccountError,
     AccountStore,
     InvalidInput,
-    display_domain,
     normalize_domain,
 )
 from hato.config import Settings
 from hato.events import EventLog, InternalError
 from hato.policy import AuthLimiter
+from hato.routing import LocalRouter
 from hato.spool import (
     QueueFilter,
     QueueState,
@@ -141,6 +141,8 @@ class WebContext:
     hub: EventHub
     log: EventLog
     usage: MailboxUsage
+    # The router, for the warnings of account changes (an alias that hides a new mailbox).
+    router: LocalRouter | None = None
     secure_cookies: bool = False
     # The Prometheus endpoint, served at /metrics without authentication (metrics.enabled).
     metrics: ASGIApp | None = None
@@ -209,19 +211,15 @@ def build_app(context: WebContext) -> Starlette:
         Route("/api/v1/queue/{queue_id:str}/{action:str}", api(_queue_one), methods=["POST"]),
         Route("/api/v1/messages/{what:str}/story", api(_story), methods=["GET"]),
         Route("/api/v1/messages/{queue_id:str}/header", api(_header), methods=["GET"]),
-        Route("/api/v1/accounts/domains", api(_domains), methods=["GET"]),
-        Route("/api/v1/accounts/users", api(_users), methods=["GET"]),
-        Route("/api/v1/accounts/aliases", api(_aliases), methods=["GET"]),
-        Route("/api/v1/accounts/aliases", api(_alias_add), methods=["POST"]),
-        Route("/api/v1/accounts/aliases/{source:str}", api(_alias_change), methods=["PUT"]),
-        Route("/api/v1/accounts/aliases/{source:str}", api(_alias_remove), methods=["DELETE"]),
         Route("/api/v1/events", api(_events), methods=["GET"]),
         Route("/api/v1/refusals", api(_refusals), methods=["GET"]),
     ]
     # DNS records, diagnostics and test addresses (hato test's engine); that module
     # imports this one, so it is imported here.
+    from hato.web._api_accounts import account_routes
     from hato.web._api_more import more_routes
 
+    routes += account_routes(api)
     routes += more_routes(api)
     if context.metrics is not None:
         routes.append(Mount("/metrics", app=context.metrics))
@@ -627,96 +625,3 @@ async def _refusals(request: Request, context: WebContext) -> Response:
             return [r.to_dict() for r in store.refusals(since=since, limit=limit)]
 
     return JSONResponse({"refusals": await asyncio.to_thread(read)})
-
-
-# -- accounts ---------------------------------------------------------------------------------
-
-
-async def _domains(request: Request, context: WebContext) -> Response:
-    store = context.accounts
-    configured = context.settings.server.local_domains
-
-    def read() -> list[dict[str, Any]]:
-        stored = store.domains()
-        rows = []
-        for name in sorted({*configured, *stored}):
-            users, aliases = store.counts(name)
-            rows.append(
-                {
-                    "domain": name,
-                    "unicode": display_domain(name),
-                    "config": name in configured,
-                    "store": name in stored,
-                    "users": users,
-                    "aliases": aliases,
-                }
-            )
-        return rows
-
-    return JSONResponse({"domains": await asyncio.to_thread(read)})
-
-
-async def _users(request: Request, context: WebContext) -> Response:
-    wanted = request.query_params.get("domain")
-    domain = normalize_domain(wanted) if wanted else None
-
-    def read() -> list[dict[str, Any]]:
-        if domain is not None and not context.accounts.is_local_domain(domain):
-            raise ApiError(404, f"domain {domain} is not local")
-        return [
-            {**asdict(u), "usage": context.usage(u.domain, u.local_part, u.quota)}
-            for u in context.accounts.users(domain)
-        ]
-
-    return JSONResponse({"users": await asyncio.to_thread(read)})
-
-
-async def _aliases(request: Request, context: WebContext) -> Response:
-    found = await asyncio.to_thread(context.accounts.aliases)
-    return JSONResponse({"aliases": [asdict(a) for a in found]})
-
-
-def _targets_of(body: dict[str, Any]) -> list[str]:
-    targets = _strings(body, "targets")
-    if not targets:
-        raise ApiError(400, "targets must be a non-empty array of addresses")
-    return targets
-
-
-async def _alias_add(request: Request, context: WebContext) -> Response:
-    body = await _json_body(request)
-    source = body.get("source")
-    if not isinstance(source, str) or not source:
-        raise ApiError(400, "source must be an address, or @domain for a catch-all")
-    targets = _targets_of(body)
-    added = await asyncio.to_thread(context.accounts.add_alias, source, targets)
-    return JSONResponse(asdict(added), status_code=201)
-
-
-async def _alias_change(request: Request, context: WebContext) -> Response:
-    """Replace the alias's targets with the ones given."""
-    source = request.path_params["source"]
-    targets = _targets_of(await _json_body(request))
-    store = context.accounts
-
-    def change() -> Any:
-        if store.get_alias(source) is None:
-            raise ApiError(404, f"no alias {source}")
-        store.remove_alias(source)
-        return store.add_alias(source, targets)
-
-    return JSONResponse(asdict(await asyncio.to_thread(change)))
-
-
-async def _alias_remove(request: Request, context: WebContext) -> Response:
-    source = request.path_params["source"]
-    target = request.query_params.get("target") or None
-    store = context.accounts
-
-    def remove() -> None:
-        if store.get_alias(source) is None:
-            raise ApiError(404, f"no alias {source}")
-        store.remove_alias(source, target)
-
-    await asyncio.to_thread(remove)
-    return JSONResponse({"removed": source, "target": target})

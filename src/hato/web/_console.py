@@ -32,7 +32,6 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from hato.accounts import display_domain
 from hato.config import settings_to_toml
 from hato.delivery import EXPLANATIONS, destinations
 from hato.diag import ProbeError, split_probe
@@ -393,6 +392,9 @@ Page = Callable[[Request, Console, Viewer], Awaitable[Response]]
 
 def console_routes(context: WebContext) -> list[BaseRoute]:
     """The console's pages and its static files, for ``build_app``."""
+    # Imported here: that module uses this one's Console and forms.
+    from hato.web._console_accounts import account_pages
+
     console = Console(context)
 
     def page(handler: Page) -> Callable[[Request], Awaitable[Response]]:
@@ -418,7 +420,7 @@ def console_routes(context: WebContext) -> list[BaseRoute]:
         Route("/messages/{what:str}", page(_message), methods=["GET"]),
         Route("/destinations", page(_destinations), methods=["GET"]),
         Route("/events", page(_events), methods=["GET"]),
-        Route("/accounts", page(_accounts), methods=["GET"]),
+        *account_pages(page),
         Route("/configuration", page(_configuration), methods=["GET"]),
         Route("/test", page(_test), methods=["GET"]),
         Route("/dns", page(_dns), methods=["GET"]),
@@ -763,42 +765,6 @@ async def _events(request: Request, console: Console, viewer: Viewer) -> Respons
         names=json.dumps(_event_names()),
         keep=EVENTS_TAIL_LINES * 3,
     )
-
-
-# -- accounts ---------------------------------------------------------------------------------
-
-
-async def _accounts(request: Request, console: Console, viewer: Viewer) -> Response:
-    context = console.context
-    store = context.accounts
-    configured = context.settings.server.local_domains
-
-    def read() -> dict[str, Any]:
-        stored = store.domains()
-        domains = []
-        for name in sorted({*configured, *stored}):
-            user_count, alias_count = store.counts(name)
-            domains.append(
-                {
-                    "name": name,
-                    "unicode": display_domain(name),
-                    "where": " and ".join(
-                        w
-                        for w, yes in (("config", name in configured), ("store", name in stored))
-                        if yes
-                    ),
-                    "users": user_count,
-                    "aliases": alias_count,
-                }
-            )
-        users = [
-            {"user": u, "usage": context.usage(u.domain, u.local_part, u.quota)}
-            for u in store.users(None)
-        ]
-        return {"domains": domains, "users": users, "aliases": store.aliases()}
-
-    values = await asyncio.to_thread(read)
-    return console.render("accounts.html", viewer, "accounts", **values)
 
 
 # -- configuration ----------------------------------------------------------------------------
