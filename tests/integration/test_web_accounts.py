@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import json
 import smtplib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-
-from conftest import poll
 
 if TYPE_CHECKING:
     from conftest import HatoProcess
@@ -34,14 +32,14 @@ def _token(server: HatoProcess, name: str, *read_only: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def api(server: HatoProcess) -> httpx.Client:
+def api(server: HatoProcess) -> Iterator[httpx.Client]:
     headers = _token(server, "accounts-admin")
     with httpx.Client(base_url=f"http://127.0.0.1:{server.web_port}", headers=headers) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
-def reader(server: HatoProcess) -> httpx.Client:
+def reader(server: HatoProcess) -> Iterator[httpx.Client]:
     headers = _token(server, "accounts-reader", "--read-only")
     with httpx.Client(base_url=f"http://127.0.0.1:{server.web_port}", headers=headers) as c:
         yield c
@@ -156,7 +154,7 @@ def test_a_quota_below_what_the_mailbox_holds_is_set_with_a_warning(
         assert answer.status_code == 200, answer.text
         return answer.json()["warnings"] or None
 
-    [warning] = poll(warned, timeout=15, what="the quota warning")
+    [warning] = server.poll(warned, timeout=15, what="the quota warning")
     assert "over the new quota of 1000" in warning and "452 4.2.2" in warning
     assert _users(server)[address]["quota"] == 1000
     # The CLI says the same, on stderr.

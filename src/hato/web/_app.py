@@ -58,6 +58,7 @@ from hato.spool import (
     set_held,
 )
 from hato.trace import TRACE_FILE, TraceStore, TraceVersionError
+from hato.web._activity import DAY_MINUTES, Activity
 from hato.web._events import EventHub
 from hato.web._openapi import openapi_document
 from hato.web._users import Principal, WebUsers
@@ -197,8 +198,16 @@ def build_app(context: WebContext) -> Starlette:
     # Imported here: the console's pages use this module's sessions and errors.
     from hato.web._console import console_routes
 
+    # The dashboard's counts: live from here on, the day before rebuilt from the event log.
+    activity = Activity()
+    context.log.subscribe(activity.event)
+    activity.load_history_in_thread(context.settings.log.events_file)
+
+    async def activity_endpoint(request: Request, context: WebContext) -> Response:
+        return await _activity(request, activity)
+
     routes: list[BaseRoute] = [
-        *console_routes(context),
+        *console_routes(context, activity),
         Route("/login", page(_login_form), methods=["GET"]),
         Route("/login", page(_login), methods=["POST"]),
         Route("/logout", page(_logout), methods=["POST"]),
@@ -212,6 +221,7 @@ def build_app(context: WebContext) -> Starlette:
         Route("/api/v1/messages/{what:str}/story", api(_story), methods=["GET"]),
         Route("/api/v1/messages/{queue_id:str}/header", api(_header), methods=["GET"]),
         Route("/api/v1/events", api(_events), methods=["GET"]),
+        Route("/api/v1/activity", api(activity_endpoint), methods=["GET"]),
         Route("/api/v1/refusals", api(_refusals), methods=["GET"]),
     ]
     # DNS records, diagnostics and test addresses (hato test's engine); that module
@@ -611,8 +621,33 @@ async def _story(request: Request, context: WebContext) -> Response:
 
 
 async def _events(request: Request, context: WebContext) -> Response:
+    """Live events; with ``Last-Event-ID`` (a reconnect) first the ones missed meanwhile."""
+    text = request.headers.get("last-event-id", "").strip()
+    if text and not (text.isascii() and text.isdigit() and len(text) < 30):
+        raise ApiError(400, f"Last-Event-ID is the id: of an event this stream sent, not {text!r}")
+    stream = context.hub.stream(last_event_id=int(text) if text else None)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    return StreamingResponse(context.hub.stream(), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+
+
+async def _activity(request: Request, activity: Activity) -> Response:
+    """The dashboard's figures: per-minute counts over the last ``minutes`` (60)."""
+    minutes = _int_param(request, "minutes", 60, maximum=DAY_MINUTES)
+    if minutes == 0:
+        raise ApiError(400, f"minutes must be from 1 to {DAY_MINUTES}")
+    window = activity.window(minutes)
+    body = {
+        "minutes": minutes,
+        "first": window.first,
+        "since": activity.since,
+        "history": activity.history,
+        "totals": {name: window.total(name) for name in window.series},
+        "series": window.series,
+        "connections": window.connections,
+        "tls_sessions": window.tls_sessions,
+        "refusals": [{"reason": reason, "count": count} for reason, count in window.refusals],
+    }
+    return JSONResponse(body)
 
 
 async def _refusals(request: Request, context: WebContext) -> Response:

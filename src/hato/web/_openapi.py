@@ -232,8 +232,29 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/events": {
                 "get": _op(
-                    "Live events as server-sent events (event: NAME, data: the JSON record)",
+                    "Live events as server-sent events (id: a number, event: NAME, data: the"
+                    " JSON record). Reconnecting with the Last-Event-ID header first replays"
+                    " the events missed meanwhile from the recent ones kept in memory, after a"
+                    " `missed` event (missed: how many are gone, or null) when they no longer"
+                    " reach back that far",
+                    params=[
+                        {
+                            "name": "Last-Event-ID",
+                            "in": "header",
+                            "description": "The id of the last event received",
+                            "schema": {"type": "string"},
+                        }
+                    ],
                     content="text/event-stream",
+                )
+            },
+            "/api/v1/activity": {
+                "get": _op(
+                    "The dashboard's figures: messages received and recipients delivered,"
+                    " deferred and bounced per minute (series, oldest first, and totals),"
+                    " connections, TLS sessions and the top refusals; the day before a start"
+                    " is rebuilt from the event log (since: the earliest moment counted)",
+                    params=[_query("minutes", "The window (60, at most 1440)", "integer")],
                 )
             },
             "/api/v1/refusals": {
