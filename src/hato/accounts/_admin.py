@@ -182,8 +182,8 @@ class AccountAdmin:
             held = self._usage(found.domain, found.local_part, quota)
             if held >= quota:
                 warnings.append(
-                    f"{found.address} already holds {format_size(held)} ({held} bytes), at or"
-                    f" over the new quota of {format_size(quota)}: new mail for it is refused"
+                    f"{found.address} already holds {_bytes(held)}, at or over the new quota"
+                    f" of {format_size(quota)}: new mail for it is refused"
                     " (452 4.2.2) until messages are deleted or the quota is raised"
                 )
         shown = format_size(quota) if quota is not None else "none"
@@ -192,6 +192,11 @@ class AccountAdmin:
             warnings=tuple(warnings),
             user=self.existing_user(found.address),
         )
+
+
+def _bytes(size: int) -> str:
+    shown = format_size(size)
+    return f"{size} bytes" if shown == str(size) else f"{shown} ({size} bytes)"
 
 
 def _count(count: int, noun: str) -> str:

@@ -4,9 +4,9 @@ Every page needs a login (the session cookie of ``/login``); without one it redi
 there. Read-only users see the same pages without the action buttons, and a form they
 post anyway is refused (403). Every form carries the session's CSRF token.
 
-The dashboard's rates are counted in memory since the server started (``Activity``, one
-more subscriber of the event log: an increment per event under a lock, nothing read
-from disk), so a restart starts them at zero, as the Prometheus counters do. The outbound
+The dashboard's rates are counted in memory (``_activity.Activity``, one more subscriber
+of the event log: an increment per event under a lock), the day before the start rebuilt
+from the event log's tail in a thread, so a restart keeps the day. The outbound
 TLS share comes from the flight recorder's attempts, the queue figures from the queue
 index; both are read in a thread, like every other store read here.
 """
