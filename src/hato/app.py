@@ -317,6 +317,7 @@ class Hato:
             hub=self.web_hub,
             log=self.log,
             usage=lambda domain, local, quota: maildir.usage(domain, local, quota).bytes,
+            router=self.router,
             secure_cookies=settings.web.tls,
             metrics=metrics_app(self.metrics.registry) if self.metrics is not None else None,
         )

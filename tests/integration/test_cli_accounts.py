@@ -174,6 +174,19 @@ def test_user_remove(admin: Admin) -> None:
     assert admin.json("user", "list") == []
 
 
+def test_quota_set_and_removed(admin: Admin) -> None:
+    admin.ok("user", "add", "Root@localhost", "--quota", "1G")
+    assert admin.ok("user", "quota", "root@localhost", "500M") == (
+        "set the quota of Root@localhost to 500M\n"
+    )
+    assert admin.json("user", "list")[0]["quota"] == 500 << 20
+    assert admin.ok("user", "quota", "root@localhost", "none").endswith("to none\n")
+    assert admin.json("user", "list")[0]["quota"] is None
+    assert_refused(admin("user", "quota", "root@localhost", "lots"), 2, "not a size")
+    assert_refused(admin("user", "quota", "root@localhost", "0"), 2, "more than 0")
+    assert_refused(admin("user", "quota", "nobody@localhost", "1M"), 1, "no such user")
+
+
 def test_passwd_from_stdin_and_clear(admin: Admin) -> None:
     admin.ok("user", "add", "root@localhost", "--password", "old")
     admin.ok("user", "passwd", "ROOT@localhost", "--password-stdin", stdin="new\n")

@@ -234,12 +234,63 @@ def test_accounts_and_configuration(browser: WebDriver, base: str, server: HatoP
     browser.get(f"{base}/accounts")
     text = browser.find_element(By.TAG_NAME, "main").text
     assert f"@{server.hostname}" in text and "hold@relay.test.example" in text
-    screenshot(browser, "accounts")
     browser.get(f"{base}/configuration")
     config = browser.find_element(By.CSS_SELECTOR, "pre.config").text
     assert f'hostname = "{server.hostname}"' in config
     assert "do-not-show-this" not in config and "********" in config
     screenshot(browser, "configuration")
+
+
+def _users(server: HatoProcess) -> dict[str, dict[str, Any]]:
+    listed = server.cli("user", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    return {u["address"]: u for u in json.loads(listed.stdout)}
+
+
+def _done(browser: WebDriver) -> str:
+    return str(
+        _wait(browser, lambda: browser.find_element(By.CSS_SELECTOR, ".done"), "result").text
+    )
+
+
+def test_a_user_added_changed_and_removed_on_the_accounts_page(
+    browser: WebDriver, base: str, server: HatoProcess
+) -> None:
+    address = f"carol@{server.hostname}"
+    browser.get(f"{base}/accounts")
+    form = browser.find_element(By.ID, "add-user")
+    form.find_element(By.NAME, "address").send_keys(address)
+    form.find_element(By.NAME, "password").send_keys("carol-password")
+    form.find_element(By.NAME, "quota").send_keys("2M")
+    form.find_element(By.CSS_SELECTOR, "button").click()
+    assert f"added user {address} (quota 2M, password set)" in _done(browser)
+    row = browser.find_element(By.CSS_SELECTOR, f"tr[data-user='{address}']")
+    assert "2.0 MiB" in row.text and "set" in row.text
+    assert _users(server)[address]["quota"] == 2 << 20
+    assert _users(server)[address]["has_password"] is True
+    screenshot(browser, "accounts")
+
+    row.find_element(By.NAME, "quota").send_keys("1M")
+    row.find_element(By.XPATH, ".//button[text()='Set quota']").click()
+    assert f"set the quota of {address} to 1M" in _done(browser)
+    assert _users(server)[address]["quota"] == 1 << 20
+
+    # A form whose CSRF token is not the session's changes nothing.
+    browser.execute_script("document.querySelector('#add-user input[name=csrf]').value = 'forged'")
+    form = browser.find_element(By.ID, "add-user")
+    form.find_element(By.NAME, "address").send_keys(f"mallory@{server.hostname}")
+    form.find_element(By.CSS_SELECTOR, "button").click()
+    problem = _wait(browser, lambda: browser.find_element(By.CSS_SELECTOR, ".problem"), "error")
+    assert "CSRF" in problem.text
+    assert f"mallory@{server.hostname}" not in _users(server)
+
+    browser.get(f"{base}/accounts")
+    browser.execute_script("window.confirm = () => true")  # the Remove button asks first
+    row = browser.find_element(By.CSS_SELECTOR, f"tr[data-user='{address}']")
+    row.find_element(By.CSS_SELECTOR, "button.danger").click()
+    assert f"removed user {address}" in _done(browser)
+    assert not browser.find_elements(By.CSS_SELECTOR, f"tr[data-user='{address}']")
+    assert address not in _users(server)
 
 
 def test_a_read_only_user_sees_no_actions_and_cannot_post(
@@ -251,6 +302,9 @@ def test_a_read_only_user_sees_no_actions_and_cannot_post(
     for page in ("/queue", "/destinations"):
         browser.get(base + page)
         assert not browser.find_elements(By.CSS_SELECTOR, "button[name=action]"), page
+    browser.get(f"{base}/accounts")
+    assert browser.find_elements(By.CSS_SELECTOR, "tr[data-domain]")
+    assert not browser.find_elements(By.CSS_SELECTOR, "main form"), "no account forms"
     queue_id = next(iter(_cli_queue(server)))
     browser.get(f"{base}/messages/{queue_id}")
     assert not browser.find_elements(By.CSS_SELECTOR, "button[name=action]")

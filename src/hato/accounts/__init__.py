@@ -29,6 +29,7 @@ from hato.accounts._address import (
     parse_address,
     parse_alias_source,
 )
+from hato.accounts._admin import AccountAdmin, Change, format_size, named_domain, parse_size
 from hato.accounts._errors import AccountError, InvalidInput
 from hato.accounts._password import hash_password, verify_password_hash
 from hato.accounts._store import ACCOUNTS_FILE, AccountStore, Alias, User
@@ -36,18 +37,23 @@ from hato.accounts._store import ACCOUNTS_FILE, AccountStore, Alias, User
 __all__ = [
     "ACCOUNTS_FILE",
     "POSTMASTER",
+    "AccountAdmin",
     "AccountError",
     "AccountStore",
     "Address",
     "Alias",
+    "Change",
     "InvalidInput",
     "User",
     "display_domain",
     "fold_local",
+    "format_size",
     "hash_password",
+    "named_domain",
     "nfc",
     "normalize_domain",
     "parse_address",
     "parse_alias_source",
+    "parse_size",
     "verify_password_hash",
 ]

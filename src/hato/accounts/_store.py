@@ -372,6 +372,19 @@ class AccountStore:
                 (hashed, user.domain, exact),
             )
 
+    def set_quota(self, address: str, quota: int | None) -> None:
+        """Set the mailbox quota in bytes, or with None remove it (unlimited)."""
+        user = parse_address(address)
+        _check_quota(quota)
+        with self._transaction() as conn:
+            exact = self._user_key(conn, user)
+            if exact is None:
+                raise AccountError(f"no such user: {user.text}")
+            conn.execute(
+                "UPDATE users SET quota = ? WHERE domain = ? AND exact_key = ?",
+                (quota, user.domain, exact),
+            )
+
     def _user_key(self, conn: sqlite3.Connection, user: Address) -> str | None:
         """The exact_key of the row ``user`` names, inside a transaction."""
         column, key, exact = self._match(user, None)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,52 +19,32 @@ import click
 
 from ..accounts import (
     ACCOUNTS_FILE,
+    AccountAdmin,
     AccountError,
     AccountStore,
     Alias,
+    Change,
     InvalidInput,
     User,
     display_domain,
+    format_size,
+    named_domain,
     normalize_domain,
     parse_address,
+    parse_size,
 )
 from ..config import Settings
-from ..routing import ALIAS_LOOP, LocalRouter, Unknown
+from ..routing import ALIAS_LOOP, LocalRouter, Unknown, reaches, shadowing_alias
 from ._common import config_options, data_settings
 
 __all__ = ["alias", "domain", "user"]
-
-_SIZE = re.compile(r"([0-9]+)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
-# Sizes use binary multiples, as Dovecot's quota settings do: 1K is 1024 bytes.
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """Bytes in a size such as ``100M`` (binary multiples K, M, G, T); ValueError if bad."""
-    match = _SIZE.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(f"{text!r} is not a size; write bytes, or a number with K, M, G or T")
-    size = int(match[1]) * _UNITS[match[2].upper()]
-    if size <= 0:
-        raise ValueError("a quota must be more than 0 bytes")
-    return size
 
 
 def _size_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     try:
         return None if value is None else parse_size(value)
-    except ValueError as exc:
+    except InvalidInput as exc:
         raise click.BadParameter(str(exc), ctx, param) from None
-
-
-def format_size(size: int | None) -> str:
-    """``100M`` for 104857600: the largest unit that divides the size exactly."""
-    if size is None:
-        return "-"
-    for unit in "TGMK":
-        if size % _UNITS[unit] == 0:
-            return f"{size // _UNITS[unit]}{unit}"
-    return str(size)
 
 
 @contextmanager
@@ -112,13 +91,44 @@ def _router(settings: Settings, store: AccountStore) -> LocalRouter:
         )
 
 
+def _admin(settings: Settings, store: AccountStore) -> AccountAdmin:
+    """The changes the API makes too, with the same rules and warnings."""
+    router = _router(settings, store)
+    return AccountAdmin(
+        store,
+        config_domains=settings.server.local_domains,
+        usage=_mailbox_usage(settings),
+        shadowing=lambda added: shadowing_alias(router, store, added),
+    )
+
+
+def _mailbox_usage(settings: Settings) -> Callable[[str, str, int | None], int]:
+    """What a mailbox holds, counted now if its maildirsize is missing or doubtful."""
+
+    def usage(domain: str, local_part: str, quota: int | None) -> int:
+        from ..delivery import MaildirAgent  # only when a quota is set
+
+        agent = MaildirAgent(
+            settings.server.data_dir / "mailboxes", hostname=settings.server.hostname
+        )
+        agent.usage(domain, local_part, quota)
+        agent.wait_usage()
+        return agent.usage(domain, local_part, quota).bytes
+
+    return usage
+
+
+def _report(change: Change) -> None:
+    click.echo(change.done)
+    for text in change.warnings:
+        _warn(text)
+
+
 def _echo_json(value: object) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-def _named(domain: str) -> str:
-    shown = display_domain(domain)
-    return domain if shown == domain else f"{domain} ({shown})"
+_named = named_domain
 
 
 # --- domain ----------------------------------------------------------------------------------
@@ -142,13 +152,12 @@ def domain_add(
     settings = data_settings(config_path, data_dir)
     store = _open(settings)
     with store, _reported():
-        added = store.add_domain(name)
-    note = " (it is also in server.local_domains)" if added in settings.server.local_domains else ""
-    click.echo(f"added domain {_named(added)}{note}")
-    if not no_dkim:
+        change = _admin(settings, store).add_domain(name)
+    _report(change)
+    if not no_dkim and change.domain is not None:
         from ._dkim import make_domain_keys  # mail authentication, only when a key is made
 
-        make_domain_keys(settings, added, ed25519=ed25519)
+        make_domain_keys(settings, change.domain, ed25519=ed25519)
 
 
 @domain.command("list")
@@ -191,26 +200,11 @@ def domain_list(config_path: Path | None, data_dir: Path | None, as_json: bool) 
 def domain_remove(config_path: Path | None, data_dir: Path | None, name: str, force: bool) -> None:
     """Remove the local domain NAME; refused while it has users or aliases, unless --force."""
     settings = data_settings(config_path, data_dir)
-    with _reported():
-        wanted = normalize_domain(name)
     store = _open(settings)
-    configured = wanted in settings.server.local_domains
+    where = str(config_path or "the built-in defaults")
     with store, _reported():
-        if configured and not store.has_domain(wanted):
-            where = config_path or "the built-in defaults"
-            raise AccountError(
-                f"domain {wanted} comes from server.local_domains ({where}), not the store;"
-                " change the configuration to remove it"
-            )
-        users, aliases = store.counts(wanted)
-        store.remove_domain(wanted, force=force)
-    if configured:
-        detail = " from the store; it stays local through server.local_domains"
-    elif users or aliases:
-        detail = f" with {users} user(s) and {aliases} alias(es)"
-    else:
-        detail = ""
-    click.echo(f"removed domain {_named(wanted)}{detail}")
+        change = _admin(settings, store).remove_domain(name, force=force, where=where)
+    click.echo(change.done)
 
 
 # --- user ------------------------------------------------------------------------------------
@@ -262,30 +256,8 @@ def user_add(
         password = _read_password_line()
     store = _open(settings)
     with store, _reported():
-        added = store.add_user(address, password, quota)
-        shadow = _shadowing_alias(_router(settings, store), store, added)
-    details = [f"quota {format_size(quota)}"] if quota else []
-    details.append("password set" if added.has_password else "no password: it cannot log in")
-    click.echo(f"added user {added.address} ({', '.join(details)})")
-    if shadow is not None:
-        _warn(
-            f"the alias {shadow.source} -> {', '.join(shadow.targets)} wins at delivery: mail"
-            f" for {added.address} goes to {', '.join(shadow.targets)}, not into this mailbox;"
-            f" to keep a copy here: hato alias add {shadow.source} {added.address}"
-        )
-
-
-def _shadowing_alias(router: LocalRouter, store: AccountStore, user: User) -> Alias | None:
-    """The alias of the user's own address, when it keeps mail out of the mailbox (an alias
-    is looked up before a mailbox; one that lists the address itself delivers there too)."""
-    found = store.get_alias(user.address)
-    if found is None or _reaches(router, user.address, user):
-        return None
-    return found
-
-
-def _reaches(router: LocalRouter, address: str, user: User) -> bool:
-    return any(m.address == user.address for m in router.expand(address).mailboxes)
+        change = _admin(settings, store).add_user(address, password, quota)
+    _report(change)
 
 
 def _warn(text: str) -> None:
@@ -334,11 +306,8 @@ def user_remove(config_path: Path | None, data_dir: Path | None, address: str) -
     settings = data_settings(config_path, data_dir)
     store = _open(settings)
     with store, _reported():
-        found = store.get_user(address)
-        if found is None:
-            raise AccountError(f"no such user: {parse_address(address).text}")
-        store.remove_user(found.address)
-    click.echo(f"removed user {found.address}")
+        change = _admin(settings, store).remove_user(address)
+    _report(change)
 
 
 @user.command("passwd")
@@ -357,13 +326,28 @@ def user_passwd(
     settings = data_settings(config_path, data_dir)
     store = _open(settings)
     with store, _reported():
-        found = store.get_user(address)
-        if found is None:
-            raise AccountError(f"no such user: {parse_address(address).text}")
+        admin = _admin(settings, store)
+        admin.existing_user(address)
         password = None if clear else _new_password(password_stdin)
-        store.set_password(found.address, password)
-    done = "removed the password of" if clear else "changed the password of"
-    click.echo(f"{done} {found.address}")
+        change = admin.set_password(address, password)
+    _report(change)
+
+
+@user.command("quota")
+@config_options
+@click.argument("address")
+@click.argument("size", metavar="SIZE|none")
+def user_quota(config_path: Path | None, data_dir: Path | None, address: str, size: str) -> None:
+    """Set the quota of ADDRESS (e.g. 500M or 2G), or remove it with "none"."""
+    try:
+        quota = None if size.strip().lower() == "none" else parse_size(size)
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc), param_hint="SIZE") from None
+    settings = data_settings(config_path, data_dir)
+    store = _open(settings)
+    with store, _reported():
+        change = _admin(settings, store).set_quota(address, quota)
+    _report(change)
 
 
 def _new_password(from_stdin: bool) -> str:
@@ -414,7 +398,7 @@ def _alias_warnings(router: LocalRouter, store: AccountStore, added: Alias) -> l
     found: list[str] = []
     expansion = router.expand(added.source)
     user = store.get_user(added.source)
-    if user is not None and not _reaches(router, added.source, user):
+    if user is not None and not reaches(router, added.source, user):
         found.append(
             f"the user {user.address} exists, and the alias wins at delivery: mail for"
             f" {user.address} goes to {', '.join(added.targets)}, not into its mailbox;"

@@ -29,6 +29,7 @@ from ..mailauth import (
     MailDns,
     check_published,
     dns_record,
+    domain_key_algorithms,
 )
 from ._common import config_options, data_settings, override_option
 
@@ -105,15 +106,11 @@ def make_domain_keys(settings: Settings, domain: str, *, ed25519: bool = False) 
     a domain that already has an active key of an algorithm (added before, removed, added
     again) keeps it."""
     keys = store_for(settings)
-    algorithms = ["rsa-sha256", "ed25519-sha256"] if ed25519 else ["rsa-sha256"]
     with reported():
-        for algorithm in algorithms:
-            active = [
-                k for k in keys.keys(domain) if k.algorithm == algorithm and k.state == "active"
-            ]
-            key = active[0] if active else keys.generate(domain, algorithm=algorithm)
-            made = "kept the existing" if active else "made the"
-            click.echo(f"{made} DKIM key {key.selector} ({algorithm}); publish:")
+        for algorithm in domain_key_algorithms(ed25519=ed25519):
+            key, made = keys.ensure_active(domain, algorithm)
+            done = "made the" if made else "kept the existing"
+            click.echo(f"{done} DKIM key {key.selector} ({algorithm}); publish:")
             print_record(key)
 
 

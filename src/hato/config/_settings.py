@@ -1023,7 +1023,8 @@ class WebSettings:
         default=1000,
         metadata=_meta(
             "Events held for each /api/v1/events client that reads slower than they come;"
-            " past that the oldest are dropped for that client, never held up for SMTP.",
+            " past that the oldest are dropped for that client, never held up for SMTP. As"
+            " many recent events are kept for clients that reconnect with Last-Event-ID.",
             ge=1,
         ),
     )

@@ -20,6 +20,7 @@ from ._keys import (
     KeyCheck,
     check_published,
     dns_record,
+    domain_key_algorithms,
 )
 from ._spf import SPF_TIME_LIMIT, check_spf
 from ._srs import Srs, is_srs, load_srs_secret
@@ -71,6 +72,7 @@ __all__ = [
     "check_spf",
     "claims_authserv_id",
     "dns_record",
+    "domain_key_algorithms",
     "is_srs",
     "load_srs_secret",
     "organizational_domain",

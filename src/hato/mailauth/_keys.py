@@ -50,6 +50,7 @@ __all__ = [
     "KeyCheck",
     "check_published",
     "dns_record",
+    "domain_key_algorithms",
 ]
 
 ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
@@ -221,6 +222,12 @@ def _algorithm(text: str) -> str:
 
 
 # --- the DNS record --------------------------------------------------------------------------
+
+
+def domain_key_algorithms(*, ed25519: bool = False) -> tuple[str, ...]:
+    """The keys a new local domain gets (``hato domain add``, the API): RSA, which every
+    verifier knows, and ed25519 (RFC 8463) beside it when asked."""
+    return ("rsa-sha256", "ed25519-sha256") if ed25519 else ("rsa-sha256",)
 
 
 def dns_record(key: DkimKey | SigningKey) -> DnsRecord:
@@ -508,6 +515,15 @@ class DkimKeys:
             )
             keys.append(made)
         return made
+
+    def ensure_active(self, domain: str, algorithm: str = "rsa-sha256") -> tuple[DkimKey, bool]:
+        """The domain's active key of ``algorithm``, made if it has none; and whether it was
+        made now (a domain added before, removed and added again keeps its key)."""
+        wanted, algorithm = _domain(domain), _algorithm(algorithm)
+        for key in self.keys(wanted):
+            if key.algorithm == algorithm and key.state == "active":
+                return key, False
+        return self.generate(wanted, algorithm=algorithm), True
 
     def rotate(self, domain: str, *, algorithm: str = "rsa-sha256") -> DkimKey:
         """Make the successor of the domain's active key as "pending" (same size)."""

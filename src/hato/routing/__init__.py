@@ -50,6 +50,8 @@ from hato.routing._local import (
     Probe,
     ProbeCheck,
     Unknown,
+    reaches,
+    shadowing_alias,
 )
 from hato.routing._mx import (
     MAIL_LOOP,
@@ -103,4 +105,6 @@ __all__ = [
     "confirmed_name",
     "local_host_matcher",
     "mail_exchangers",
+    "reaches",
+    "shadowing_alias",
 ]

@@ -14,6 +14,7 @@ from hato.accounts import (
     POSTMASTER,
     AccountStore,
     Address,
+    Alias,
     InvalidInput,
     User,
     normalize_domain,
@@ -36,6 +37,8 @@ __all__ = [
     "Probe",
     "ProbeCheck",
     "Unknown",
+    "reaches",
+    "shadowing_alias",
 ]
 
 # Enhanced status codes (RFC 3463) of the failures an expansion reports.
@@ -371,3 +374,17 @@ def _mailbox(user: User) -> Mailbox:
 
 def _via(chain: tuple[tuple[_Key, str], ...]) -> str:
     return f" (via {' -> '.join(name for _, name in chain)})" if chain else ""
+
+
+def reaches(router: LocalRouter, address: str, user: User) -> bool:
+    """Whether mail for ``address`` ends up (also) in the mailbox of ``user``."""
+    return any(m.address == user.address for m in router.expand(address).mailboxes)
+
+
+def shadowing_alias(router: LocalRouter, store: AccountStore, user: User) -> Alias | None:
+    """The alias of the user's own address, when it keeps mail out of the mailbox (an alias
+    is looked up before a mailbox; one that lists the address itself delivers there too)."""
+    found = store.get_alias(user.address)
+    if found is None or reaches(router, user.address, user):
+        return None
+    return found

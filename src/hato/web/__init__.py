@@ -12,7 +12,10 @@ What it promises:
   (``Authorization: Bearer``). The read-only role may only GET. Failed logins are slowed
   (``auth.failure_delay``) and then banned per IP as SMTP AUTH is (``policy.AuthLimiter``).
 - Queue changes go through the same functions as ``hato queue`` (``spool`` administration),
-  account changes through the account store's own validation.
+  account changes through ``accounts.AccountAdmin``, as ``hato domain`` and ``hato user``
+  make them (the same refusals, and the same warnings, in the JSON).
+- The live event stream numbers its events and keeps the most recent: a client that
+  reconnects with ``Last-Event-ID`` gets what it missed, or is told how much is gone.
 - Every error is JSON ``{"error": "..."}`` with a fitting status, bad input a 4xx; an
   unexpected failure is a 500 with an ``internal_error`` event, never a traceback.
 """

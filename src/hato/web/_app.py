@@ -39,12 +39,12 @@ from hato.accounts import (
     AccountError,
     AccountStore,
     InvalidInput,
-    display_domain,
     normalize_domain,
 )
 from hato.config import Settings
 from hato.events import EventLog, InternalError
 from hato.policy import AuthLimiter
+from hato.routing import LocalRouter
 from hato.spool import (
     QueueFilter,
     QueueState,
@@ -58,6 +58,7 @@ from hato.spool import (
     set_held,
 )
 from hato.trace import TRACE_FILE, TraceStore, TraceVersionError
+from hato.web._activity import DAY_MINUTES, Activity
 from hato.web._events import EventHub
 from hato.web._openapi import openapi_document
 from hato.web._users import Principal, WebUsers
@@ -141,6 +142,8 @@ class WebContext:
     hub: EventHub
     log: EventLog
     usage: MailboxUsage
+    # The router, for the warnings of account changes (an alias that hides a new mailbox).
+    router: LocalRouter | None = None
     secure_cookies: bool = False
     # The Prometheus endpoint, served at /metrics without authentication (metrics.enabled).
     metrics: ASGIApp | None = None
@@ -195,8 +198,16 @@ def build_app(context: WebContext) -> Starlette:
     # Imported here: the console's pages use this module's sessions and errors.
     from hato.web._console import console_routes
 
+    # The dashboard's counts: live from here on, the day before rebuilt from the event log.
+    activity = Activity()
+    context.log.subscribe(activity.event)
+    activity.load_history_in_thread(context.settings.log.events_file)
+
+    async def activity_endpoint(request: Request, context: WebContext) -> Response:
+        return await _activity(request, activity)
+
     routes: list[BaseRoute] = [
-        *console_routes(context),
+        *console_routes(context, activity),
         Route("/login", page(_login_form), methods=["GET"]),
         Route("/login", page(_login), methods=["POST"]),
         Route("/logout", page(_logout), methods=["POST"]),
@@ -209,19 +220,16 @@ def build_app(context: WebContext) -> Starlette:
         Route("/api/v1/queue/{queue_id:str}/{action:str}", api(_queue_one), methods=["POST"]),
         Route("/api/v1/messages/{what:str}/story", api(_story), methods=["GET"]),
         Route("/api/v1/messages/{queue_id:str}/header", api(_header), methods=["GET"]),
-        Route("/api/v1/accounts/domains", api(_domains), methods=["GET"]),
-        Route("/api/v1/accounts/users", api(_users), methods=["GET"]),
-        Route("/api/v1/accounts/aliases", api(_aliases), methods=["GET"]),
-        Route("/api/v1/accounts/aliases", api(_alias_add), methods=["POST"]),
-        Route("/api/v1/accounts/aliases/{source:str}", api(_alias_change), methods=["PUT"]),
-        Route("/api/v1/accounts/aliases/{source:str}", api(_alias_remove), methods=["DELETE"]),
         Route("/api/v1/events", api(_events), methods=["GET"]),
+        Route("/api/v1/activity", api(activity_endpoint), methods=["GET"]),
         Route("/api/v1/refusals", api(_refusals), methods=["GET"]),
     ]
     # DNS records, diagnostics and test addresses (hato test's engine); that module
     # imports this one, so it is imported here.
+    from hato.web._api_accounts import account_routes
     from hato.web._api_more import more_routes
 
+    routes += account_routes(api)
     routes += more_routes(api)
     if context.metrics is not None:
         routes.append(Mount("/metrics", app=context.metrics))
@@ -613,8 +621,33 @@ async def _story(request: Request, context: WebContext) -> Response:
 
 
 async def _events(request: Request, context: WebContext) -> Response:
+    """Live events; with ``Last-Event-ID`` (a reconnect) first the ones missed meanwhile."""
+    text = request.headers.get("last-event-id", "").strip()
+    if text and not (text.isascii() and text.isdigit() and len(text) < 30):
+        raise ApiError(400, f"Last-Event-ID is the id: of an event this stream sent, not {text!r}")
+    stream = context.hub.stream(last_event_id=int(text) if text else None)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    return StreamingResponse(context.hub.stream(), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+
+
+async def _activity(request: Request, activity: Activity) -> Response:
+    """The dashboard's figures: per-minute counts over the last ``minutes`` (60)."""
+    minutes = _int_param(request, "minutes", 60, maximum=DAY_MINUTES)
+    if minutes == 0:
+        raise ApiError(400, f"minutes must be from 1 to {DAY_MINUTES}")
+    window = activity.window(minutes)
+    body = {
+        "minutes": minutes,
+        "first": window.first,
+        "since": activity.since,
+        "history": activity.history,
+        "totals": {name: window.total(name) for name in window.series},
+        "series": window.series,
+        "connections": window.connections,
+        "tls_sessions": window.tls_sessions,
+        "refusals": [{"reason": reason, "count": count} for reason, count in window.refusals],
+    }
+    return JSONResponse(body)
 
 
 async def _refusals(request: Request, context: WebContext) -> Response:
@@ -627,96 +660,3 @@ async def _refusals(request: Request, context: WebContext) -> Response:
             return [r.to_dict() for r in store.refusals(since=since, limit=limit)]
 
     return JSONResponse({"refusals": await asyncio.to_thread(read)})
-
-
-# -- accounts ---------------------------------------------------------------------------------
-
-
-async def _domains(request: Request, context: WebContext) -> Response:
-    store = context.accounts
-    configured = context.settings.server.local_domains
-
-    def read() -> list[dict[str, Any]]:
-        stored = store.domains()
-        rows = []
-        for name in sorted({*configured, *stored}):
-            users, aliases = store.counts(name)
-            rows.append(
-                {
-                    "domain": name,
-                    "unicode": display_domain(name),
-                    "config": name in configured,
-                    "store": name in stored,
-                    "users": users,
-                    "aliases": aliases,
-                }
-            )
-        return rows
-
-    return JSONResponse({"domains": await asyncio.to_thread(read)})
-
-
-async def _users(request: Request, context: WebContext) -> Response:
-    wanted = request.query_params.get("domain")
-    domain = normalize_domain(wanted) if wanted else None
-
-    def read() -> list[dict[str, Any]]:
-        if domain is not None and not context.accounts.is_local_domain(domain):
-            raise ApiError(404, f"domain {domain} is not local")
-        return [
-            {**asdict(u), "usage": context.usage(u.domain, u.local_part, u.quota)}
-            for u in context.accounts.users(domain)
-        ]
-
-    return JSONResponse({"users": await asyncio.to_thread(read)})
-
-
-async def _aliases(request: Request, context: WebContext) -> Response:
-    found = await asyncio.to_thread(context.accounts.aliases)
-    return JSONResponse({"aliases": [asdict(a) for a in found]})
-
-
-def _targets_of(body: dict[str, Any]) -> list[str]:
-    targets = _strings(body, "targets")
-    if not targets:
-        raise ApiError(400, "targets must be a non-empty array of addresses")
-    return targets
-
-
-async def _alias_add(request: Request, context: WebContext) -> Response:
-    body = await _json_body(request)
-    source = body.get("source")
-    if not isinstance(source, str) or not source:
-        raise ApiError(400, "source must be an address, or @domain for a catch-all")
-    targets = _targets_of(body)
-    added = await asyncio.to_thread(context.accounts.add_alias, source, targets)
-    return JSONResponse(asdict(added), status_code=201)
-
-
-async def _alias_change(request: Request, context: WebContext) -> Response:
-    """Replace the alias's targets with the ones given."""
-    source = request.path_params["source"]
-    targets = _targets_of(await _json_body(request))
-    store = context.accounts
-
-    def change() -> Any:
-        if store.get_alias(source) is None:
-            raise ApiError(404, f"no alias {source}")
-        store.remove_alias(source)
-        return store.add_alias(source, targets)
-
-    return JSONResponse(asdict(await asyncio.to_thread(change)))
-
-
-async def _alias_remove(request: Request, context: WebContext) -> Response:
-    source = request.path_params["source"]
-    target = request.query_params.get("target") or None
-    store = context.accounts
-
-    def remove() -> None:
-        if store.get_alias(source) is None:
-            raise ApiError(404, f"no alias {source}")
-        store.remove_alias(source, target)
-
-    await asyncio.to_thread(remove)
-    return JSONResponse({"removed": source, "target": target})

@@ -4,9 +4,9 @@ Every page needs a login (the session cookie of ``/login``); without one it redi
 there. Read-only users see the same pages without the action buttons, and a form they
 post anyway is refused (403). Every form carries the session's CSRF token.
 
-The dashboard's rates are counted in memory since the server started (``Activity``, one
-more subscriber of the event log: an increment per event under a lock, nothing read
-from disk), so a restart starts them at zero, as the Prometheus counters do. The outbound
+The dashboard's rates are counted in memory (``_activity.Activity``, one more subscriber
+of the event log: an increment per event under a lock), the day before the start rebuilt
+from the event log's tail in a thread, so a restart keeps the day. The outbound
 TLS share comes from the flight recorder's attempts, the queue figures from the queue
 index; both are read in a thread, like every other store read here.
 """
@@ -14,11 +14,9 @@ index; both are read in a thread, like every other store read here.
 from __future__ import annotations
 
 import asyncio
-import collections
 import hmac
 import json
 import re
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -32,19 +30,11 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from hato.accounts import display_domain
 from hato.config import settings_to_toml
 from hato.delivery import EXPLANATIONS, destinations
 from hato.diag import ProbeError, split_probe
 from hato.events import (
-    Connected,
-    Deferred,
-    Delivered,
-    DeliveryFailed,
     OpsEvent,
-    Queued,
-    Rejected,
-    TlsStarted,
     printable,
 )
 from hato.spool import (
@@ -62,6 +52,12 @@ from hato.spool import (
     set_held,
 )
 from hato.trace import TRACE_FILE, TraceStore, TraceVersionError
+from hato.web._activity import (
+    DAY_MINUTES,
+    SERIES,
+    Activity,
+    Window,
+)
 from hato.web._api_more import (
     DEFAULT_TIMEOUT,
     MAX_TIMEOUT,
@@ -79,11 +75,7 @@ __all__ = ["Activity", "console_routes"]
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
 SORTS = ("arrival", "sender", "size", "state", "due")
-# One bucket per minute for a day: the dashboard's longest window.
-DAY_MINUTES = 24 * 60
 HOUR_MINUTES = 60
-# Distinct refusal reasons kept per minute: a client cannot grow the counts without end.
-MAX_REASONS_PER_MINUTE = 50
 # The events page starts with the tail of the event log: this many bytes of it at most.
 EVENTS_TAIL_BYTES = 256 * 1024
 EVENTS_TAIL_LINES = 100
@@ -95,100 +87,6 @@ _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
     " connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-SERIES = ("received", "delivered", "deferred", "bounced")
-_CONNECTIONS, _TLS_IN = 4, 5
-
-
-class Activity:
-    """Per-minute counts of the event stream for the last day, kept since start.
-
-    ``event`` is the event log's listener, called on the emitting thread: a lock, a dict
-    lookup and an increment. Received counts messages; delivered, deferred and bounced
-    count recipients (each outcome is an event per recipient).
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
-        self.started = clock()
-        self._lock = threading.Lock()
-        # minute -> [received, delivered, deferred, bounced, connections, TLS sessions]
-        self._minutes: dict[int, list[int]] = {}
-        self._reasons: dict[int, collections.Counter[str]] = {}
-
-    def _bucket(self, minute: int) -> list[int]:
-        counts = self._minutes.get(minute)
-        if counts is None:
-            counts = self._minutes[minute] = [0] * 6
-            for old in [m for m in self._minutes if m <= minute - DAY_MINUTES]:
-                del self._minutes[old]
-                self._reasons.pop(old, None)
-        return counts
-
-    def event(self, ts: float, event: OpsEvent) -> None:
-        if isinstance(event, Queued):
-            index = 0
-        elif isinstance(event, Delivered):
-            index = 1
-        elif isinstance(event, Deferred):
-            index = 2
-        elif isinstance(event, DeliveryFailed):
-            index = 3
-        elif isinstance(event, Connected):
-            index = _CONNECTIONS
-        elif isinstance(event, TlsStarted):
-            index = _TLS_IN
-        elif isinstance(event, Rejected):
-            self._refused(int(ts // 60), event)
-            return
-        else:
-            return
-        with self._lock:
-            self._bucket(int(ts // 60))[index] += 1
-
-    def _refused(self, minute: int, event: Rejected) -> None:
-        reason = event.reason + (f" (rule {event.rule})" if event.rule else "")
-        with self._lock:
-            self._bucket(minute)
-            counts = self._reasons.setdefault(minute, collections.Counter())
-            if reason in counts or len(counts) < MAX_REASONS_PER_MINUTE:
-                counts[reason] += 1
-
-    def window(self, minutes: int) -> Window:
-        now_minute = int(self._clock() // 60)
-        first = now_minute - minutes + 1
-        with self._lock:
-            rows = [self._minutes.get(m, [0] * 6) for m in range(first, now_minute + 1)]
-            reasons: collections.Counter[str] = collections.Counter()
-            for minute, counts in self._reasons.items():
-                if minute >= first:
-                    reasons.update(counts)
-        return Window(
-            minutes=minutes,
-            first=first * 60.0,
-            series={name: [row[i] for row in rows] for i, name in enumerate(SERIES)},
-            connections=sum(row[_CONNECTIONS] for row in rows),
-            tls_sessions=sum(row[_TLS_IN] for row in rows),
-            refusals=reasons.most_common(10),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    minutes: int
-    first: float  # unix time of the first minute
-    series: dict[str, list[int]]
-    connections: int
-    tls_sessions: int
-    refusals: list[tuple[str, int]]
-
-    def total(self, name: str) -> int:
-        return sum(self.series[name])
-
-    @property
-    def tls_in(self) -> float | None:
-        if not self.connections:
-            return None
-        return min(1.0, self.tls_sessions / self.connections)
 
 
 # -- the plot ---------------------------------------------------------------------------
@@ -302,10 +200,9 @@ class Viewer:
 
 
 class Console:
-    def __init__(self, context: WebContext) -> None:
+    def __init__(self, context: WebContext, activity: Activity) -> None:
         self.context = context
-        self.activity = Activity()
-        context.log.subscribe(self.activity.event)
+        self.activity = activity
         self.env = _environment()
         self._tls_out: tuple[float, dict[int, tuple[int, int]]] = (0.0, {})
 
@@ -391,9 +288,12 @@ def _first(values: dict[str, list[str]], key: str) -> str:
 Page = Callable[[Request, Console, Viewer], Awaitable[Response]]
 
 
-def console_routes(context: WebContext) -> list[BaseRoute]:
+def console_routes(context: WebContext, activity: Activity) -> list[BaseRoute]:
     """The console's pages and its static files, for ``build_app``."""
-    console = Console(context)
+    # Imported here: that module uses this one's Console and forms.
+    from hato.web._console_accounts import account_pages
+
+    console = Console(context, activity)
 
     def page(handler: Page) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -418,7 +318,7 @@ def console_routes(context: WebContext) -> list[BaseRoute]:
         Route("/messages/{what:str}", page(_message), methods=["GET"]),
         Route("/destinations", page(_destinations), methods=["GET"]),
         Route("/events", page(_events), methods=["GET"]),
-        Route("/accounts", page(_accounts), methods=["GET"]),
+        *account_pages(page),
         Route("/configuration", page(_configuration), methods=["GET"]),
         Route("/test", page(_test), methods=["GET"]),
         Route("/dns", page(_dns), methods=["GET"]),
@@ -458,7 +358,7 @@ async def _dashboard_values(console: Console) -> dict[str, Any]:
         "oldest": summary.oldest_arrival,
         "tls_out_hour": share(HOUR_MINUTES),
         "tls_out_day": share(DAY_MINUTES),
-        "since": console.activity.started,
+        "since": console.activity.since,
     }
 
 
@@ -763,42 +663,6 @@ async def _events(request: Request, console: Console, viewer: Viewer) -> Respons
         names=json.dumps(_event_names()),
         keep=EVENTS_TAIL_LINES * 3,
     )
-
-
-# -- accounts ---------------------------------------------------------------------------------
-
-
-async def _accounts(request: Request, console: Console, viewer: Viewer) -> Response:
-    context = console.context
-    store = context.accounts
-    configured = context.settings.server.local_domains
-
-    def read() -> dict[str, Any]:
-        stored = store.domains()
-        domains = []
-        for name in sorted({*configured, *stored}):
-            user_count, alias_count = store.counts(name)
-            domains.append(
-                {
-                    "name": name,
-                    "unicode": display_domain(name),
-                    "where": " and ".join(
-                        w
-                        for w, yes in (("config", name in configured), ("store", name in stored))
-                        if yes
-                    ),
-                    "users": user_count,
-                    "aliases": alias_count,
-                }
-            )
-        users = [
-            {"user": u, "usage": context.usage(u.domain, u.local_part, u.quota)}
-            for u in store.users(None)
-        ]
-        return {"domains": domains, "users": users, "aliases": store.aliases()}
-
-    values = await asyncio.to_thread(read)
-    return console.render("accounts.html", viewer, "accounts", **values)
 
 
 # -- configuration ----------------------------------------------------------------------------

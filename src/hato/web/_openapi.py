@@ -82,6 +82,75 @@ def _diagnostics_op() -> dict[str, Any]:
     return op
 
 
+def _change(summary: str, **kwargs: Any) -> dict[str, Any]:
+    """An account change: done and warnings as hato would print them; 409 when refused."""
+    op = _op(summary + ". Answers with `done` and `warnings` (what hato prints)", **kwargs)
+    op["responses"]["409"] = _ERROR
+    return op
+
+
+_QUOTA = {
+    "type": ["integer", "string", "null"],
+    "description": "Bytes, or a size such as 500M or 2G (binary multiples); null: none",
+}
+_PASSWORD = {
+    "type": ["string", "null"],
+    "description": "null: none (the user receives mail but cannot log in)",
+}
+
+
+def _account_paths() -> dict[str, Any]:
+    address = [{"name": "address", "in": "path", "required": True}]
+    return {
+        "/api/v1/accounts/domains": {
+            "get": _op("Local domains with their counts"),
+            "post": _change(
+                "Make a domain local, as hato domain add, with its DKIM key (`dkim`: the"
+                " selector, the record to publish) unless dkim is false (201)",
+                body={
+                    "domain": {"type": "string"},
+                    "dkim": {"type": "boolean", "description": "Make an RSA key (true)"},
+                    "ed25519": {"type": "boolean", "description": "And an ed25519 key (false)"},
+                },
+                write=True,
+            ),
+        },
+        "/api/v1/accounts/domains/{domain}": {
+            "delete": _change(
+                "Remove a local domain from the store; refused while it has users or aliases"
+                " unless force=true, which removes them with it",
+                params=[
+                    {"name": "domain", "in": "path", "required": True},
+                    _query("force", "Remove its users and aliases too", "boolean"),
+                ],
+                write=True,
+            )
+        },
+        "/api/v1/accounts/users": {
+            "get": _op(
+                "Users with quota and usage (bytes)",
+                params=[_query("domain", "Only this domain's")],
+            ),
+            "post": _change(
+                "Add a user (mailbox), as hato user add (201)",
+                body={"address": {"type": "string"}, "password": _PASSWORD, "quota": _QUOTA},
+                write=True,
+            ),
+        },
+        "/api/v1/accounts/users/{address}": {
+            "put": _change(
+                "Change a user's password and/or quota (null removes either)",
+                params=address,
+                body={"password": _PASSWORD, "quota": _QUOTA},
+                write=True,
+            ),
+            "delete": _change(
+                "Remove a user (its delivered mail stays on disk)", params=address, write=True
+            ),
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     one = [_QUEUE_ID]
     return {
@@ -163,8 +232,29 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/events": {
                 "get": _op(
-                    "Live events as server-sent events (event: NAME, data: the JSON record)",
+                    "Live events as server-sent events (id: a number, event: NAME, data: the"
+                    " JSON record). Reconnecting with the Last-Event-ID header first replays"
+                    " the events missed meanwhile from the recent ones kept in memory, after a"
+                    " `missed` event (missed: how many are gone, or null) when they no longer"
+                    " reach back that far",
+                    params=[
+                        {
+                            "name": "Last-Event-ID",
+                            "in": "header",
+                            "description": "The id of the last event received",
+                            "schema": {"type": "string"},
+                        }
+                    ],
                     content="text/event-stream",
+                )
+            },
+            "/api/v1/activity": {
+                "get": _op(
+                    "The dashboard's figures: messages received and recipients delivered,"
+                    " deferred and bounced per minute (series, oldest first, and totals),"
+                    " connections, TLS sessions and the top refusals; the day before a start"
+                    " is rebuilt from the event log (since: the earliest moment counted)",
+                    params=[_query("minutes", "The window (60, at most 1440)", "integer")],
                 )
             },
             "/api/v1/refusals": {
@@ -204,13 +294,7 @@ def openapi_document() -> dict[str, Any]:
                     params=[{"name": "address", "in": "path", "required": True}],
                 )
             },
-            "/api/v1/accounts/domains": {"get": _op("Local domains with their counts")},
-            "/api/v1/accounts/users": {
-                "get": _op(
-                    "Users with quota and usage (bytes)",
-                    params=[_query("domain", "Only this domain's")],
-                )
-            },
+            **_account_paths(),
             "/api/v1/accounts/aliases": {
                 "get": _op("Aliases and their targets"),
                 "post": _op(

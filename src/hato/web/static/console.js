@@ -47,7 +47,7 @@ function events() {
   filter.addEventListener("input", () => {
     for (const row of body.rows) row.hidden = !shown(row);
   });
-  listen(JSON.parse(table.dataset.names), (name, data) => {
+  const source = listen(JSON.parse(table.dataset.names), (name, data) => {
     const record = JSON.parse(data);
     const row = body.insertRow(0);
     row.className = "ev fresh " + name;
@@ -65,6 +65,15 @@ function events() {
     row.hidden = !shown(row);
     setTimeout(() => row.classList.remove("fresh"), 3000);
     while (body.rows.length > keep) body.deleteRow(body.rows.length - 1);
+  });
+  // A reconnect replays what was missed (Last-Event-ID); this says when some is gone.
+  source.addEventListener("missed", (message) => {
+    const notice = JSON.parse(message.data);
+    const cell = body.insertRow(0).insertCell();
+    cell.colSpan = 3;
+    cell.className = "empty";
+    cell.textContent = (notice.missed === null ? "Some events" : notice.missed + " events")
+      + " went by while the page was disconnected (" + notice.why + ").";
   });
 }
 
