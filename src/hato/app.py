@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 from . import __version__
 from .accounts import ACCOUNTS_FILE, AccountError, AccountStore
-from .config import ServerRecord, Settings, write_server_record
-from .delivery import MaildirAgent, SmtpAgent
+from .config import LmtpTarget, ServerRecord, Settings, write_server_record
+from .delivery import LmtpAgent, MaildirAgent, RemoteAgent, SmtpAgent, TransportAgent
 from .diag import PROBES_DIR, InboundProbe, ProbeStore
 from .events import (
     DkimKeyChecked,
@@ -562,7 +562,7 @@ class Hato:
             is_local_host=local_host_matcher([settings.server.hostname], own_addresses),
         )
         auth = (relay.smarthost_username, relay.smarthost_password)
-        remote = SmtpAgent(
+        smtp = SmtpAgent(
             next_hops,
             local_hostname=settings.server.hostname,
             connect_timeout=relay.connect_timeout,
@@ -570,6 +570,13 @@ class Hato:
             session_reuse=relay.session_reuse,
             on_attempt=self._on_attempt(),
         )
+        lmtp_domains = {t.domain: t.lmtp for t in relay.transports if t.lmtp is not None}
+        remote: RemoteAgent = smtp
+        if lmtp_domains:
+            remote = TransportAgent(smtp, self._lmtp_agent(lmtp_domains))
+        mailbox_lmtp = None
+        if settings.accounts.delivery is not None:
+            mailbox_lmtp = self._lmtp_agent({}, default=settings.accounts.delivery)
         return QueueManager(
             state=QueueState(settings.server.data_dir),
             router=self.router,
@@ -586,6 +593,19 @@ class Hato:
             concurrency=queue.concurrency,
             per_destination=relay.per_destination,
             rewrite_forwarded_sender=self.srs.forward if self.srs is not None else None,
+            mailbox_lmtp=mailbox_lmtp,
+        )
+
+    def _lmtp_agent(
+        self, destinations: dict[str, LmtpTarget], default: LmtpTarget | None = None
+    ) -> LmtpAgent:
+        settings = self.settings
+        return LmtpAgent(
+            local_hostname=settings.server.hostname,
+            destinations=destinations,
+            default=default,
+            connect_timeout=settings.relay.connect_timeout,
+            on_attempt=self._on_attempt(),
         )
 
     def _queued(self, queue_id: str) -> None:

@@ -35,6 +35,7 @@ from hato.config._record import (
     write_server_record,
 )
 from hato.config._settings import (
+    LMTP_PORT,
     RULE_AUTH_CONDITIONS,
     RULE_FLAGS,
     RULE_SPF_RESULTS,
@@ -49,6 +50,7 @@ from hato.config._settings import (
     FilterFailure,
     HostPort,
     ListenAddress,
+    LmtpTarget,
     LogLevel,
     LogSettings,
     MailAuthSettings,
@@ -74,6 +76,7 @@ from hato.config._settings import (
 )
 
 __all__ = [
+    "LMTP_PORT",
     "MASKED",
     "RULE_AUTH_CONDITIONS",
     "RULE_FLAGS",
@@ -92,6 +95,7 @@ __all__ = [
     "FilterFailure",
     "HostPort",
     "ListenAddress",
+    "LmtpTarget",
     "LogLevel",
     "LogSettings",
     "MailAuthSettings",

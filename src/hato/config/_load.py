@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from hato.config._hostname import hostname_warning
 from hato.config._settings import (
+    LMTP_PORT,
     RULE_AUTH_CONDITIONS,
     RULE_FLAGS,
     RULE_SPF_RESULTS,
@@ -27,6 +28,7 @@ from hato.config._settings import (
     AccessRule,
     HostPort,
     ListenAddress,
+    LmtpTarget,
     RuleAction,
     Settings,
     TlsPolicy,
@@ -566,7 +568,33 @@ def _pair(value: object) -> tuple[str, str]:
 
 def _to_transport(value: object) -> Transport:
     domain, target = _pair(value)
+    if target.startswith("lmtp:"):
+        return Transport(domain, None, _to_lmtp_target(target))
     return Transport(domain, None if target == "local" else _to_host_port(target, _SMTP_PORT))
+
+
+def _to_lmtp_target(text: str) -> LmtpTarget:
+    """``lmtp:unix:/absolute/path`` or ``lmtp:host[:port]`` (port 24 when none is named)."""
+    rest = text.removeprefix("lmtp:")
+    if rest.startswith("unix:"):
+        path = rest.removeprefix("unix:")
+        if not path.startswith("/") or "\0" in path:
+            raise ValueError(f"{_toml_string(text)}: a unix socket needs an absolute path")
+        return LmtpTarget(path=path)
+    if not rest:
+        raise ValueError(f'{_toml_string(text)}: expected "lmtp:unix:/path" or "lmtp:host:port"')
+    return LmtpTarget(address=_to_host_port(rest, LMTP_PORT))
+
+
+def _to_delivery(value: object) -> LmtpTarget | None:
+    text = _to_str(value).strip()
+    if text in ("", "maildir"):
+        return None
+    if not text.startswith("lmtp:"):
+        raise ValueError(
+            f'{_toml_string(text)}: expected "maildir", "lmtp:unix:/path" or "lmtp:host:port"'
+        )
+    return _to_lmtp_target(text)
 
 
 def _to_tls_policy_entry(value: object) -> TlsPolicyEntry:
@@ -799,6 +827,7 @@ _SPECIAL_PARSERS: dict[str, _Parser] = {
     "nexthop": _scalar(_to_nexthop),
     "port": _scalar(_to_port),
     "transports": _to_domain_table(_to_transport),
+    "delivery": _scalar(_to_delivery),
     "tls_policies": _to_domain_table(_to_tls_policy_entry),
     "nameservers": lambda value, key: _unique(_array(_to_nameserver)(value, key)),
     "mechanisms": lambda value, key: _unique(_array(_to_mechanism)(value, key)),
@@ -904,7 +933,7 @@ def _plain(value: object) -> object:
         return ""  # Optional paths (events_file, tls.certificate), smarthost: "" is None.
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, Path | ListenAddress | HostPort | Transport | TlsPolicyEntry):
+    if isinstance(value, Path | ListenAddress | HostPort | Transport | TlsPolicyEntry | LmtpTarget):
         return str(value)  # each one's canonical text, which its parser reads back
     if isinstance(value, tuple | list):
         return [_plain(item) for item in value]

@@ -312,6 +312,16 @@ class AccountsSettings:
             kind="mailbox",
         ),
     )
+    delivery: LmtpTarget | None = field(
+        default=None,
+        metadata=_meta(
+            'How mail for local mailboxes is stored: "maildir" (Hato writes DATA/mailboxes)'
+            ' or an LMTP server that delivers it, "lmtp:unix:/run/dovecot/lmtp" or'
+            ' "lmtp:host:port" (port 24 when none is named), such as Dovecot\'s.',
+            file_default="maildir",
+            kind="delivery",
+        ),
+    )
     quota_exceeded: QuotaAction = field(
         default=QuotaAction.TEMPORARY,
         metadata=_meta(
@@ -410,16 +420,39 @@ class HostPort:
         return f"{self.host}:{self.port}"
 
 
+LMTP_PORT = 24  # RFC 2033 5: LMTP must not use port 25; 24 is its registered port
+
+
+@dataclass(frozen=True, slots=True)
+class LmtpTarget:
+    """An LMTP server (RFC 2033): a unix socket ``path``, or ``address`` over TCP.
+
+    ``str()`` is the text the loader reads back: ``lmtp:unix:/path`` or ``lmtp:host:port``.
+    """
+
+    path: str | None = None
+    address: HostPort | None = None
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.address is None):
+            raise ValueError("an LMTP target is a unix socket path or a host:port, one of them")
+
+    def __str__(self) -> str:
+        return f"lmtp:unix:{self.path}" if self.path is not None else f"lmtp:{self.address}"
+
+
 @dataclass(frozen=True, slots=True)
 class Transport:
-    """One transport table entry: mail for exactly ``domain`` goes to ``next_hop``, or is
-    delivered here when ``next_hop`` is None (the file's ``local``)."""
+    """One transport table entry: mail for exactly ``domain`` goes to ``next_hop``, or to
+    the LMTP server ``lmtp``, or is delivered here when both are None (the file's
+    ``local``)."""
 
     domain: str
     next_hop: HostPort | None
+    lmtp: LmtpTarget | None = None
 
     def __str__(self) -> str:
-        return f"{self.domain} {self.next_hop or 'local'}"
+        return f"{self.domain} {self.lmtp or self.next_hop or 'local'}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,7 +505,8 @@ class RelaySettings:
         default=(),
         metadata=_meta(
             'Per-domain next hops, as "domain next-hop" where next-hop is "host:port",'
-            ' "[ip]:port" or "local" (deliver here), like Postfix\'s transport table.',
+            ' "[ip]:port", an LMTP server ("lmtp:unix:/path" or "lmtp:host:port") or "local"'
+            " (deliver here), like Postfix's transport table.",
             kind="transports",
         ),
     )
