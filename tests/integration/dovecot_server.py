@@ -25,6 +25,11 @@ its function is ``dovecot_fixture``, the name tests ask for is ``dovecot``::
 
 For a whole ``hato serve``, use ``dovecot.data_dir`` as its data directory: its
 ``mailboxes/`` is what Dovecot serves.
+
+``Dovecot(binary, workdir, lmtp=True)`` also runs Dovecot's LMTP server, on the unix socket
+``lmtp_socket`` and on ``127.0.0.1:lmtp_port``, with the quota plugin: every mailbox may
+hold ``QUOTA`` and a delivery over it is refused with 452 (``quota_full_tempfail``).
+``start_dovecot(workdir, ...)`` is the context manager for module-scoped fixtures.
 """
 
 from __future__ import annotations
@@ -49,6 +54,27 @@ STOP_TIMEOUT = 10.0
 IMAP_TIMEOUT = 10.0
 START_ATTEMPTS = 3  # a free port can be taken by someone else before Dovecot binds it
 SUPPORTED_VERSION = "2.3."  # 2.4 changed the configuration syntax
+QUOTA = "1M"  # what each mailbox may hold when LMTP is on (the quota plugin's storage rule)
+
+LMTP_CONFIG = """\
+protocols = imap lmtp
+mail_plugins = $mail_plugins quota
+plugin {{
+  quota = maildir:User quota
+  quota_rule = *:storage={quota}
+}}
+# A setting of LMTP and the LDA, not of the plugin: over quota is 452, not 552.
+quota_full_tempfail = yes
+service lmtp {{
+  unix_listener {lmtp_socket_name} {{
+    mode = 0666
+  }}
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp_port}
+  }}
+}}
+"""
 
 CONFIG = """\
 # A private instance for Hato's tests; nothing here touches the system's Dovecot.
@@ -121,8 +147,9 @@ def _free_port() -> int:
 class Dovecot:
     """One private Dovecot: ``start()``, ``imap(address)``, ``adopt()``, ``close()``."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(self, binary: str, workdir: Path, *, lmtp: bool = False) -> None:
         self.binary = binary
+        self.lmtp = lmtp
         self.workdir = workdir  # config, state and log (the test's tmp_path)
         self.uid, self.gid = _mail_owner()
         # Socket paths must stay under 108 bytes and the mail tree reachable by the mail
@@ -135,6 +162,8 @@ class Dovecot:
         self.config = workdir / "dovecot.conf"
         self.log_path = workdir / "dovecot.log"
         self.port = 0
+        self.lmtp_socket = self.base_dir / "hato-lmtp"
+        self.lmtp_port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._output = workdir / "dovecot.out"
         self._sessions: list[imaplib.IMAP4] = []
@@ -150,6 +179,7 @@ class Dovecot:
         self.adopt(self.top / "homes")
         for attempt in range(START_ATTEMPTS):
             self.port = _free_port()
+            self.lmtp_port = _free_port() if self.lmtp else 0
             self._write_config()
             if self._launch():
                 return
@@ -157,6 +187,11 @@ class Dovecot:
                 raise AssertionError(f"dovecot did not start:\n{self.log()}")
 
     def _write_config(self) -> None:
+        extra = ""
+        if self.lmtp:
+            extra = LMTP_CONFIG.format(
+                quota=QUOTA, lmtp_socket_name=self.lmtp_socket.name, lmtp_port=self.lmtp_port
+            )
         self.config.write_text(
             CONFIG.format(
                 base_dir=self.base_dir,
@@ -169,6 +204,7 @@ class Dovecot:
                 password=PASSWORD,
                 port=self.port,
             )
+            + extra
         )
 
     def _launch(self) -> bool:
@@ -184,7 +220,7 @@ class Dovecot:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 return False
-            if self._greets():
+            if self._greets() and (not self.lmtp or self._lmtp_listens()):
                 return True
             time.sleep(0.05)
         self.close()
@@ -194,6 +230,13 @@ class Dovecot:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as conn:
                 return conn.recv(64).startswith(b"* OK")
+        except OSError:
+            return False
+
+    def _lmtp_listens(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.lmtp_port), timeout=1.0) as conn:
+                return conn.recv(64).startswith(b"220") and self.lmtp_socket.exists()
         except OSError:
             return False
 
@@ -253,12 +296,22 @@ class Dovecot:
         return "".join(parts)
 
 
-@pytest.fixture(name="dovecot")
-def dovecot_fixture(tmp_path: Path) -> Iterator[Dovecot]:
-    """A started private Dovecot (skips when Dovecot is not installed)."""
-    server = Dovecot(find_dovecot(), tmp_path / "dovecot")
+@contextlib.contextmanager
+def start_dovecot(workdir: Path, *, lmtp: bool = False) -> Iterator[Dovecot]:
+    """A started private Dovecot, stopped on exit (skips when Dovecot is not installed)."""
+    binary = find_dovecot()
+    if lmtp and not os.access("/usr/lib/dovecot/lmtp", os.X_OK):
+        pytest.skip("dovecot-lmtpd is not installed: run make system-deps as root")
+    server = Dovecot(binary, workdir, lmtp=lmtp)
     try:
         server.start()
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(name="dovecot")
+def dovecot_fixture(tmp_path: Path) -> Iterator[Dovecot]:
+    """A started private Dovecot (skips when Dovecot is not installed)."""
+    with start_dovecot(tmp_path / "dovecot") as server:
+        yield server
