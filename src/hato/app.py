@@ -26,6 +26,7 @@ from .accounts import ACCOUNTS_FILE, AccountError, AccountStore
 from .config import LmtpTarget, ServerRecord, Settings, write_server_record
 from .delivery import LmtpAgent, MaildirAgent, RemoteAgent, SmtpAgent, TransportAgent
 from .diag import PROBES_DIR, InboundProbe, ProbeStore
+from .dovecot import DovecotPasswords, DovecotUnavailable, DovecotUserdb
 from .events import (
     DkimKeyChecked,
     EventLog,
@@ -213,6 +214,7 @@ class Hato:
             postmaster=accounts.postmaster,
             reverse_srs=self.srs.reverse if self.srs is not None else None,
             probe=self.probes.check,
+            external_users=accounts.userdb is not None,
         )
         self.dkim_keys = DkimKeys(data_dir / DKIM_DIR, retire_after=settings.dkim.retire_after)
         self.mail_dns = MailDns(settings.dns.nameservers, settings.dns.timeout)
@@ -264,13 +266,12 @@ class Hato:
                 usage=lambda domain, local, quota: maildir.usage(domain, local, quota).bytes,
                 log=self.log,
                 dnsbl_lookup=resolver.a_records,
+                userdb=self._userdb(),
             ),
             submission=SubmissionRules(
                 self.router, sender_login_match=settings.auth.sender_login_match
             ),
-            auth=Authenticator(
-                self.accounts, settings.auth, hostname=settings.server.hostname, log=self.log
-            ),
+            auth=self._authenticator(),
             tls=self.tls,
             reverse_lookup=(
                 (lambda ip: confirmed_name(resolver, ip)) if settings.server.reverse_dns else None
@@ -544,6 +545,36 @@ class Hato:
             listening=tuple(_address(host, port) for host, port in bound),
         )
         write_server_record(server.data_dir, record)
+
+    def _userdb(self) -> DovecotUserdb | None:
+        accounts = self.settings.accounts
+        if accounts.userdb is None:
+            return None
+        return DovecotUserdb(accounts.userdb, timeout=accounts.userdb_timeout)
+
+    def _authenticator(self) -> Authenticator:
+        """AUTH against the store, or Dovecot's auth service offering its own mechanisms."""
+        settings = self.settings
+        auth = settings.auth
+        if auth.backend is None:
+            return Authenticator(
+                self.accounts, auth, hostname=settings.server.hostname, log=self.log
+            )
+        passwords = DovecotPasswords(auth.backend, timeout=auth.backend_timeout)
+        try:
+            offered = passwords.mechanisms()
+        except DovecotUnavailable as error:
+            # Dovecot may start after us: offer what is configured, and each AUTH asks it.
+            self.log.emit(InternalError(where="auth.backend", error=str(error)))
+            offered = auth.mechanisms
+        mechanisms = tuple(m for m in offered if m in auth.mechanisms)
+        return Authenticator(
+            passwords,
+            auth,
+            hostname=settings.server.hostname,
+            log=self.log,
+            mechanisms=mechanisms,
+        )
 
     def _queue_manager(self) -> QueueManager:
         settings = self.settings

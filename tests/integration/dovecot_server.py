@@ -29,6 +29,10 @@ For a whole ``hato serve``, use ``dovecot.data_dir`` as its data directory: its
 ``Dovecot(binary, workdir, lmtp=True)`` also runs Dovecot's LMTP server, on the unix socket
 ``lmtp_socket`` and on ``127.0.0.1:lmtp_port``, with the quota plugin: every mailbox may
 hold ``QUOTA`` and a delivery over it is refused with 452 (``quota_full_tempfail``).
+``users=(...)`` makes only those users exist (a passwd-file passdb and userdb, each with
+``PASSWORD``) instead of everyone; ``checkpassword=COMMAND`` has Dovecot ask that program
+for passwords. The auth service's ``auth_userdb`` and ``auth_client`` sockets are open to
+every local user (mode 0666), for Hato's RCPT and AUTH checks.
 ``start_dovecot(workdir, ...)`` is the context manager for module-scoped fixtures.
 """
 
@@ -55,6 +59,39 @@ IMAP_TIMEOUT = 10.0
 START_ATTEMPTS = 3  # a free port can be taken by someone else before Dovecot binds it
 SUPPORTED_VERSION = "2.3."  # 2.4 changed the configuration syntax
 QUOTA = "1M"  # what each mailbox may hold when LMTP is on (the quota plugin's storage rule)
+
+STATIC_DATABASES = """\
+passdb {{
+  driver = static
+  args = password={password}
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={homes}/%d/%n
+}}
+"""
+# Only the users listed exist (a lookup of anyone else is NOTFOUND).
+PASSWD_FILE_DATABASES = """\
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {passwd}
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {passwd}
+}}
+"""
+# Dovecot asks another program for passwords (the checkpassword interface).
+CHECKPASSWORD_DATABASES = """\
+passdb {{
+  driver = checkpassword
+  args = {checkpassword}
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={homes}/%d/%n
+}}
+"""
 
 LMTP_CONFIG = """\
 protocols = imap lmtp
@@ -86,19 +123,20 @@ listen = 127.0.0.1
 protocols = imap
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = plain
+auth_mechanisms = {mechanisms}
 first_valid_uid = {uid}
 last_valid_uid = {uid}
 first_valid_gid = {gid}
 last_valid_gid = {gid}
 mail_location = maildir:{mailboxes}/%d/%n
-passdb {{
-  driver = static
-  args = password={password}
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={homes}/%d/%n
+{databases}
+service auth {{
+  unix_listener auth-userdb {{
+    mode = 0666
+  }}
+  unix_listener auth-client {{
+    mode = 0666
+  }}
 }}
 service imap-login {{
   inet_listener imap {{
@@ -147,9 +185,19 @@ def _free_port() -> int:
 class Dovecot:
     """One private Dovecot: ``start()``, ``imap(address)``, ``adopt()``, ``close()``."""
 
-    def __init__(self, binary: str, workdir: Path, *, lmtp: bool = False) -> None:
+    def __init__(
+        self,
+        binary: str,
+        workdir: Path,
+        *,
+        lmtp: bool = False,
+        users: tuple[str, ...] | None = None,
+        checkpassword: str | None = None,
+    ) -> None:
         self.binary = binary
         self.lmtp = lmtp
+        self.users = users  # None: everyone exists (static); else only these
+        self.checkpassword = checkpassword  # the passdb's program, instead of a password
         self.workdir = workdir  # config, state and log (the test's tmp_path)
         self.uid, self.gid = _mail_owner()
         # Socket paths must stay under 108 bytes and the mail tree reachable by the mail
@@ -163,6 +211,8 @@ class Dovecot:
         self.log_path = workdir / "dovecot.log"
         self.port = 0
         self.lmtp_socket = self.base_dir / "hato-lmtp"
+        self.auth_userdb = self.base_dir / "auth-userdb"
+        self.auth_client = self.base_dir / "auth-client"
         self.lmtp_port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._output = workdir / "dovecot.out"
@@ -194,6 +244,8 @@ class Dovecot:
             )
         self.config.write_text(
             CONFIG.format(
+                mechanisms="plain login",
+                databases=self._databases(),
                 base_dir=self.base_dir,
                 state_dir=self.workdir / "state",
                 log=self.log_path,
@@ -206,6 +258,23 @@ class Dovecot:
             )
             + extra
         )
+
+    def _databases(self) -> str:
+        fields = {"uid": self.uid, "gid": self.gid, "homes": self.top / "homes"}
+        if self.checkpassword is not None:
+            return CHECKPASSWORD_DATABASES.format(checkpassword=self.checkpassword, **fields)
+        if self.users is None:
+            return STATIC_DATABASES.format(password=PASSWORD, **fields)
+        passwd = self.workdir / "users.passwd"
+        homes = self.top / "homes"
+        passwd.write_text(
+            "".join(
+                f"{user}:{PASSWORD}:{self.uid}:{self.gid}::{homes}/{user}::\n"
+                for user in self.users
+            )
+        )
+        os.chmod(passwd, 0o644)
+        return PASSWD_FILE_DATABASES.format(passwd=passwd)
 
     def _launch(self) -> bool:
         """Run dovecot in the foreground; True once it greets on its port."""
@@ -220,7 +289,8 @@ class Dovecot:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 return False
-            if self._greets() and (not self.lmtp or self._lmtp_listens()):
+            listening = self._greets() and self.auth_client.exists()
+            if listening and (not self.lmtp or self._lmtp_listens()):
                 return True
             time.sleep(0.05)
         self.close()
@@ -266,11 +336,11 @@ class Dovecot:
 
     # -- use ------------------------------------------------------------------------------
 
-    def imap(self, address: str) -> imaplib.IMAP4:
+    def imap(self, address: str, password: str = PASSWORD) -> imaplib.IMAP4:
         """A session logged in as ``address``; logged out at teardown."""
         session = imaplib.IMAP4("127.0.0.1", self.port, timeout=IMAP_TIMEOUT)
         self._sessions.append(session)
-        session.login(address, PASSWORD)
+        session.login(address, password)
         return session
 
     def adopt(self, path: Path | None = None) -> None:
@@ -297,12 +367,18 @@ class Dovecot:
 
 
 @contextlib.contextmanager
-def start_dovecot(workdir: Path, *, lmtp: bool = False) -> Iterator[Dovecot]:
+def start_dovecot(
+    workdir: Path,
+    *,
+    lmtp: bool = False,
+    users: tuple[str, ...] | None = None,
+    checkpassword: str | None = None,
+) -> Iterator[Dovecot]:
     """A started private Dovecot, stopped on exit (skips when Dovecot is not installed)."""
     binary = find_dovecot()
     if lmtp and not os.access("/usr/lib/dovecot/lmtp", os.X_OK):
         pytest.skip("dovecot-lmtpd is not installed: run make system-deps as root")
-    server = Dovecot(binary, workdir, lmtp=lmtp)
+    server = Dovecot(binary, workdir, lmtp=lmtp, users=users, checkpassword=checkpassword)
     try:
         server.start()
         yield server

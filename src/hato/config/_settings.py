@@ -322,6 +322,23 @@ class AccountsSettings:
             kind="delivery",
         ),
     )
+    userdb: DovecotSocket | None = field(
+        default=None,
+        metadata=_meta(
+            "Who says at RCPT whether a user exists: \"\" (Hato's account store) or Dovecot's"
+            ' user database through its auth-userdb socket, "dovecot:/run/dovecot/auth-userdb"'
+            ' or "dovecot:inet:host:port". Dovecot\'s users have no Maildir in Hato, so this'
+            " needs accounts.delivery to name Dovecot's LMTP server. Aliases and the domains"
+            " stay in Hato's store.",
+            kind="dovecot_socket",
+        ),
+    )
+    userdb_timeout: float = field(
+        default=5.0,
+        metadata=_meta(
+            "Seconds to wait for Dovecot's user database at RCPT; then 451 4.3.0.", gt=0
+        ),
+    )
     quota_exceeded: QuotaAction = field(
         default=QuotaAction.TEMPORARY,
         metadata=_meta(
@@ -439,6 +456,25 @@ class LmtpTarget:
 
     def __str__(self) -> str:
         return f"lmtp:unix:{self.path}" if self.path is not None else f"lmtp:{self.address}"
+
+
+@dataclass(frozen=True, slots=True)
+class DovecotSocket:
+    """A socket of Dovecot's auth service: a unix socket ``path``, or ``address`` over TCP.
+
+    ``str()`` is the text the loader reads back: ``dovecot:/path`` or
+    ``dovecot:inet:host:port``.
+    """
+
+    path: str | None = None
+    address: HostPort | None = None
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.address is None):
+            raise ValueError("a Dovecot socket is a unix socket path or a host:port, one of them")
+
+    def __str__(self) -> str:
+        return f"dovecot:{self.path}" if self.path is not None else f"dovecot:inet:{self.address}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -648,6 +684,21 @@ class SenderLoginMatch(enum.StrEnum):
 class AuthSettings:
     """SMTP AUTH (RFC 4954) against the account store's passwords."""
 
+    backend: DovecotSocket | None = field(
+        default=None,
+        metadata=_meta(
+            "Whose passwords AUTH checks: \"store\" (Hato's account store) or Dovecot's auth"
+            ' service through its client socket, "dovecot:/run/dovecot/auth-client" or'
+            ' "dovecot:inet:host:port"; then the mechanisms offered are those of Dovecot\'s'
+            " that are also in auth.mechanisms.",
+            file_default="store",
+            kind="auth_backend",
+        ),
+    )
+    backend_timeout: float = field(
+        default=5.0,
+        metadata=_meta("Seconds to wait for Dovecot's auth service; then 454 4.7.0.", gt=0),
+    )
     mechanisms: tuple[str, ...] = field(
         default=("PLAIN", "LOGIN"),
         metadata=_meta(

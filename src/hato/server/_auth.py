@@ -10,11 +10,12 @@ client's answers (decoded by :mod:`._sasl`) into a challenge, a refusal or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Protocol
 
 from .. import policy
-from ..accounts import AccountError, parse_address
+from ..accounts import AccountError, InvalidInput, parse_address
 from ..config import AuthSettings
 from ..events import AuthSucceeded, EventLog, InternalError
 from ..smtp import Reply, reply
@@ -62,9 +63,12 @@ class Authenticator:
         hostname: str,
         log: EventLog,
         limiter: policy.AuthLimiter | None = None,
+        mechanisms: tuple[str, ...] | None = None,
     ) -> None:
         self.accounts = accounts
         self.settings = settings
+        # Those the password check's own service offers (Dovecot's), else the configured.
+        self._mechanisms = settings.mechanisms if mechanisms is None else mechanisms
         self.log = log
         self.limiter = limiter or policy.AuthLimiter(
             max_failures=settings.max_failures,
@@ -79,7 +83,7 @@ class Authenticator:
     @property
     def mechanisms(self) -> tuple[str, ...]:
         """Every mechanism configured (none: AUTH is not offered anywhere)."""
-        return tuple(self.settings.mechanisms)
+        return tuple(self._mechanisms)
 
     def offered(self, *, tls: bool) -> tuple[str, ...]:
         """AUTH is offered inside TLS only, unless auth.allow_plaintext says otherwise."""
@@ -114,7 +118,8 @@ class Authenticator:
         if ok:
             # The address as the store reads it: without the spaces, brackets or final dot
             # the password check forgave, which would otherwise reach replies and logs.
-            user = parse_address(user).text
+            with contextlib.suppress(InvalidInput):  # another service's user may be a name
+                user = parse_address(user).text
             self.log.emit(
                 AuthSucceeded(session=session, client_ip=client_ip, user=user, mechanism=mechanism)
             )
