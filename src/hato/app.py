@@ -569,11 +569,12 @@ class Hato:
             offered = auth.mechanisms
         mechanisms = tuple(m for m in offered if m in auth.mechanisms)
         return Authenticator(
-            passwords,
+            self.accounts,
             auth,
             hostname=settings.server.hostname,
             log=self.log,
             mechanisms=mechanisms,
+            by_client=passwords,
         )
 
     def _queue_manager(self) -> QueueManager:

@@ -124,6 +124,8 @@ protocols = imap
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = {mechanisms}
+# Tests fail passwords on purpose; Dovecot's growing penalty per client IP stays on.
+auth_failure_delay = 0
 first_valid_uid = {uid}
 last_valid_uid = {uid}
 first_valid_gid = {gid}
@@ -265,7 +267,7 @@ class Dovecot:
             return CHECKPASSWORD_DATABASES.format(checkpassword=self.checkpassword, **fields)
         if self.users is None:
             return STATIC_DATABASES.format(password=PASSWORD, **fields)
-        passwd = self.workdir / "users.passwd"
+        passwd = self.top / "users.passwd"  # the auth process (user dovecot) reads it
         homes = self.top / "homes"
         passwd.write_text(
             "".join(

@@ -696,8 +696,12 @@ class AuthSettings:
         ),
     )
     backend_timeout: float = field(
-        default=5.0,
-        metadata=_meta("Seconds to wait for Dovecot's auth service; then 454 4.7.0.", gt=0),
+        default=30.0,
+        metadata=_meta(
+            "Seconds to wait for Dovecot's auth service; then 454 4.7.0. Dovecot itself delays"
+            " answers to a client that failed before (up to 15 s), so keep this above that.",
+            gt=0,
+        ),
     )
     mechanisms: tuple[str, ...] = field(
         default=("PLAIN", "LOGIN"),

@@ -114,13 +114,18 @@ class DovecotPasswords:
         offered = self._handshake_only()
         return tuple(m for m in offered if m in CARRIED)
 
-    def verify_password(self, address: str, password: str) -> bool:
-        """PLAIN with the initial response: OK is True, FAIL False, ``FAIL temp`` raises."""
+    def verify_password(self, address: str, password: str, *, client_ip: str = "") -> bool:
+        """PLAIN with the initial response: OK is True, FAIL False, ``FAIL temp`` raises.
+
+        ``client_ip`` goes as ``rip``, so Dovecot's own failure penalties are per client,
+        not one for everyone Hato speaks for."""
         token = base64.b64encode(f"\0{address}\0{password}".encode()).decode("ascii")
         try:
             with self._connect(self.target, self.timeout) as conn:
                 codec = AuthCodec()
-                request, line = codec.start("PLAIN", initial=token, secured=True)
+                request, line = codec.start(
+                    "PLAIN", initial=token, secured=True, client_ip=client_ip
+                )
                 conn.sendall(codec.hello(os.getpid()) + line)
                 while data := conn.recv(READ_SIZE):
                     for event in codec.receive(data):

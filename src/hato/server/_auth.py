@@ -21,7 +21,14 @@ from ..events import AuthSucceeded, EventLog, InternalError
 from ..smtp import Reply, reply
 from ._sasl import LOGIN_PASSWORD, LOGIN_USERNAME, SaslError, decode_login, decode_plain
 
-__all__ = ["AuthOutcome", "Authenticator", "Credentials", "PasswordCheck", "SaslExchange"]
+__all__ = [
+    "AuthOutcome",
+    "Authenticator",
+    "ClientPasswordCheck",
+    "Credentials",
+    "PasswordCheck",
+    "SaslExchange",
+]
 
 R_AUTH_OK = reply(235, "2.7.0", "Authentication successful")
 R_AUTH_FAILED = reply(535, "5.7.8", "Authentication credentials invalid")
@@ -34,6 +41,12 @@ class PasswordCheck(Protocol):
     """Whose passwords AUTH checks (``accounts.AccountStore``); called in a thread."""
 
     def verify_password(self, address: str, password: str) -> bool: ...
+
+
+class ClientPasswordCheck(Protocol):
+    """A password service that wants the client's IP (Dovecot's, for its own penalties)."""
+
+    def verify_password(self, address: str, password: str, *, client_ip: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +77,11 @@ class Authenticator:
         log: EventLog,
         limiter: policy.AuthLimiter | None = None,
         mechanisms: tuple[str, ...] | None = None,
+        by_client: ClientPasswordCheck | None = None,
     ) -> None:
         self.accounts = accounts
+        # When set, passwords are checked there instead, with the client's IP.
+        self.by_client = by_client
         self.settings = settings
         # Those the password check's own service offers (Dovecot's), else the configured.
         self._mechanisms = settings.mechanisms if mechanisms is None else mechanisms
@@ -104,7 +120,7 @@ class Authenticator:
             ok = (
                 not banned
                 and password is not None
-                and await asyncio.to_thread(self.accounts.verify_password, user, password)
+                and await asyncio.to_thread(self._check, user, password, client_ip)
             )
         except AccountError as error:
             self.log.emit(InternalError(where="auth", error=str(error), session=session))
@@ -130,6 +146,11 @@ class Authenticator:
         reason = f"authentication failed for user {user!r} ({mechanism})"
         refusal = policy.Decision(reply=answer, reason=reason + (", IP banned" if over else ""))
         return AuthOutcome(answer, refusal=refusal)
+
+    def _check(self, user: str, password: str, client_ip: str) -> bool:
+        if self.by_client is not None:
+            return self.by_client.verify_password(user, password, client_ip=client_ip)
+        return self.accounts.verify_password(user, password)
 
 
 class SaslExchange:
