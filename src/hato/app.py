@@ -23,9 +23,10 @@ from typing import Any, TypeVar
 
 from . import __version__
 from .accounts import ACCOUNTS_FILE, AccountError, AccountStore
-from .config import ServerRecord, Settings, write_server_record
-from .delivery import MaildirAgent, SmtpAgent
+from .config import LmtpTarget, ServerRecord, Settings, write_server_record
+from .delivery import LmtpAgent, MaildirAgent, RemoteAgent, SmtpAgent, TransportAgent
 from .diag import PROBES_DIR, InboundProbe, ProbeStore
+from .dovecot import DovecotPasswords, DovecotUnavailable, DovecotUserdb
 from .events import (
     DkimKeyChecked,
     EventLog,
@@ -213,6 +214,7 @@ class Hato:
             postmaster=accounts.postmaster,
             reverse_srs=self.srs.reverse if self.srs is not None else None,
             probe=self.probes.check,
+            external_users=accounts.userdb is not None,
         )
         self.dkim_keys = DkimKeys(data_dir / DKIM_DIR, retire_after=settings.dkim.retire_after)
         self.mail_dns = MailDns(settings.dns.nameservers, settings.dns.timeout)
@@ -264,13 +266,12 @@ class Hato:
                 usage=lambda domain, local, quota: maildir.usage(domain, local, quota).bytes,
                 log=self.log,
                 dnsbl_lookup=resolver.a_records,
+                userdb=self._userdb(),
             ),
             submission=SubmissionRules(
                 self.router, sender_login_match=settings.auth.sender_login_match
             ),
-            auth=Authenticator(
-                self.accounts, settings.auth, hostname=settings.server.hostname, log=self.log
-            ),
+            auth=self._authenticator(),
             tls=self.tls,
             reverse_lookup=(
                 (lambda ip: confirmed_name(resolver, ip)) if settings.server.reverse_dns else None
@@ -546,6 +547,37 @@ class Hato:
         )
         write_server_record(server.data_dir, record)
 
+    def _userdb(self) -> DovecotUserdb | None:
+        accounts = self.settings.accounts
+        if accounts.userdb is None:
+            return None
+        return DovecotUserdb(accounts.userdb, timeout=accounts.userdb_timeout)
+
+    def _authenticator(self) -> Authenticator:
+        """AUTH against the store, or Dovecot's auth service offering its own mechanisms."""
+        settings = self.settings
+        auth = settings.auth
+        if auth.backend is None:
+            return Authenticator(
+                self.accounts, auth, hostname=settings.server.hostname, log=self.log
+            )
+        passwords = DovecotPasswords(auth.backend, timeout=auth.backend_timeout)
+        try:
+            offered = passwords.mechanisms()
+        except DovecotUnavailable as error:
+            # Dovecot may start after us: offer what is configured, and each AUTH asks it.
+            self.log.emit(InternalError(where="auth.backend", error=str(error)))
+            offered = auth.mechanisms
+        mechanisms = tuple(m for m in offered if m in auth.mechanisms)
+        return Authenticator(
+            self.accounts,
+            auth,
+            hostname=settings.server.hostname,
+            log=self.log,
+            mechanisms=mechanisms,
+            by_client=passwords,
+        )
+
     def _queue_manager(self) -> QueueManager:
         settings = self.settings
         queue, relay = settings.queue, settings.relay
@@ -563,7 +595,7 @@ class Hato:
             is_local_host=local_host_matcher([settings.server.hostname], own_addresses),
         )
         auth = (relay.smarthost_username, relay.smarthost_password)
-        remote = SmtpAgent(
+        smtp = SmtpAgent(
             next_hops,
             local_hostname=settings.server.hostname,
             connect_timeout=relay.connect_timeout,
@@ -571,6 +603,13 @@ class Hato:
             session_reuse=relay.session_reuse,
             on_attempt=self._on_attempt(),
         )
+        lmtp_domains = {t.domain: t.lmtp for t in relay.transports if t.lmtp is not None}
+        remote: RemoteAgent = smtp
+        if lmtp_domains:
+            remote = TransportAgent(smtp, self._lmtp_agent(lmtp_domains))
+        mailbox_lmtp = None
+        if settings.accounts.delivery is not None:
+            mailbox_lmtp = self._lmtp_agent({}, default=settings.accounts.delivery)
         return QueueManager(
             state=QueueState(settings.server.data_dir),
             router=self.router,
@@ -587,6 +626,19 @@ class Hato:
             concurrency=queue.concurrency,
             per_destination=relay.per_destination,
             rewrite_forwarded_sender=self.srs.forward if self.srs is not None else None,
+            mailbox_lmtp=mailbox_lmtp,
+        )
+
+    def _lmtp_agent(
+        self, destinations: dict[str, LmtpTarget], default: LmtpTarget | None = None
+    ) -> LmtpAgent:
+        settings = self.settings
+        return LmtpAgent(
+            local_hostname=settings.server.hostname,
+            destinations=destinations,
+            default=default,
+            connect_timeout=settings.relay.connect_timeout,
+            on_attempt=self._on_attempt(),
         )
 
     def _queued(self, queue_id: str) -> None:

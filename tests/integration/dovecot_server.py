@@ -25,6 +25,15 @@ its function is ``dovecot_fixture``, the name tests ask for is ``dovecot``::
 
 For a whole ``hato serve``, use ``dovecot.data_dir`` as its data directory: its
 ``mailboxes/`` is what Dovecot serves.
+
+``Dovecot(binary, workdir, lmtp=True)`` also runs Dovecot's LMTP server, on the unix socket
+``lmtp_socket`` and on ``127.0.0.1:lmtp_port``, with the quota plugin: every mailbox may
+hold ``QUOTA`` and a delivery over it is refused with 452 (``quota_full_tempfail``).
+``users=(...)`` makes only those users exist (a passwd-file passdb and userdb, each with
+``PASSWORD``) instead of everyone; ``checkpassword=COMMAND`` has Dovecot ask that program
+for passwords. The auth service's ``auth_userdb`` and ``auth_client`` sockets are open to
+every local user (mode 0666), for Hato's RCPT and AUTH checks.
+``start_dovecot(workdir, ...)`` is the context manager for module-scoped fixtures.
 """
 
 from __future__ import annotations
@@ -49,6 +58,60 @@ STOP_TIMEOUT = 10.0
 IMAP_TIMEOUT = 10.0
 START_ATTEMPTS = 3  # a free port can be taken by someone else before Dovecot binds it
 SUPPORTED_VERSION = "2.3."  # 2.4 changed the configuration syntax
+QUOTA = "1M"  # what each mailbox may hold when LMTP is on (the quota plugin's storage rule)
+
+STATIC_DATABASES = """\
+passdb {{
+  driver = static
+  args = password={password}
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={homes}/%d/%n
+}}
+"""
+# Only the users listed exist (a lookup of anyone else is NOTFOUND).
+PASSWD_FILE_DATABASES = """\
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {passwd}
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {passwd}
+}}
+"""
+# Dovecot asks another program for passwords (the checkpassword interface).
+CHECKPASSWORD_DATABASES = """\
+passdb {{
+  driver = checkpassword
+  args = {checkpassword}
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={homes}/%d/%n
+}}
+"""
+
+LMTP_CONFIG = """\
+protocols = imap lmtp
+mail_plugins = $mail_plugins quota
+plugin {{
+  quota = maildir:User quota
+  quota_rule = *:storage={quota}
+}}
+# A setting of LMTP and the LDA, not of the plugin: over quota is 452, not 552.
+quota_full_tempfail = yes
+service lmtp {{
+  unix_listener {lmtp_socket_name} {{
+    mode = 0666
+  }}
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp_port}
+  }}
+}}
+"""
 
 CONFIG = """\
 # A private instance for Hato's tests; nothing here touches the system's Dovecot.
@@ -60,19 +123,22 @@ listen = 127.0.0.1
 protocols = imap
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = plain
+auth_mechanisms = {mechanisms}
+# Tests fail passwords on purpose; Dovecot's growing penalty per client IP stays on.
+auth_failure_delay = 0
 first_valid_uid = {uid}
 last_valid_uid = {uid}
 first_valid_gid = {gid}
 last_valid_gid = {gid}
 mail_location = maildir:{mailboxes}/%d/%n
-passdb {{
-  driver = static
-  args = password={password}
-}}
-userdb {{
-  driver = static
-  args = uid={uid} gid={gid} home={homes}/%d/%n
+{databases}
+service auth {{
+  unix_listener auth-userdb {{
+    mode = 0666
+  }}
+  unix_listener auth-client {{
+    mode = 0666
+  }}
 }}
 service imap-login {{
   inet_listener imap {{
@@ -121,8 +187,19 @@ def _free_port() -> int:
 class Dovecot:
     """One private Dovecot: ``start()``, ``imap(address)``, ``adopt()``, ``close()``."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(
+        self,
+        binary: str,
+        workdir: Path,
+        *,
+        lmtp: bool = False,
+        users: tuple[str, ...] | None = None,
+        checkpassword: str | None = None,
+    ) -> None:
         self.binary = binary
+        self.lmtp = lmtp
+        self.users = users  # None: everyone exists (static); else only these
+        self.checkpassword = checkpassword  # the passdb's program, instead of a password
         self.workdir = workdir  # config, state and log (the test's tmp_path)
         self.uid, self.gid = _mail_owner()
         # Socket paths must stay under 108 bytes and the mail tree reachable by the mail
@@ -135,6 +212,10 @@ class Dovecot:
         self.config = workdir / "dovecot.conf"
         self.log_path = workdir / "dovecot.log"
         self.port = 0
+        self.lmtp_socket = self.base_dir / "hato-lmtp"
+        self.auth_userdb = self.base_dir / "auth-userdb"
+        self.auth_client = self.base_dir / "auth-client"
+        self.lmtp_port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._output = workdir / "dovecot.out"
         self._sessions: list[imaplib.IMAP4] = []
@@ -150,6 +231,7 @@ class Dovecot:
         self.adopt(self.top / "homes")
         for attempt in range(START_ATTEMPTS):
             self.port = _free_port()
+            self.lmtp_port = _free_port() if self.lmtp else 0
             self._write_config()
             if self._launch():
                 return
@@ -157,8 +239,15 @@ class Dovecot:
                 raise AssertionError(f"dovecot did not start:\n{self.log()}")
 
     def _write_config(self) -> None:
+        extra = ""
+        if self.lmtp:
+            extra = LMTP_CONFIG.format(
+                quota=QUOTA, lmtp_socket_name=self.lmtp_socket.name, lmtp_port=self.lmtp_port
+            )
         self.config.write_text(
             CONFIG.format(
+                mechanisms="plain login",
+                databases=self._databases(),
                 base_dir=self.base_dir,
                 state_dir=self.workdir / "state",
                 log=self.log_path,
@@ -169,7 +258,25 @@ class Dovecot:
                 password=PASSWORD,
                 port=self.port,
             )
+            + extra
         )
+
+    def _databases(self) -> str:
+        fields = {"uid": self.uid, "gid": self.gid, "homes": self.top / "homes"}
+        if self.checkpassword is not None:
+            return CHECKPASSWORD_DATABASES.format(checkpassword=self.checkpassword, **fields)
+        if self.users is None:
+            return STATIC_DATABASES.format(password=PASSWORD, **fields)
+        passwd = self.top / "users.passwd"  # the auth process (user dovecot) reads it
+        homes = self.top / "homes"
+        passwd.write_text(
+            "".join(
+                f"{user}:{PASSWORD}:{self.uid}:{self.gid}::{homes}/{user}::\n"
+                for user in self.users
+            )
+        )
+        os.chmod(passwd, 0o644)
+        return PASSWD_FILE_DATABASES.format(passwd=passwd)
 
     def _launch(self) -> bool:
         """Run dovecot in the foreground; True once it greets on its port."""
@@ -184,7 +291,8 @@ class Dovecot:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 return False
-            if self._greets():
+            listening = self._greets() and self.auth_client.exists()
+            if listening and (not self.lmtp or self._lmtp_listens()):
                 return True
             time.sleep(0.05)
         self.close()
@@ -194,6 +302,13 @@ class Dovecot:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as conn:
                 return conn.recv(64).startswith(b"* OK")
+        except OSError:
+            return False
+
+    def _lmtp_listens(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.lmtp_port), timeout=1.0) as conn:
+                return conn.recv(64).startswith(b"220") and self.lmtp_socket.exists()
         except OSError:
             return False
 
@@ -223,11 +338,11 @@ class Dovecot:
 
     # -- use ------------------------------------------------------------------------------
 
-    def imap(self, address: str) -> imaplib.IMAP4:
+    def imap(self, address: str, password: str = PASSWORD) -> imaplib.IMAP4:
         """A session logged in as ``address``; logged out at teardown."""
         session = imaplib.IMAP4("127.0.0.1", self.port, timeout=IMAP_TIMEOUT)
         self._sessions.append(session)
-        session.login(address, PASSWORD)
+        session.login(address, password)
         return session
 
     def adopt(self, path: Path | None = None) -> None:
@@ -253,12 +368,28 @@ class Dovecot:
         return "".join(parts)
 
 
-@pytest.fixture(name="dovecot")
-def dovecot_fixture(tmp_path: Path) -> Iterator[Dovecot]:
-    """A started private Dovecot (skips when Dovecot is not installed)."""
-    server = Dovecot(find_dovecot(), tmp_path / "dovecot")
+@contextlib.contextmanager
+def start_dovecot(
+    workdir: Path,
+    *,
+    lmtp: bool = False,
+    users: tuple[str, ...] | None = None,
+    checkpassword: str | None = None,
+) -> Iterator[Dovecot]:
+    """A started private Dovecot, stopped on exit (skips when Dovecot is not installed)."""
+    binary = find_dovecot()
+    if lmtp and not os.access("/usr/lib/dovecot/lmtp", os.X_OK):
+        pytest.skip("dovecot-lmtpd is not installed: run make system-deps as root")
+    server = Dovecot(binary, workdir, lmtp=lmtp, users=users, checkpassword=checkpassword)
     try:
         server.start()
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(name="dovecot")
+def dovecot_fixture(tmp_path: Path) -> Iterator[Dovecot]:
+    """A started private Dovecot (skips when Dovecot is not installed)."""
+    with start_dovecot(tmp_path / "dovecot") as server:
+        yield server

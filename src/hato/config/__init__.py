@@ -35,6 +35,7 @@ from hato.config._record import (
     write_server_record,
 )
 from hato.config._settings import (
+    LMTP_PORT,
     RULE_AUTH_CONDITIONS,
     RULE_FLAGS,
     RULE_SPF_RESULTS,
@@ -45,10 +46,12 @@ from hato.config._settings import (
     BareNewline,
     DkimSettings,
     DnsSettings,
+    DovecotSocket,
     DsnSettings,
     FilterFailure,
     HostPort,
     ListenAddress,
+    LmtpTarget,
     LogLevel,
     LogSettings,
     MailAuthSettings,
@@ -74,6 +77,7 @@ from hato.config._settings import (
 )
 
 __all__ = [
+    "LMTP_PORT",
     "MASKED",
     "RULE_AUTH_CONDITIONS",
     "RULE_FLAGS",
@@ -88,10 +92,12 @@ __all__ = [
     "ConfigProblem",
     "DkimSettings",
     "DnsSettings",
+    "DovecotSocket",
     "DsnSettings",
     "FilterFailure",
     "HostPort",
     "ListenAddress",
+    "LmtpTarget",
     "LogLevel",
     "LogSettings",
     "MailAuthSettings",

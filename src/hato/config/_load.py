@@ -20,13 +20,16 @@ from typing import Any, TypeVar
 
 from hato.config._hostname import hostname_warning
 from hato.config._settings import (
+    LMTP_PORT,
     RULE_AUTH_CONDITIONS,
     RULE_FLAGS,
     RULE_SPF_RESULTS,
     RULE_SPF_STAGES,
     AccessRule,
+    DovecotSocket,
     HostPort,
     ListenAddress,
+    LmtpTarget,
     RuleAction,
     Settings,
     TlsPolicy,
@@ -211,6 +214,16 @@ def _build(raw: Mapping[str, Any], problems: list[ConfigProblem]) -> Settings | 
     if len(values) < len(sections):
         return None
     _fill_computed(values["server"], values["log"])
+    accounts = values["accounts"]
+    if accounts["userdb"] is not None and accounts["delivery"] is None:
+        problems.append(
+            ConfigProblem(
+                "accounts.userdb",
+                "Dovecot's users have no Maildir in Hato: set accounts.delivery to Dovecot's"
+                ' LMTP server too, such as "lmtp:unix:/run/dovecot/lmtp"',
+            )
+        )
+        return None
     tls = values["tls"]
     if tls["key"] is not None and tls["certificate"] is None:
         problems.append(ConfigProblem("tls.key", 'set tls.certificate too, or leave key ""'))
@@ -566,7 +579,52 @@ def _pair(value: object) -> tuple[str, str]:
 
 def _to_transport(value: object) -> Transport:
     domain, target = _pair(value)
+    if target.startswith("lmtp:"):
+        return Transport(domain, None, _to_lmtp_target(target))
     return Transport(domain, None if target == "local" else _to_host_port(target, _SMTP_PORT))
+
+
+def _to_lmtp_target(text: str) -> LmtpTarget:
+    """``lmtp:unix:/absolute/path`` or ``lmtp:host[:port]`` (port 24 when none is named)."""
+    rest = text.removeprefix("lmtp:")
+    if rest.startswith("unix:"):
+        path = rest.removeprefix("unix:")
+        if not path.startswith("/") or "\0" in path:
+            raise ValueError(f"{_toml_string(text)}: a unix socket needs an absolute path")
+        return LmtpTarget(path=path)
+    if not rest:
+        raise ValueError(f'{_toml_string(text)}: expected "lmtp:unix:/path" or "lmtp:host:port"')
+    return LmtpTarget(address=_to_host_port(rest, LMTP_PORT))
+
+
+def _to_dovecot_socket(value: object, *, default_words: tuple[str, ...]) -> DovecotSocket | None:
+    """``dovecot:/absolute/path`` or ``dovecot:inet:host:port``; a default word is None."""
+    text = _to_str(value).strip()
+    if text in default_words:
+        return None
+    expected = f'expected "dovecot:/path" or "dovecot:inet:host:port", got {_toml_string(text)}'
+    if not text.startswith("dovecot:"):
+        raise ValueError(expected)
+    rest = text.removeprefix("dovecot:")
+    if rest.startswith("inet:"):
+        inet = rest.removeprefix("inet:")
+        if not inet.rpartition(":")[2].isdigit() or inet.endswith("]"):
+            raise ValueError(f'{_toml_string(text)}: expected "dovecot:inet:host:port"')
+        return DovecotSocket(address=_to_host_port(inet, 1))
+    if not rest.startswith("/") or "\0" in rest:
+        raise ValueError(f"{_toml_string(text)}: a unix socket needs an absolute path")
+    return DovecotSocket(path=rest)
+
+
+def _to_delivery(value: object) -> LmtpTarget | None:
+    text = _to_str(value).strip()
+    if text in ("", "maildir"):
+        return None
+    if not text.startswith("lmtp:"):
+        raise ValueError(
+            f'{_toml_string(text)}: expected "maildir", "lmtp:unix:/path" or "lmtp:host:port"'
+        )
+    return _to_lmtp_target(text)
 
 
 def _to_tls_policy_entry(value: object) -> TlsPolicyEntry:
@@ -799,6 +857,9 @@ _SPECIAL_PARSERS: dict[str, _Parser] = {
     "nexthop": _scalar(_to_nexthop),
     "port": _scalar(_to_port),
     "transports": _to_domain_table(_to_transport),
+    "delivery": _scalar(_to_delivery),
+    "dovecot_socket": _scalar(functools.partial(_to_dovecot_socket, default_words=("",))),
+    "auth_backend": _scalar(functools.partial(_to_dovecot_socket, default_words=("", "store"))),
     "tls_policies": _to_domain_table(_to_tls_policy_entry),
     "nameservers": lambda value, key: _unique(_array(_to_nameserver)(value, key)),
     "mechanisms": lambda value, key: _unique(_array(_to_mechanism)(value, key)),
@@ -904,7 +965,10 @@ def _plain(value: object) -> object:
         return ""  # Optional paths (events_file, tls.certificate), smarthost: "" is None.
     if isinstance(value, enum.Enum):
         return value.value
-    if isinstance(value, Path | ListenAddress | HostPort | Transport | TlsPolicyEntry):
+    if isinstance(
+        value,
+        Path | ListenAddress | HostPort | Transport | TlsPolicyEntry | LmtpTarget | DovecotSocket,
+    ):
         return str(value)  # each one's canonical text, which its parser reads back
     if isinstance(value, tuple | list):
         return [_plain(item) for item in value]

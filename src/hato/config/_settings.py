@@ -312,6 +312,33 @@ class AccountsSettings:
             kind="mailbox",
         ),
     )
+    delivery: LmtpTarget | None = field(
+        default=None,
+        metadata=_meta(
+            'How mail for local mailboxes is stored: "maildir" (Hato writes DATA/mailboxes)'
+            ' or an LMTP server that delivers it, "lmtp:unix:/run/dovecot/lmtp" or'
+            ' "lmtp:host:port" (port 24 when none is named), such as Dovecot\'s.',
+            file_default="maildir",
+            kind="delivery",
+        ),
+    )
+    userdb: DovecotSocket | None = field(
+        default=None,
+        metadata=_meta(
+            "Who says at RCPT whether a user exists: \"\" (Hato's account store) or Dovecot's"
+            ' user database through its auth-userdb socket, "dovecot:/run/dovecot/auth-userdb"'
+            ' or "dovecot:inet:host:port". Dovecot\'s users have no Maildir in Hato, so this'
+            " needs accounts.delivery to name Dovecot's LMTP server. Aliases and the domains"
+            " stay in Hato's store.",
+            kind="dovecot_socket",
+        ),
+    )
+    userdb_timeout: float = field(
+        default=5.0,
+        metadata=_meta(
+            "Seconds to wait for Dovecot's user database at RCPT; then 451 4.3.0.", gt=0
+        ),
+    )
     quota_exceeded: QuotaAction = field(
         default=QuotaAction.TEMPORARY,
         metadata=_meta(
@@ -410,16 +437,58 @@ class HostPort:
         return f"{self.host}:{self.port}"
 
 
+LMTP_PORT = 24  # RFC 2033 5: LMTP must not use port 25; 24 is its registered port
+
+
+@dataclass(frozen=True, slots=True)
+class LmtpTarget:
+    """An LMTP server (RFC 2033): a unix socket ``path``, or ``address`` over TCP.
+
+    ``str()`` is the text the loader reads back: ``lmtp:unix:/path`` or ``lmtp:host:port``.
+    """
+
+    path: str | None = None
+    address: HostPort | None = None
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.address is None):
+            raise ValueError("an LMTP target is a unix socket path or a host:port, one of them")
+
+    def __str__(self) -> str:
+        return f"lmtp:unix:{self.path}" if self.path is not None else f"lmtp:{self.address}"
+
+
+@dataclass(frozen=True, slots=True)
+class DovecotSocket:
+    """A socket of Dovecot's auth service: a unix socket ``path``, or ``address`` over TCP.
+
+    ``str()`` is the text the loader reads back: ``dovecot:/path`` or
+    ``dovecot:inet:host:port``.
+    """
+
+    path: str | None = None
+    address: HostPort | None = None
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.address is None):
+            raise ValueError("a Dovecot socket is a unix socket path or a host:port, one of them")
+
+    def __str__(self) -> str:
+        return f"dovecot:{self.path}" if self.path is not None else f"dovecot:inet:{self.address}"
+
+
 @dataclass(frozen=True, slots=True)
 class Transport:
-    """One transport table entry: mail for exactly ``domain`` goes to ``next_hop``, or is
-    delivered here when ``next_hop`` is None (the file's ``local``)."""
+    """One transport table entry: mail for exactly ``domain`` goes to ``next_hop``, or to
+    the LMTP server ``lmtp``, or is delivered here when both are None (the file's
+    ``local``)."""
 
     domain: str
     next_hop: HostPort | None
+    lmtp: LmtpTarget | None = None
 
     def __str__(self) -> str:
-        return f"{self.domain} {self.next_hop or 'local'}"
+        return f"{self.domain} {self.lmtp or self.next_hop or 'local'}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,7 +541,8 @@ class RelaySettings:
         default=(),
         metadata=_meta(
             'Per-domain next hops, as "domain next-hop" where next-hop is "host:port",'
-            ' "[ip]:port" or "local" (deliver here), like Postfix\'s transport table.',
+            ' "[ip]:port", an LMTP server ("lmtp:unix:/path" or "lmtp:host:port") or "local"'
+            " (deliver here), like Postfix's transport table.",
             kind="transports",
         ),
     )
@@ -614,6 +684,25 @@ class SenderLoginMatch(enum.StrEnum):
 class AuthSettings:
     """SMTP AUTH (RFC 4954) against the account store's passwords."""
 
+    backend: DovecotSocket | None = field(
+        default=None,
+        metadata=_meta(
+            "Whose passwords AUTH checks: \"store\" (Hato's account store) or Dovecot's auth"
+            ' service through its client socket, "dovecot:/run/dovecot/auth-client" or'
+            ' "dovecot:inet:host:port"; then the mechanisms offered are those of Dovecot\'s'
+            " that are also in auth.mechanisms.",
+            file_default="store",
+            kind="auth_backend",
+        ),
+    )
+    backend_timeout: float = field(
+        default=30.0,
+        metadata=_meta(
+            "Seconds to wait for Dovecot's auth service; then 454 4.7.0. Dovecot itself delays"
+            " answers to a client that failed before (up to 15 s), so keep this above that.",
+            gt=0,
+        ),
+    )
     mechanisms: tuple[str, ...] = field(
         default=("PLAIN", "LOGIN"),
         metadata=_meta(

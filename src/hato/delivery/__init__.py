@@ -25,6 +25,10 @@ where the failure happened: DELIVERED, DEFERRED (transient: the queue retries) o
   where it happened.
 - Memory stays small whatever the message size: the header is scanned line by line and
   the body copied in 256 KiB chunks.
+
+``LmtpAgent`` hands mail to an LMTP server (RFC 2033) such as Dovecot's, per domain of the
+transport table or for every local mailbox (``accounts.delivery``), with a result per
+recipient as the server gave it (``_lmtp.py``); ``TransportAgent`` picks LMTP or SMTP.
 """
 
 from hato.delivery._classify import (
@@ -36,6 +40,7 @@ from hato.delivery._classify import (
     classify_reply,
 )
 from hato.delivery._destinations import Destination, destinations, reason_of
+from hato.delivery._lmtp import LmtpAgent, TransportAgent
 from hato.delivery._maildir import MaildirAgent, MaildirJob
 from hato.delivery._maildirsize import Usage
 from hato.delivery._reading import MaildirMessage
@@ -55,6 +60,7 @@ __all__ = [
     "EXPLANATIONS",
     "Destination",
     "Explanation",
+    "LmtpAgent",
     "LocalFailure",
     "MaildirAgent",
     "MaildirJob",
@@ -73,6 +79,7 @@ __all__ = [
     "Status",
     "TimedLine",
     "Timeouts",
+    "TransportAgent",
     "Usage",
     "classify_local",
     "classify_reply",

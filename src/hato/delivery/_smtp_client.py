@@ -13,6 +13,11 @@ What it promises:
 - Message data streams: a file is read 64 KiB at a time, never whole.
 - Every line either way is kept with its time since the connection began (``transcript``);
   credentials never appear in it.
+- ``lmtp=True`` speaks LMTP (RFC 2033) over the same code, to a TCP port or a unix socket
+  (``unix_path``): LHLO, and ``SendResult.per_recipient`` holds the reply after the data of
+  each accepted recipient. A connection lost among those replies is no error: the replies
+  read so far are kept and ``interrupted`` says what happened, so only the recipients left
+  without a reply need another attempt.
 """
 
 from __future__ import annotations
@@ -126,6 +131,10 @@ class SendResult:
     recipients: tuple[RecipientReply, ...]
     data: Reply | None
     local_refusal: Reply | None = None
+    # LMTP only: the reply after the data of each accepted recipient, in RCPT order, and
+    # why the rest (if any) got none.
+    per_recipient: tuple[RecipientReply, ...] = ()
+    interrupted: str | None = None
 
 
 class TimedLine(NamedTuple):
@@ -231,21 +240,29 @@ class SmtpClient:
         tls_server_name: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         timeouts: Timeouts | None = None,
+        lmtp: bool = False,
+        unix_path: str | None = None,
     ) -> SmtpClient:
         """Connect, read the banner, EHLO (or HELO), STARTTLS as ``tls`` asks, EHLO again.
 
-        ``timeout`` bounds the TCP connection and the TLS handshake each.
+        ``timeout`` bounds the connection and the TLS handshake each. With ``lmtp`` the
+        greeting is LHLO; with ``unix_path`` the connection is to that unix socket (``host``
+        and ``port`` then only name it in messages).
         """
         if tls not in _TLS_POLICIES:
             raise ValueError(f"unknown TLS policy {tls!r}: one of {', '.join(_TLS_POLICIES)}")
-        wire = _Wire(ClientConnection())
+        wire = _Wire(ClientConnection(lmtp=lmtp))
         client = cls(
             host, port, wire, local_hostname=local_hostname, timeouts=timeouts or Timeouts()
         )
-        where = f"{host}[{port}]"
+        where = f"unix:{unix_path}" if unix_path is not None else f"{host}[{port}]"
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.get_running_loop().create_connection(lambda: wire, host, port)
+                if unix_path is not None:
+                    await loop.create_unix_connection(lambda: wire, unix_path)
+                else:
+                    await loop.create_connection(lambda: wire, host, port)
         except TimeoutError:
             raise SmtpError(
                 f"connect to {where}: timed out", enhanced=NO_ANSWER, failure=LocalFailure.CONNECT
@@ -329,8 +346,11 @@ class SmtpClient:
 
     async def _hello(self) -> None:
         conn = self.connection
-        answer = await self._command(conn.ehlo(self.local_hostname), self.timeouts.command)
-        if answer.reply.is_permanent:
+        if conn.lmtp:
+            answer = await self._command(conn.lhlo(self.local_hostname), self.timeouts.command)
+        else:
+            answer = await self._command(conn.ehlo(self.local_hostname), self.timeouts.command)
+        if answer.reply.is_permanent and not conn.lmtp:
             # RFC 5321 3.2: a server that does not know EHLO answers with an error; try HELO.
             answer = await self._command(conn.helo(self.local_hostname), self.timeouts.command)
         if not answer.reply.is_positive:
@@ -462,11 +482,29 @@ class SmtpClient:
                     failure=LocalFailure.LOCAL,
                 ) from error
             await self._write(conn.end_of_data(), self.timeouts.data_block)
+            if conn.lmtp:
+                return await self._lmtp_replies(mail, replies)
             final = await self._reply(self.timeouts.data_end)
             return SendResult(mail, replies, final.reply)
         if conn.in_transaction:
             await self._rset()
         return SendResult(mail, replies, data if accepted else None)
+
+    async def _lmtp_replies(self, mail: Reply, replies: tuple[RecipientReply, ...]) -> SendResult:
+        """RFC 2033 4.2: a reply per accepted recipient; those read before a loss count."""
+        owed = sum(1 for r in replies if r.reply.is_positive)
+        final: list[RecipientReply] = []
+        try:
+            while len(final) < owed:
+                response = await self._reply(self.timeouts.data_end)
+                final.append(RecipientReply(response.argument, response.reply))
+        except SmtpError as error:
+            self._abort()
+            last = final[-1].reply if final else None
+            return SendResult(
+                mail, replies, last, per_recipient=tuple(final), interrupted=str(error)
+            )
+        return SendResult(mail, replies, final[-1].reply, per_recipient=tuple(final))
 
     async def _pipelined(
         self, group: list[bytes], recipients: int

@@ -20,6 +20,9 @@ Promises:
   and the message never enters the queue. Copies of many sessions share one sync, as a
   batch of the local worker does. When anything stands in the way, the message is queued
   as usual, and the copies already made are found again by name, never stored twice.
+- With an LMTP server for local mailboxes (``mailbox_lmtp``, from ``accounts.delivery``),
+  mailboxes are handed to it as remote targets are to the remote agent (concurrently, per
+  domain), and never delivered in the DATA phase.
 """
 
 from __future__ import annotations
@@ -100,8 +103,10 @@ class QueueManager:
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
         rewrite_forwarded_sender: Callable[[str], str] | None = None,
+        mailbox_lmtp: RemoteAgent | None = None,
     ) -> None:
         self.state = state
+        self.mailbox_lmtp = mailbox_lmtp
         # SRS: the envelope sender of mail an alias forwards to a remote address, as the
         # next hop sees it (the stored envelope keeps the original, for reports).
         self.rewrite_forwarded_sender = rewrite_forwarded_sender
@@ -159,6 +164,8 @@ class QueueManager:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.remote.close()
+        if self.mailbox_lmtp is not None:
+            await self.mailbox_lmtp.close()
 
     def notify(self, queue_id: str) -> None:
         """A message was just queued: deliver it now."""
@@ -185,7 +192,9 @@ class QueueManager:
         False: the message is not for local mailboxes only, a report is owed, or a copy
         could not be made; queue it (the queue's attempt finds copies made here by name).
         """
-        jobs = self._in_data_jobs(queue_id, envelope, source)
+        jobs = (
+            [] if self.mailbox_lmtp is not None else self._in_data_jobs(queue_id, envelope, source)
+        )
         if not jobs:
             return False
         future: asyncio.Future[list[Result] | None] = asyncio.get_running_loop().create_future()
@@ -346,10 +355,10 @@ class QueueManager:
             by_message: dict[str, list[Plan]] = defaultdict(list)
             for plan in plans:
                 by_message[plan.entry.queue_id].append(plan)
-            local = [p for p in plans if not any(q.remote for q in by_message[p.entry.queue_id])]
+            local = [p for p in plans if not any(_later(q) for q in by_message[p.entry.queue_id])]
             await self._finish(local)
             for queue_id, message_plans in by_message.items():
-                if any(plan.remote for plan in message_plans):
+                if any(_later(plan) for plan in message_plans):
                     remote_later.add(queue_id)
                     self._spawn(self._attempt_remote(message_plans))
         except Exception as error:  # keep the queue running; try the batch again later
@@ -381,6 +390,9 @@ class QueueManager:
         if expansion.remote:
             domain = recipient.address.rpartition("@")[2]
             plan.forwarded = self.router.is_local_domain(domain)
+        if self.mailbox_lmtp is not None:
+            plan.lmtp.extend(mailbox.address for mailbox in expansion.mailboxes)
+            return plan
         plan.jobs.extend(
             _mailbox_jobs(
                 entry.queue_id,
@@ -397,21 +409,24 @@ class QueueManager:
         entry = plans[0].entry
         try:
             async with self._remote:
-                groups: dict[tuple[str, bool], list[tuple[Plan, RemoteTarget]]] = defaultdict(list)
+                groups: dict[tuple[str, bool, bool], list[tuple[Plan, RemoteTarget]]]
+                groups = defaultdict(list)
                 for plan in plans:
-                    for address in plan.remote:
-                        target = RemoteTarget(
-                            position=plan.recipient.position,
-                            address=address,
-                            notify=plan.recipient.notify,
-                            orcpt=plan.recipient.orcpt,
-                        )
-                        domain = address.rpartition("@")[2].lower()
-                        groups[(domain, plan.forwarded)].append((plan, target))
+                    for lmtp, addresses in ((False, plan.remote), (True, plan.lmtp)):
+                        for address in addresses:
+                            target = RemoteTarget(
+                                position=plan.recipient.position,
+                                address=address,
+                                notify=plan.recipient.notify,
+                                orcpt=plan.recipient.orcpt,
+                            )
+                            domain = address.rpartition("@")[2].lower()
+                            key = (domain, plan.forwarded and not lmtp, lmtp)
+                            groups[key].append((plan, target))
                 await asyncio.gather(
                     *(
-                        self._deliver_domain(entry, domain, pairs, forwarded=forwarded)
-                        for (domain, forwarded), pairs in groups.items()
+                        self._deliver_domain(entry, domain, pairs, forwarded=forwarded, lmtp=lmtp)
+                        for (domain, forwarded, lmtp), pairs in groups.items()
                     )
                 )
             await self._finish(plans)
@@ -428,6 +443,7 @@ class QueueManager:
         pairs: list[tuple[Plan, RemoteTarget]],
         *,
         forwarded: bool = False,
+        lmtp: bool = False,
     ) -> None:
         envelope = entry.envelope
         if forwarded:
@@ -440,14 +456,15 @@ class QueueManager:
             source=self.state.source(entry.queue_id),
             size=entry.size,
         )
+        agent = self.mailbox_lmtp if lmtp and self.mailbox_lmtp is not None else self.remote
         async with self._destinations[domain]:
-            results = await self.remote.deliver(job)
+            results = await agent.deliver(job)
         for (plan, _), outcome in zip(pairs, results, strict=True):
             plan.verdicts.append(
                 Verdict(
                     target=outcome.target.address,
                     result=outcome.result,
-                    remote=True,
+                    remote=not lmtp,
                     remote_mta=outcome.remote_mta,
                     diagnostic=outcome.diagnostic,
                     dsn_forwarded=outcome.dsn_forwarded,
@@ -539,6 +556,11 @@ def _mailbox_jobs(
         )
         for mailbox in mailboxes
     ]
+
+
+def _later(plan: Plan) -> bool:
+    """Whether the plan has deliveries beyond the local batch (remote or LMTP)."""
+    return bool(plan.remote or plan.lmtp)
 
 
 def _attach_local(plans: Sequence[Plan], results: Sequence[Result]) -> None:

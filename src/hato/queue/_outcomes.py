@@ -41,6 +41,8 @@ class Plan:
     recipient: RecipientState
     jobs: list[MaildirJob] = field(default_factory=list)
     remote: list[str] = field(default_factory=list)
+    # Local mailboxes delivered by the LMTP server of ``accounts.delivery``, not Maildir.
+    lmtp: list[str] = field(default_factory=list)
     # The remote addresses are an alias's: the message is forwarded, not relayed for the
     # sender, so its envelope sender is rewritten (SRS) when a rewriter is configured.
     forwarded: bool = False

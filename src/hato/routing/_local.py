@@ -166,8 +166,13 @@ class LocalRouter:
         postmaster: str = "",
         reverse_srs: Callable[[str], str | None] | None = None,
         probe: ProbeCheck | None = None,
+        external_users: bool = False,
     ) -> None:
         self._accounts = accounts
+        # Users live in another user database (Dovecot's, asked at RCPT): an address of a
+        # local domain the store does not know is still a mailbox at delivery, which the
+        # LMTP server accepts or refuses itself.
+        self._external_users = external_users
         # Test addresses take their names before any alias, user or catch-all can.
         self._probe = probe
         # SRS (the forwarder's rewritten senders): the original address a bounce to one of
@@ -308,6 +313,9 @@ class LocalRouter:
                 out.mailboxes.setdefault(self._key(Address(found.local_part, found.domain)), found)
             case NotLocal():
                 out.remote.setdefault(address.text)
+            case Unknown() if self._external_users and self._is_local(address.domain):
+                mailbox = Mailbox(address.text, address.domain, address.local_part, None)
+                out.mailboxes.setdefault(self._key(address), mailbox)
             case Unknown():
                 out.fail(
                     address.text, UNKNOWN_MAILBOX, f"{address.text}: no such mailbox" + _via(chain)

@@ -108,7 +108,10 @@ class NextHopRouter:
         is_local_host: IsLocalHost | None = None,
     ) -> None:
         self._resolver = resolver
-        self._transports = {entry.domain: entry.next_hop for entry in transports}
+        # LMTP entries are delivered by the LMTP agent, which the queue picks before routing.
+        self._transports = {
+            entry.domain: entry.next_hop for entry in transports if entry.lmtp is None
+        }
         self._tls_policy = {entry.domain: entry.policy for entry in tls_policy}
         self._smarthost = smarthost
         self._smarthost_tls = smarthost_tls

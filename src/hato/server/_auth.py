@@ -10,17 +10,25 @@ client's answers (decoded by :mod:`._sasl`) into a challenge, a refusal or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Protocol
 
 from .. import policy
-from ..accounts import AccountError, parse_address
+from ..accounts import AccountError, InvalidInput, parse_address
 from ..config import AuthSettings
 from ..events import AuthSucceeded, EventLog, InternalError
 from ..smtp import Reply, reply
 from ._sasl import LOGIN_PASSWORD, LOGIN_USERNAME, SaslError, decode_login, decode_plain
 
-__all__ = ["AuthOutcome", "Authenticator", "Credentials", "PasswordCheck", "SaslExchange"]
+__all__ = [
+    "AuthOutcome",
+    "Authenticator",
+    "ClientPasswordCheck",
+    "Credentials",
+    "PasswordCheck",
+    "SaslExchange",
+]
 
 R_AUTH_OK = reply(235, "2.7.0", "Authentication successful")
 R_AUTH_FAILED = reply(535, "5.7.8", "Authentication credentials invalid")
@@ -33,6 +41,12 @@ class PasswordCheck(Protocol):
     """Whose passwords AUTH checks (``accounts.AccountStore``); called in a thread."""
 
     def verify_password(self, address: str, password: str) -> bool: ...
+
+
+class ClientPasswordCheck(Protocol):
+    """A password service that wants the client's IP (Dovecot's, for its own penalties)."""
+
+    def verify_password(self, address: str, password: str, *, client_ip: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +76,15 @@ class Authenticator:
         hostname: str,
         log: EventLog,
         limiter: policy.AuthLimiter | None = None,
+        mechanisms: tuple[str, ...] | None = None,
+        by_client: ClientPasswordCheck | None = None,
     ) -> None:
         self.accounts = accounts
+        # When set, passwords are checked there instead, with the client's IP.
+        self.by_client = by_client
         self.settings = settings
+        # Those the password check's own service offers (Dovecot's), else the configured.
+        self._mechanisms = settings.mechanisms if mechanisms is None else mechanisms
         self.log = log
         self.limiter = limiter or policy.AuthLimiter(
             max_failures=settings.max_failures,
@@ -79,7 +99,7 @@ class Authenticator:
     @property
     def mechanisms(self) -> tuple[str, ...]:
         """Every mechanism configured (none: AUTH is not offered anywhere)."""
-        return tuple(self.settings.mechanisms)
+        return tuple(self._mechanisms)
 
     def offered(self, *, tls: bool) -> tuple[str, ...]:
         """AUTH is offered inside TLS only, unless auth.allow_plaintext says otherwise."""
@@ -100,7 +120,7 @@ class Authenticator:
             ok = (
                 not banned
                 and password is not None
-                and await asyncio.to_thread(self.accounts.verify_password, user, password)
+                and await asyncio.to_thread(self._check, user, password, client_ip)
             )
         except AccountError as error:
             self.log.emit(InternalError(where="auth", error=str(error), session=session))
@@ -114,7 +134,8 @@ class Authenticator:
         if ok:
             # The address as the store reads it: without the spaces, brackets or final dot
             # the password check forgave, which would otherwise reach replies and logs.
-            user = parse_address(user).text
+            with contextlib.suppress(InvalidInput):  # another service's user may be a name
+                user = parse_address(user).text
             self.log.emit(
                 AuthSucceeded(session=session, client_ip=client_ip, user=user, mechanism=mechanism)
             )
@@ -125,6 +146,11 @@ class Authenticator:
         reason = f"authentication failed for user {user!r} ({mechanism})"
         refusal = policy.Decision(reply=answer, reason=reason + (", IP banned" if over else ""))
         return AuthOutcome(answer, refusal=refusal)
+
+    def _check(self, user: str, password: str, client_ip: str) -> bool:
+        if self.by_client is not None:
+            return self.by_client.verify_password(user, password, client_ip=client_ip)
+        return self.accounts.verify_password(user, password)
 
 
 class SaslExchange:

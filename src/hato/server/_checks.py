@@ -13,21 +13,45 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from .. import mailauth, policy, routing, smtp
-from ..accounts import InvalidInput, parse_address
+from ..accounts import AccountError, InvalidInput, parse_address
 from ..config import Settings
 from ..events import DnsblUnavailable, EventLog
 from ..smtp import reply
 
-__all__ = ["Checks", "ClientChecks", "MailboxUsage", "brief", "sender_syntax"]
+__all__ = [
+    "Checks",
+    "ClientChecks",
+    "MailboxUsage",
+    "UserLookup",
+    "UserdbQuestion",
+    "brief",
+    "sender_syntax",
+]
 
 # The bytes a mailbox holds: (domain, local part, quota) -> bytes. From the delivery
 # layer (the Maildir agent's maildirsize bookkeeping); the quota lets it doubt a figure.
 MailboxUsage = Callable[[str, str, int], int]
 # The A records of a name, for DNS blocklists.
 DnsLookup = Callable[[str], Awaitable[list[str]]]
+
+
+class UserLookup(Protocol):
+    """Another user database (Dovecot's): raises AccountError when it cannot answer."""
+
+    async def exists(self, user: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class UserdbQuestion:
+    """The store does not know ``address`` of a local domain: the user database decides
+    (:meth:`ClientChecks.ask_userdb`); ``unknown`` is the refusal if it does not know it."""
+
+    address: str
+    unknown: policy.Decision
 
 
 class Checks:
@@ -41,9 +65,12 @@ class Checks:
         usage: MailboxUsage,
         log: EventLog,
         dnsbl_lookup: DnsLookup | None = None,
+        userdb: UserLookup | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
+        # accounts.userdb: who else knows the users (None: the store alone).
+        self.userdb = userdb
         self.usage = usage
         self.log = log
         policy_settings, server = settings.policy, settings.server
@@ -207,8 +234,9 @@ class ClientChecks:
                 return decision
         return self._access("mail", sender=sender)
 
-    def rcpt(self, recipient: str) -> policy.Decision | None:
-        """Refusals kept from connect and HELO, rate limits, access rules, the recipient."""
+    def rcpt(self, recipient: str) -> policy.Decision | UserdbQuestion | None:
+        """Refusals kept from connect and HELO, rate limits, access rules, the recipient;
+        a question for the user database when the store does not know the recipient."""
         delayed = self._delayed_connect or self._delayed_helo
         if delayed is not None:
             return delayed
@@ -226,7 +254,20 @@ class ClientChecks:
 
     # -- underneath --------------------------------------------------------------------------
 
-    def _recipient(self, address: str) -> policy.Decision | None:
+    async def ask_userdb(self, question: UserdbQuestion) -> policy.Decision | None:
+        """The user database's answer: None (a user), the 550, or 451 when it cannot say."""
+        userdb = self._checks.userdb
+        assert userdb is not None
+        try:
+            found = await userdb.exists(question.address)
+        except AccountError as error:
+            text = f"<{question.address}>: Temporary lookup failure, try again later"
+            return policy.Decision(
+                reply=reply(451, "4.3.0", text), reason=f"user database: {error}"
+            )
+        return None if found else question.unknown
+
+    def _recipient(self, address: str) -> policy.Decision | UserdbQuestion | None:
         """Refuse at RCPT what would only bounce later: unknown users, relaying, full boxes."""
         checks = self._checks
         try:
@@ -259,9 +300,12 @@ class ClientChecks:
         match lookup:
             case routing.Unknown():
                 text = f"<{address}>: Recipient address rejected: User unknown in local recipient"
-                return policy.Decision(
+                unknown = policy.Decision(
                     reply=reply(550, "5.1.1", text + " table"), reason="unknown user"
                 )
+                if checks.userdb is not None:
+                    return UserdbQuestion(address, unknown)
+                return unknown
             case routing.Mailbox(domain=domain, local_part=local, quota=quota) if quota:
                 if checks.usage(domain, local, quota) >= quota:
                     if checks.settings.accounts.quota_exceeded == "permanent":

@@ -39,7 +39,7 @@ from ..events import (
 from ..smtp import Reply, reply
 from ..spool import Accepted, IncomingMessage, Origin
 from ._auth import Credentials, SaslExchange
-from ._checks import ClientChecks, sender_syntax
+from ._checks import ClientChecks, UserdbQuestion, sender_syntax
 from ._context import ServerContext
 from ._received import ClientFacts
 from ._registry import Sessions
@@ -428,9 +428,26 @@ class Session(asyncio.Protocol):
     def _rcpt(self, event: smtp.RcptTo) -> None:
         address = event.forward_path
         decision = self.checks.rcpt(address)
+        if isinstance(decision, UserdbQuestion):
+            self._suspend(self._rcpt_userdb(event, decision))
+            return
         if decision is not None:
             self._refuse("RCPT", decision, recipient=address)
             return
+        self._rcpt_accepted(event)
+        self.conn.send_reply(R_RCPT_OK)
+
+    async def _rcpt_userdb(self, event: smtp.RcptTo, question: UserdbQuestion) -> Reply:
+        """accounts.userdb: the user database decides while the session waits."""
+        decision = await self.checks.ask_userdb(question)
+        if decision is not None:
+            self._rejected("RCPT", decision, recipient=event.forward_path)
+            return decision.reply
+        self._rcpt_accepted(event)
+        return R_RCPT_OK
+
+    def _rcpt_accepted(self, event: smtp.RcptTo) -> None:
+        address = event.forward_path
         params = event.params
         self.ctx.log.emit(
             RcptAccepted(
@@ -439,7 +456,6 @@ class Session(asyncio.Protocol):
                 params={"notify": list(params.notify), "orcpt": params.orcpt},
             )
         )
-        self.conn.send_reply(R_RCPT_OK)
 
     # -- AUTH (RFC 4954) -----------------------------------------------------------------
 

@@ -8,6 +8,10 @@ queue, so a PIPELINING group (MAIL, every RCPT and DATA in one write) is answere
 order (RFC 2920). ESMTP parameters are added only when the server advertised their
 extension. Nothing here reads a clock or touches a socket: every line either way is
 kept in :attr:`~ClientConnection.transcript`, and the glue adds the times.
+
+``ClientConnection(lmtp=True)`` speaks LMTP (RFC 2033) instead: LHLO in place of EHLO,
+and after the message one reply per recipient whose RCPT was accepted, in RCPT order,
+each :class:`Response` of ``END_OF_DATA`` naming its recipient as ``argument``.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class Command(enum.Enum):
 
     GREETING = "greeting"
     EHLO = "EHLO"
+    LHLO = "LHLO"
     HELO = "HELO"
     STARTTLS = "STARTTLS"
     AUTH = "AUTH"
@@ -99,6 +104,7 @@ class TranscriptLine:
 _ALLOWED: dict[Command, frozenset[ClientState]] = {
     Command.EHLO: frozenset({ClientState.CONNECTED, ClientState.GREETED}),
     Command.HELO: frozenset({ClientState.CONNECTED, ClientState.GREETED}),
+    Command.LHLO: frozenset({ClientState.CONNECTED, ClientState.GREETED}),
     Command.STARTTLS: frozenset({ClientState.GREETED}),
     Command.AUTH: frozenset({ClientState.GREETED}),
     Command.MAIL: frozenset({ClientState.GREETED}),
@@ -123,6 +129,7 @@ _ENDS_GROUP = frozenset(
         Command.GREETING,
         Command.EHLO,
         Command.HELO,
+        Command.LHLO,
         Command.STARTTLS,
         Command.AUTH,
         Command.DATA,
@@ -150,7 +157,8 @@ class _Expected:
 class ClientConnection:
     """One SMTP client session, from the server's banner to QUIT."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, lmtp: bool = False) -> None:
+        self.lmtp = lmtp
         self.state = ClientState.GREETING
         self.extensions: dict[str, str] = {}
         self.tls_active = False
@@ -162,6 +170,8 @@ class ClientConnection:
         # The transaction in progress.
         self._utf8 = False
         self._recipients_sent = 0
+        # LMTP: the recipients whose RCPT was accepted, each owed a reply after the data.
+        self._accepted: list[str] = []
         self._tail = b"\r\n"  # the last two octets of message data (CRLF: a line starts)
         self._message_size = 0
         self._line_ends = LineEnds()
@@ -194,6 +204,8 @@ class ClientConnection:
         if answer is None:
             return None
         expected = self._expected.popleft()
+        if expected.command is Command.RCPT and answer.is_positive:
+            self._accepted.append(expected.argument)
         self._after_reply(expected.command, answer)
         return Response(expected.command, expected.argument, answer)
 
@@ -280,10 +292,23 @@ class ClientConnection:
     # -- commands ----------------------------------------------------------------------
 
     def ehlo(self, name: str) -> bytes:
+        self._not_lmtp(Command.EHLO)
         return self._command(Command.EHLO, f"EHLO {name}")
 
     def helo(self, name: str) -> bytes:
+        self._not_lmtp(Command.HELO)
         return self._command(Command.HELO, f"HELO {name}")
+
+    def lhlo(self, name: str) -> bytes:
+        """RFC 2033 4.1: LMTP's greeting, answered as EHLO is (its extensions)."""
+        if not self.lmtp:
+            raise LocalProtocolError("LHLO on an SMTP connection")
+        return self._command(Command.LHLO, f"LHLO {name}")
+
+    def _not_lmtp(self, command: Command) -> None:
+        # RFC 2033 4.1: an LMTP client greets with LHLO only; EHLO and HELO are refused.
+        if self.lmtp:
+            raise LocalProtocolError(f"{command.value} on an LMTP connection: use LHLO")
 
     def starttls(self) -> bytes:
         return self._command(Command.STARTTLS, "STARTTLS")
@@ -342,7 +367,7 @@ class ClientConnection:
         line = " ".join([f"MAIL FROM:<{reverse_path}>", *params])
         data = self._command(Command.MAIL, line, argument=reverse_path)
         self.state = ClientState.TRANSACTION
-        self._utf8, self._recipients_sent = utf8, 0
+        self._utf8, self._recipients_sent, self._accepted = utf8, 0, []
         return data
 
     def rcpt(self, address: str, *, notify: Iterable[str] = (), orcpt: str | None = None) -> bytes:
@@ -399,6 +424,13 @@ class ClientConnection:
         ending = b".\r\n" if self._tail == b"\r\n" else b"\r\n.\r\n"
         self._tail, self._message_size, self._line_ends = b"\r\n", 0, LineEnds()
         self._command(Command.END_OF_DATA, ".")
+        if self.lmtp:
+            # RFC 2033 4.2: one reply per accepted recipient, in order. A server that
+            # took DATA without any (against 4.2's 503) still owes the dot one reply.
+            owed = self._accepted or [""]
+            self._expected[-1] = _Expected(Command.END_OF_DATA, owed[0])
+            self._expected.extend(_Expected(Command.END_OF_DATA, rcpt) for rcpt in owed[1:])
+            self._accepted = []
         # The transaction ends with the reply, whatever it says; RFC 2920 lets MAIL follow.
         self.state = ClientState.GREETED
         return held + ending
@@ -498,7 +530,7 @@ class ClientConnection:
         match command:
             case Command.GREETING if answer.code == 220:
                 self.state = ClientState.CONNECTED
-            case Command.EHLO if ok:
+            case Command.EHLO | Command.LHLO if ok:
                 self.state, self.extensions = ClientState.GREETED, _extensions(answer)
             case Command.HELO if ok:
                 self.state, self.extensions = ClientState.GREETED, {}
