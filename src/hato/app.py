@@ -234,6 +234,7 @@ class Hato:
                 checks=self._inbound_checks(),
                 signing=self._signing(),
                 probe=self._probe_filter(),
+                log=self.log,
             ),
             log=self.log,
             notify=self._queued,
@@ -277,6 +278,7 @@ class Hato:
                 (lambda ip: confirmed_name(resolver, ip)) if settings.server.reverse_dns else None
             ),
             record_lines=self.recorder.session_lines if self.recorder is not None else None,
+            stages=self.intake.session,
         )
         self.smtp = SmtpServer(self.context)
         self._flusher: asyncio.Task[None] | None = None

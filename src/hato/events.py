@@ -38,6 +38,7 @@ __all__ = [
     "MailAccepted",
     "MessageRemoved",
     "MetricsListening",
+    "MilterAction",
     "OpsEvent",
     "Queued",
     "RcptAccepted",
@@ -299,6 +300,28 @@ class FilterVerdict(OpsEvent):
         origin = f"session={self.session} " if self.session else ""
         told = f": {self.reply}" if self.reply else ""
         return f"{origin}{self.queue_id} filter {self.filter} {self.action}{told} ({self.reason})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MilterAction(OpsEvent):
+    """What a milter did beyond "continue": its verdict at a stage, each change it made to
+    a message (a header added, the sender changed, ...), or its failure and the default
+    action taken."""
+
+    name: ClassVar[str] = "milter_action"
+    level: ClassVar[str] = "info"
+    session: str
+    queue_id: str  # "" before the data
+    milter: str
+    stage: str  # connect | helo | mail | rcpt | end
+    action: str  # accept | reject | tempfail | discard | replycode | quarantine | addheader ...
+    detail: str = ""
+
+    def describe(self) -> str:
+        origin = f"session={self.session} " if self.session else ""
+        message = f"{self.queue_id} " if self.queue_id else ""
+        detail = f": {self.detail}" if self.detail else ""
+        return f"{origin}{message}milter {self.milter} at {self.stage}: {self.action}{detail}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

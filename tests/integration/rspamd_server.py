@@ -129,6 +129,28 @@ group "policies" {{
 .include "{debian}/modules.d/arc.conf"
 """
 
+# Milter mode (``RspamdServer(milter=True)``): the proxy worker speaks the milter protocol
+# and scans the message itself (self_scan, no normal worker behind it), and milter_headers
+# adds rspamd's fields to what it passes (X-Spamd-Result, X-Rspamd-Server, X-Spam-Status).
+MILTER_CONFIG = """\
+worker "rspamd_proxy" {{
+  bind_socket = "{host}:{milter_port}";
+  milter = yes;
+  timeout = 120s;
+  count = 1;
+  upstream "local" {{
+    default = yes;
+    self_scan = yes;
+  }}
+  reject_message = "Spam message rejected";
+}}
+milter_headers {{
+  use = ["x-spamd-result", "x-rspamd-server", "x-spam-status"];
+  skip_local = false;
+  skip_authenticated = false;
+}}
+"""
+
 # Symbols of rspamd 3.4 and the RFC 8601 word each stands for: the C module dkim
 # (librspamd-server), plugins/spf.lua, lualib/plugins/dmarc.lua, plugins/arc.lua.
 SPF_SYMBOLS = {
@@ -256,9 +278,16 @@ class RspamdServer:
     started and stopped with it when not given). ``start()`` it, ``stop()`` it."""
 
     def __init__(
-        self, directory: Path, dns: DnsServer | None = None, hs_cache: Path | None = None
+        self,
+        directory: Path,
+        dns: DnsServer | None = None,
+        hs_cache: Path | None = None,
+        *,
+        milter: bool = False,
     ) -> None:
         self.directory = directory
+        self.milter = milter
+        self.milter_port = 0  # the proxy worker's, in milter mode
         self._own_dns = dns is None
         self.dns = dns if dns is not None else DnsServer()
         self.hs_cache = hs_cache if hs_cache is not None else directory / "hs"
@@ -284,6 +313,7 @@ class RspamdServer:
         started = time.monotonic()
         for attempt in range(START_ATTEMPTS):
             self.port = _free_port()
+            self.milter_port = _free_port() if self.milter else 0
             self.config_path.write_text(self._config(), encoding="utf-8")
             self._process = self._spawn(binary)
             if self._wait_ready():
@@ -326,7 +356,7 @@ class RspamdServer:
         return "\n".join(self.log().splitlines()[-lines:])
 
     def _config(self) -> str:
-        return CONFIG.format(
+        text = CONFIG.format(
             top=self.directory,
             hs_cache=self.hs_cache,
             dns=f"{self.dns.host}:{self.dns.port}",
@@ -335,6 +365,9 @@ class RspamdServer:
             plugins=PLUGINS,
             debian=DEBIAN_CONFIG,
         )
+        if self.milter:
+            text += MILTER_CONFIG.format(host=HOST, milter_port=self.milter_port)
+        return text
 
     def _spawn(self, binary: str) -> subprocess.Popen[bytes]:
         command = [binary, "-f", "-c", str(self.config_path)]
@@ -370,7 +403,8 @@ class RspamdServer:
                 connection = http.client.HTTPConnection(HOST, self.port, timeout=1.0)
                 try:
                     connection.request("GET", "/ping")
-                    if connection.getresponse().read().strip() == b"pong":
+                    pong = connection.getresponse().read().strip() == b"pong"
+                    if pong and (not self.milter or _accepts(self.milter_port)):
                         return True
                 finally:
                     connection.close()
@@ -434,6 +468,14 @@ class RspamdServer:
         return parse_scan(reply, elapsed)
 
 
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection((HOST, port), timeout=1.0).close()
+    except OSError:
+        return False
+    return True
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((HOST, 0))
@@ -460,13 +502,27 @@ def _hs_cache(request: pytest.FixtureRequest, fallback: Path) -> Path:
 def rspamd_fixture(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RspamdServer]:
+    yield from _module_rspamd(request, tmp_path_factory, milter=False)
+
+
+@pytest.fixture(name="rspamd_milter", scope="module")
+def rspamd_milter_fixture(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RspamdServer]:
+    """As ``rspamd``, with the proxy worker in milter mode at ``milter_port``."""
+    yield from _module_rspamd(request, tmp_path_factory, milter=True)
+
+
+def _module_rspamd(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, *, milter: bool
+) -> Iterator[RspamdServer]:
     """A started ``RspamdServer`` for the whole module, with its own ``DnsServer``
     (``rspamd.dns``). Its directory, log included, stays in pytest's base temporary
     directory after the run, and when a test of the module failed the log's tail is shown
     at the end; a DNS query the test server failed on fails the module."""
     find_rspamd()
     directory = tmp_path_factory.mktemp("rspamd")
-    server = RspamdServer(directory, hs_cache=_hs_cache(request, directory / "hs"))
+    server = RspamdServer(directory, hs_cache=_hs_cache(request, directory / "hs"), milter=milter)
     failed_before = request.session.testsfailed
     server.start()
     try:

@@ -21,15 +21,20 @@ from typing import Any, TypeVar
 from hato.config._hostname import hostname_warning
 from hato.config._settings import (
     LMTP_PORT,
+    MILTER_LISTENERS,
+    MILTER_MACRO_STAGES,
     RULE_AUTH_CONDITIONS,
     RULE_FLAGS,
     RULE_SPF_RESULTS,
     RULE_SPF_STAGES,
     AccessRule,
     DovecotSocket,
+    FilterFailure,
     HostPort,
     ListenAddress,
     LmtpTarget,
+    MilterSettings,
+    MilterSocket,
     RuleAction,
     Settings,
     TlsPolicy,
@@ -852,7 +857,130 @@ def _to_rules(stage: str) -> _Parser:
     return parse
 
 
+def _to_milter_socket(value: object) -> MilterSocket:
+    text = _to_str(value)
+    kind, colon, rest = text.partition(":")
+    if kind == "unix" and colon:
+        if not rest.startswith("/"):
+            raise ValueError(f"{_toml_string(text)}: a unix socket needs an absolute path")
+        return MilterSocket("unix", path=rest)
+    if kind == "inet" and colon:
+        try:
+            address = _to_host_port(rest, 0)
+        except ValueError as exc:
+            raise ValueError(f"{_toml_string(text)}: {exc}") from None
+        return MilterSocket("inet", host=address.host, port=address.port)
+    raise ValueError(
+        f'expected "inet:HOST:PORT", "inet:[IPV6]:PORT" or "unix:/PATH", got {_toml_string(text)}'
+    )
+
+
+def _to_milter_name(value: object) -> str:
+    text = _to_str(value)
+    if not text or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in text):
+        raise ValueError(f"a name of letters, digits, '-', '_' and '.', got {_toml_string(text)}")
+    return text
+
+
+def _to_milter_listener(value: object) -> str:
+    text = _to_str(value)
+    if text not in MILTER_LISTENERS:
+        choices = ", ".join(f'"{w}"' for w in MILTER_LISTENERS)
+        raise ValueError(f"expected one of {choices}, got {_toml_string(text)}")
+    return text
+
+
+def _to_macro_name(value: object) -> str:
+    text = _to_str(value)
+    plain = len(text) == 1 and text.isascii() and (text.isalnum() or text == "_")
+    braced = len(text) > 2 and text[0] == "{" and text[-1] == "}" and " " not in text
+    if not (plain or braced):
+        raise ValueError(f'a macro is one character or "{{name}}", got {_toml_string(text)}')
+    return text
+
+
+def _to_milter_macros(value: object, key: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if not isinstance(value, dict):
+        raise _fail(key, f"expected a table of stage = [macros], got {_describe(value)}")
+    problems = _unknown_keys(key, value, dict.fromkeys(MILTER_MACRO_STAGES))
+    found: dict[str, tuple[str, ...]] = {}
+    for stage, names in value.items():
+        if stage in MILTER_MACRO_STAGES:
+            try:
+                found[stage] = _unique(_array(_to_macro_name)(names, f"{key}.{stage}"))
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    return tuple((stage, found[stage]) for stage in MILTER_MACRO_STAGES if stage in found)
+
+
+def _timeout(value: object) -> float:
+    seconds = _to_float(value)
+    if not seconds > 0:
+        raise ValueError(f"must be greater than 0, got {value!r}")
+    return seconds
+
+
+_MILTER_FIELDS: dict[str, _Parser] = {
+    "name": _scalar(_to_milter_name),
+    "socket": _scalar(_to_milter_socket),
+    "listeners": lambda v, k: _unique(_array(_to_milter_listener)(v, k)),
+    "default_action": _scalar(functools.partial(_to_choice, FilterFailure)),
+    "connect_timeout": _scalar(_timeout),
+    "command_timeout": _scalar(_timeout),
+    "message_timeout": _scalar(_timeout),
+    "macros": _to_milter_macros,
+}
+
+
+def _to_milter(table: object, key: str) -> MilterSettings:
+    if isinstance(table, MilterSettings):  # settings written back and read again
+        return table
+    if not isinstance(table, dict):
+        raise _fail(key, f"expected a table, got {_describe(table)}")
+    problems = _unknown_keys(key, table, _MILTER_FIELDS)
+    problems += [
+        ConfigProblem(f"{key}.{name}", "missing")
+        for name in ("name", "socket")
+        if name not in table
+    ]
+    values: dict[str, Any] = {}
+    for name, value in table.items():
+        if name in _MILTER_FIELDS:
+            try:
+                values[name] = _MILTER_FIELDS[name](value, f"{key}.{name}")
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+    if "listeners" in values and not values["listeners"]:
+        problems.append(ConfigProblem(f"{key}.listeners", "name at least one listener"))
+    if problems:
+        raise ConfigError(problems)
+    return MilterSettings(**values)
+
+
+def _to_milters(value: object, key: str) -> tuple[MilterSettings, ...]:
+    if not isinstance(value, list | tuple):
+        raise _fail(key, f"expected an array of tables, got {_describe(value)}")
+    milters: list[MilterSettings] = []
+    problems: list[ConfigProblem] = []
+    for index, table in enumerate(value):
+        try:
+            milters.append(_to_milter(table, f"{key}[{index}]"))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    seen: set[str] = set()
+    for index, found in enumerate(milters):
+        if found.name in seen:
+            problems.append(ConfigProblem(f"{key}[{index}].name", f"{found.name!r} is taken"))
+        seen.add(found.name)
+    if problems:
+        raise ConfigError(problems)
+    return tuple(milters)
+
+
 _SPECIAL_PARSERS: dict[str, _Parser] = {
+    "milters": _to_milters,
     "networks": _to_networks,
     "nexthop": _scalar(_to_nexthop),
     "port": _scalar(_to_port),
@@ -972,6 +1100,12 @@ def _plain(value: object) -> object:
         return str(value)  # each one's canonical text, which its parser reads back
     if isinstance(value, tuple | list):
         return [_plain(item) for item in value]
+    if isinstance(value, MilterSocket):
+        return str(value)
+    if isinstance(value, MilterSettings):
+        plain = {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        plain["macros"] = {stage: list(names) for stage, names in value.macros}
+        return plain
     if isinstance(value, AccessRule):
         # Only what the rule says: a condition left out and one set to its default differ
         # for the booleans (None: any), so None and () are what is left out.

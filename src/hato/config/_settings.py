@@ -983,6 +983,45 @@ class FilterFailure(enum.StrEnum):
     ACCEPT = "accept"
 
 
+@dataclass(frozen=True, slots=True)
+class MilterSocket:
+    """Where a milter listens, as Postfix writes it: ``inet:HOST:PORT`` (an IPv6 address in
+    brackets) or ``unix:/path``. ``str()`` gives that text back."""
+
+    kind: str  # "inet" | "unix"
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"inet:{host}:{self.port}"
+
+
+# Where a milter applies: the SMTP listeners, and "local" (messages Hato writes itself).
+MILTER_LISTENERS = ("smtp", "submission", "implicit_tls", "local")
+# The stages a milter's macros are named for, in the order they come.
+MILTER_MACRO_STAGES = ("connect", "helo", "mail", "rcpt", "data", "eoh", "eom")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MilterSettings:
+    """One milter (a ``[[pipeline.milters]]`` table): Sendmail's mail filter protocol, as
+    Postfix's ``smtpd_milters``/``non_smtpd_milters`` speak it."""
+
+    name: str  # how the event log and hato trace name it
+    socket: MilterSocket
+    listeners: tuple[str, ...] = ("smtp", "submission", "implicit_tls")
+    default_action: FilterFailure = FilterFailure.TEMPFAIL
+    connect_timeout: float = 30.0
+    command_timeout: float = 30.0
+    message_timeout: float = 300.0
+    # stage -> macro names; a stage left out has the defaults (hato.milter.DEFAULT_MACROS).
+    macros: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PipelineSettings:
     """The message filters every message passes between its final dot and its commit."""
@@ -999,6 +1038,23 @@ class PipelineSettings:
             'What a filter that fails or times out means: "tempfail" answers 451 4.7.1 and'
             ' the sender tries again later; "accept" lets the message through unchecked,'
             " with a warning event."
+        ),
+    )
+    milters: tuple[MilterSettings, ...] = field(
+        default=(),
+        metadata=_meta(
+            "Milters (Sendmail's mail filter protocol: rspamd, OpenDKIM, ...), in order, each"
+            " a [[pipeline.milters]] table: name (for the logs), socket"
+            ' ("inet:127.0.0.1:11332", "inet:[::1]:8891", "unix:/run/milter.sock"),'
+            ' listeners (which ways in it sees: any of "smtp", "submission", "implicit_tls",'
+            ' and "local" for reports Hato writes; default the three SMTP ones),'
+            ' default_action ("tempfail" or "accept": what an unreachable, slow or broken'
+            " milter means), connect_timeout (30 s), command_timeout (30 s), message_timeout"
+            " (300 s, for the message's header, body and end) and macros (a table: stage"
+            " connect, helo, mail, rcpt, data, eoh or eom -> the macro names sent there;"
+            " stages left out get Postfix's defaults). Each is connected to once per SMTP"
+            " session, at connect.",
+            kind="milters",
         ),
     )
 

@@ -12,25 +12,39 @@ A filter may act at three moments, each optional:
 
 A filter says which stages it takes part in (``stages``), so the intake never calls a
 stage nobody has: an empty pipeline costs nothing per message.
+
+A filter may also take part before the data, in the SMTP session's envelope stages
+(``CONNECT``, ``HELO``, ``MAIL``, ``RCPT``: a milter's callbacks). It then implements
+``session(facts)``, giving a :class:`FilterSession` for each session, whose verdicts are
+honoured at their stage (a refused recipient is that recipient only; at MAIL the
+transaction); its ``end`` finds that session again in ``message.sessions[name]``.
+
+An end verdict may change the message beyond added fields: header edits (add, insert,
+change or delete a field), a new body, a new sender, recipients added or deleted. They
+apply to what is stored and delivered; the filters after it see the edited message.
 """
 
 from __future__ import annotations
 
 import enum
 import io
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, ClassVar, Protocol
 
 from ..smtp import Reply
-from ..spool import Envelope, Origin
+from ..spool import Envelope, Origin, SessionFacts
 
 __all__ = [
     "ACCEPT",
+    "ENVELOPE_STAGES",
     "Action",
+    "FilterSession",
     "Header",
+    "HeaderEdit",
     "Message",
     "MessageFilter",
+    "SessionFilter",
     "Stage",
     "Verdict",
     "parse_header",
@@ -41,6 +55,14 @@ class Stage(enum.Flag):
     OPENING = enum.auto()
     HEADER = enum.auto()
     END = enum.auto()
+    # Before the data, in an SMTP session (FilterSession's methods).
+    CONNECT = enum.auto()
+    HELO = enum.auto()
+    MAIL = enum.auto()
+    RCPT = enum.auto()
+
+
+ENVELOPE_STAGES = Stage.CONNECT | Stage.HELO | Stage.MAIL | Stage.RCPT
 
 
 class Action(enum.Enum):
@@ -53,6 +75,35 @@ class Action(enum.Enum):
     DISCARD = "discard"
 
 
+_EDITS = ("add", "insert", "change")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderEdit:
+    """One change to the header section, as the milter protocol names them:
+
+    - ``add``: the field at the end of the header section;
+    - ``insert``: before the field at ``index`` (0: at the top), among all fields;
+    - ``change``: the ``index``-th field (from 1) called ``name`` becomes ``name:value``
+      (an empty value deletes it; past the last one, the field is added).
+
+    ``value`` is what follows the colon (its leading space included), folded with CRLF or
+    LF; it is stored with CRLF."""
+
+    action: str
+    name: str
+    value: bytes
+    index: int = 0
+
+    def __post_init__(self) -> None:
+        if self.action not in _EDITS:
+            raise ValueError(f"a header edit is one of {_EDITS}: {self.action!r}")
+        if not self.name or any(c < "!" or c > "~" or c == ":" for c in self.name):
+            raise ValueError(f"not a header field name: {self.name!r}")
+        if self.index < 0:
+            raise ValueError("a header edit's index cannot be negative")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Verdict:
     action: Action = Action.ACCEPT
@@ -63,6 +114,27 @@ class Verdict:
     drop: tuple[int, ...] = ()
     reply: Reply | None = None  # with REJECT and DEFER: what the sender is told
     reason: str = ""  # for the log and the flight recorder
+    # Changes beyond added fields, applied to what is stored and delivered (accept and
+    # quarantine only): header edits in order, a new body (after the blank line), a new
+    # envelope sender ("" the null reverse-path), recipients added and deleted.
+    edits: tuple[HeaderEdit, ...] = ()
+    body: bytes | None = None
+    sender: str | None = None
+    add_recipients: tuple[str, ...] = ()
+    delete_recipients: tuple[str, ...] = ()
+    # The whole message after edits (set by the pipeline for the intake, not by filters):
+    # ``prepend`` goes above it, ``drop`` was applied already.
+    content: bytes | None = None
+
+    @property
+    def rewrites(self) -> bool:
+        """Whether the message's bytes change beyond fields added at the top."""
+        return bool(self.edits) or self.body is not None
+
+    @property
+    def readdresses(self) -> bool:
+        """Whether the envelope changes."""
+        return self.sender is not None or bool(self.add_recipients or self.delete_recipients)
 
     def __post_init__(self) -> None:
         if self.action in (Action.REJECT, Action.DEFER):
@@ -159,19 +231,55 @@ class Message:
     # What the way in learnt before the data (Intake.open's annotations): "spf", the
     # session's mailauth.SpfResult from MAIL FROM, when it checked.
     annotations: Mapping[str, object] = field(default_factory=dict)
+    # Each envelope-stage filter's session (by filter name), for an SMTP session's message.
+    sessions: Mapping[str, FilterSession] = field(default_factory=dict)
+    # The fields of ``header`` a verdict drops, as byte ranges of what ``open`` reads.
+    dropped: Callable[[tuple[int, ...]], Sequence[tuple[int, int]]] = lambda drop: ()
 
     def read_all(self) -> bytes:
         """The whole message with the fields added so far: for filters that need it all."""
         with self.open() as source:
             return self.added + source.read()
 
+    def read_without(self, drop: tuple[int, ...]) -> bytes:
+        """``read_all`` leaving out the held header fields at the indexes ``drop``."""
+        with self.open() as source:
+            stored = source.read()
+        kept, at = bytearray(self.added), 0
+        for start, end in self.dropped(drop):
+            kept += stored[at:start]
+            at = end
+        return bytes(kept + stored[at:])
+
+
+class FilterSession(Protocol):
+    """One filter's part in one SMTP session, before the data. Each stage's verdict is
+    ACCEPT (go on), REJECT or DEFER (that command is refused); anything else is for the
+    filter to remember for its ``end`` (a discard asked for at RCPT, say). ``reset`` ends
+    a transaction that did not reach the end of its data; ``close`` ends the session."""
+
+    async def connect(self, facts: SessionFacts) -> Verdict: ...
+
+    async def helo(self, facts: SessionFacts) -> Verdict: ...
+
+    async def mail(self, facts: SessionFacts, sender: str, args: Sequence[str]) -> Verdict: ...
+
+    async def rcpt(self, facts: SessionFacts, recipient: str, args: Sequence[str]) -> Verdict: ...
+
+    def reset(self) -> None: ...
+
+    def close(self) -> None: ...
+
 
 class MessageFilter(Protocol):
     """One step of the pipeline. Implement the stages named in ``stages``; the others are
     never called. ``end`` runs on the event loop: a filter with blocking work (DNS,
-    crypto over the body) runs it in a thread itself."""
+    crypto over the body) runs it in a thread itself. ``name`` is a class variable, or an
+    instance's (a milter's configured name)."""
 
-    name: ClassVar[str]
+    @property
+    def name(self) -> str: ...
+
     stages: ClassVar[Stage]
 
     def opening(self, queue_id: str, envelope: Envelope, origin: Origin) -> bytes: ...
@@ -179,3 +287,10 @@ class MessageFilter(Protocol):
     def header(self, message: Message) -> bytes: ...
 
     async def end(self, message: Message) -> Verdict: ...
+
+
+class SessionFilter(MessageFilter, Protocol):
+    """A filter with envelope stages (``stages & ENVELOPE_STAGES``): one session of it per
+    SMTP session, opened at connect."""
+
+    def session(self, facts: SessionFacts) -> FilterSession: ...

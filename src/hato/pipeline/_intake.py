@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import BinaryIO
@@ -33,8 +34,10 @@ from ..spool import (
     Spool,
     SpoolError,
 )
+from ._edits import readdress
 from ._filter import Action, Header, Message, Verdict, parse_header
 from ._pipeline import Pipeline
+from ._session import SessionRun
 
 __all__ = ["MAX_HEADER_READ", "DeliverInData", "PipelineIntake"]
 
@@ -65,6 +68,12 @@ class PipelineIntake:
         self.spool, self.pipeline, self.log = spool, pipeline, log
         self.notify, self.deliver_in_data = notify, deliver_in_data
 
+    def session(self, listener: str, session_id: str) -> SessionRun | None:
+        """The envelope stages of an SMTP session on ``listener`` (the ``ServerContext``'s
+        ``stages`` factory); None when no filter takes part there before the data."""
+        steps = self.pipeline.envelope_steps(listener)
+        return SessionRun(steps, self.log, session_id) if steps else None
+
     def open(
         self, envelope: Envelope, origin: Origin, *, annotations: Mapping[str, object] = {}
     ) -> _Incoming:
@@ -94,6 +103,8 @@ class _Incoming:
         self._intake, self._writer = intake, writer
         self.envelope, self.origin = envelope, origin
         self.annotations = annotations
+        stages = annotations.get("stages")
+        self._sessions = stages.sessions if isinstance(stages, SessionRun) else {}
         self._held: bytearray | None = bytearray()  # the header section, until it ends
         self._header: Header | None = None
         self._header_at = 0  # where the held header section starts in what was written
@@ -140,21 +151,23 @@ class _Incoming:
             end, complete = (found + 2, True) if found >= 0 else (len(held), False)
         self._header = parse_header(bytes(held[:end]), complete=complete)
         self._header_whole = complete or ended
-        added = self._intake.pipeline.header(self._message(b""))
+        added = self._intake.pipeline.header(self._message(b"", None))
         self._header_at = self._writer.size + len(added)
         self._put(added + held if added else held)
 
-    def _message(self, added: bytes) -> Message:
+    def _message(self, added: bytes, content: bytes | None) -> Message:
         header = self._header if self._header is not None else parse_header(b"")
         return Message(
             queue_id=self.queue_id,
             envelope=self.envelope,
             origin=self.origin,
             header=header,
-            size=self._writer.size,
-            open=self._open_source,
+            size=self._writer.size if content is None else len(content),
+            open=self._open_source if content is None else (lambda: io.BytesIO(content)),
             added=added,
             annotations=self.annotations,
+            sessions=self._sessions,
+            dropped=self._dropped,
         )
 
     def _open_source(self) -> BinaryIO:
@@ -177,10 +190,13 @@ class _Incoming:
                 # Accepted and stored nowhere: the 250 promises nothing more to keep.
                 self.abort()
                 return Accepted(self.queue_id)
-            envelope = self.envelope
-            if verdict.action is Action.QUARANTINE:
-                envelope = dataclasses.replace(envelope, folder="Junk")
-            if verdict.prepend or verdict.drop:
+            envelope = self._envelope(verdict)
+            if envelope is None:
+                self.abort()  # every recipient deleted: accepted, and no one to keep it for
+                return Accepted(self.queue_id)
+            if verdict.content is not None:  # edited: the whole message is new
+                await self._prepend(verdict.prepend + verdict.content, [(0, self._writer.size)])
+            elif verdict.prepend or verdict.drop:
                 await self._prepend(verdict.prepend, self._dropped(verdict.drop))
             delivered = await asyncio.shield(self._store(envelope))
         except SpoolError as error:
@@ -190,6 +206,22 @@ class _Incoming:
             )
             return Refusal(R_WRITE_ERROR, "spool error")
         return Accepted(self.queue_id, delivered=delivered)
+
+    def _envelope(self, verdict: Verdict) -> Envelope | None:
+        envelope = self.envelope
+        if verdict.readdresses:
+            found = readdress(
+                envelope,
+                sender=verdict.sender,
+                add=verdict.add_recipients,
+                delete=verdict.delete_recipients,
+            )
+            if found is None:
+                return None
+            envelope = self.envelope = found
+        if verdict.action is Action.QUARANTINE:
+            envelope = dataclasses.replace(envelope, folder="Junk")
+        return envelope
 
     async def _prepend(self, fields: bytes, leave_out: list[tuple[int, int]]) -> None:
         writer = self._writer

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ..config import Settings
 from ..events import EventLog
 from ..smtp import Limits
-from ..spool import Intake
+from ..spool import Intake, SessionStages
 from ._auth import Authenticator
 from ._checks import Checks
 from ._submission import SubmissionRules
@@ -52,6 +52,9 @@ class ServerContext:
     reverse_lookup: Callable[[str], Awaitable[str | None]] | None = None
     # The flight recorder's intake for session lines: (session ID, [(C/S, text)], unix time).
     record_lines: Callable[[str, list[tuple[str, str]], float], None] | None = None
+    # The filters' envelope stages for a session: (listener kind, session ID) -> stages,
+    # or None where no filter takes part before the data (pipeline.PipelineIntake.session).
+    stages: Callable[[str, str], SessionStages | None] | None = None
 
     @property
     def starttls(self) -> bool:

@@ -19,6 +19,7 @@ client pipelined after STARTTLS (CVE-2011-0411), and the session starts over ins
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 import time
 from collections.abc import Awaitable
@@ -37,7 +38,7 @@ from ..events import (
     TlsStarted,
 )
 from ..smtp import Reply, reply
-from ..spool import Accepted, IncomingMessage, Origin
+from ..spool import Accepted, IncomingMessage, Origin, Refusal, SessionFacts, SessionStages
 from ._auth import Credentials, SaslExchange
 from ._checks import ClientChecks, UserdbQuestion, sender_syntax
 from ._context import ServerContext
@@ -113,6 +114,9 @@ class Session(asyncio.Protocol):
         self._handshaking = False
         self._early = bytearray()  # plaintext that arrived before start_tls() returned
         self._lost = False
+        # The filters that take part before the data (milters), from connect on.
+        self.kind = "implicit_tls" if implicit_tls else "submission" if submission else "smtp"
+        self.stages: SessionStages | None = None
         self._offer_auth()
 
     # -- asyncio.Protocol --------------------------------------------------------------
@@ -128,6 +132,8 @@ class Session(asyncio.Protocol):
             self.conn, client_ip=self.client_ip, server_ip=self.server_ip, session=self.id
         )
         self.sessions.open.add(self)
+        if self.ctx.stages is not None:
+            self.stages = self.ctx.stages(self.kind, self.id)
         self.ctx.log.emit(
             Connected(
                 session=self.id,
@@ -141,7 +147,8 @@ class Session(asyncio.Protocol):
             self._tls_up(self.transport.get_extra_info("ssl_object"))
         self._arm_timer()
         refusal = self.checks.admit()
-        if refusal is None and (self.ctx.reverse_lookup is not None or self.checks.lookups):
+        waits = self.ctx.reverse_lookup is not None or self.checks.lookups or self.stages
+        if refusal is None and waits:
             self._suspend(self._look_up())
         else:
             self._greet(refusal)
@@ -181,6 +188,8 @@ class Session(asyncio.Protocol):
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self.checks.close()
+        if self.stages is not None:
+            self.stages.close()
         self.sessions.open.discard(self)
         self.ctx.log.emit(
             Disconnected(
@@ -211,9 +220,15 @@ class Session(asyncio.Protocol):
     # -- the greeting ------------------------------------------------------------------
 
     async def _look_up(self) -> None:
-        """Reverse DNS and the DNS blocklists, all at once, before the banner."""
+        """Reverse DNS and the DNS blocklists, all at once, before the banner; then the
+        filters' connect stage, unless the rules refuse the client first."""
         await asyncio.gather(self._look_up_name(), self.checks.look_up())
-        self._greet(None)
+        refusal = None
+        if self.stages is not None and not self.sessions.stopping:
+            refusal = self._ban() or self.checks.connect()
+            if refusal is None:
+                refusal = _decision(await self.stages.connect(self._stage_facts()))
+        self._greet(refusal)
 
     async def _look_up_name(self) -> None:
         lookup = self.ctx.reverse_lookup
@@ -315,6 +330,9 @@ class Session(asyncio.Protocol):
                 decision = self.checks.helo(name)
                 if decision is not None:
                     self._refuse("EHLO" if extended else "HELO", decision, helo=name)
+                elif self.stages is not None:
+                    self.stages.reset()
+                    self._suspend(self._helo_staged(name, extended))
                 else:
                     conn.send_reply(self._hello_reply(name, extended))
             case smtp.MailFrom():
@@ -333,6 +351,8 @@ class Session(asyncio.Protocol):
                 self._end_message(problem)
             case smtp.Reset():
                 self.transfer.abort()
+                if self.stages is not None:
+                    self.stages.reset()
             case smtp.CommandRejected(command=command, reply=refusal):
                 if conn.transaction is None:
                     self.transfer.abort()
@@ -393,14 +413,60 @@ class Session(asyncio.Protocol):
             decision = self.ctx.submission.mail(
                 sender, user=self.auth_user, starttls_first=starttls_first
             )
-        if decision is None and self.checks.wants_spf:
+        if decision is None and (self.checks.wants_spf or self.stages is not None):
             self._suspend(self._mail_after_spf(event))
             return
         self.conn.send_reply(self._mail_checked(event, decision))
 
     async def _mail_after_spf(self, event: smtp.MailFrom) -> Reply:
-        spf = await self.checks.check_spf(event.reverse_path)
-        return self._mail_checked(event, None, spf)
+        spf = await self.checks.check_spf(event.reverse_path) if self.checks.wants_spf else None
+        answer = self._mail_checked(event, None, spf)
+        if self.stages is None or answer.code != 250:
+            return answer
+        sender = event.reverse_path
+        refusal = await self.stages.mail(self._stage_facts(), sender, ())
+        if refusal is None:
+            return answer
+        self._rejected("MAIL", policy.Decision(reply=refusal.reply, reason=refusal.reason))
+        return refusal.reply
+
+    async def _helo_staged(self, name: str, extended: bool) -> Reply:
+        assert self.stages is not None
+        facts = dataclasses.replace(self._stage_facts(), helo=name)
+        refusal = await self.stages.helo(facts)
+        if refusal is None:
+            return self._hello_reply(name, extended)
+        decision = policy.Decision(reply=refusal.reply, reason=refusal.reason)
+        self._rejected("EHLO" if extended else "HELO", decision, helo=name)
+        return refusal.reply
+
+    async def _rcpt_staged(self, event: smtp.RcptTo) -> Reply:
+        assert self.stages is not None
+        address = event.forward_path
+        refusal = await self.stages.rcpt(self._stage_facts(), address, ())
+        if refusal is not None:
+            decision = policy.Decision(reply=refusal.reply, reason=refusal.reason)
+            self._rejected("RCPT", decision, recipient=address)
+            return refusal.reply
+        self._rcpt_accepted(event)
+        return R_RCPT_OK
+
+    def _stage_facts(self) -> SessionFacts:
+        version, _, cipher = (self.tls or "").partition(" ")
+        local = self.transport.get_extra_info("sockname") if self.transport else None
+        return SessionFacts(
+            session_id=self.id,
+            listener=self.kind,
+            client_ip=self.client_ip,
+            client_port=self.client_port,
+            client_name=self.client_name,
+            server_ip=self.server_ip,
+            server_port=int(local[1]) if local and len(local) > 1 else 0,
+            helo=self.conn.helo or "",
+            tls_version=version,
+            cipher=cipher,
+            auth_user=self.auth_user,
+        )
 
     def _mail_checked(
         self,
@@ -434,6 +500,9 @@ class Session(asyncio.Protocol):
         if decision is not None:
             self._refuse("RCPT", decision, recipient=address)
             return
+        if self.stages is not None:
+            self._suspend(self._rcpt_staged(event))
+            return
         self._rcpt_accepted(event)
         self.conn.send_reply(R_RCPT_OK)
 
@@ -443,12 +512,13 @@ class Session(asyncio.Protocol):
         if decision is not None:
             self._rejected("RCPT", decision, recipient=event.forward_path)
             return decision.reply
+        if self.stages is not None:
+            return await self._rcpt_staged(event)
         self._rcpt_accepted(event)
         return R_RCPT_OK
 
     def _rcpt_accepted(self, event: smtp.RcptTo) -> None:
-        address = event.forward_path
-        params = event.params
+        address, params = event.forward_path, event.params
         self.ctx.log.emit(
             RcptAccepted(
                 session=self.id,
@@ -516,8 +586,12 @@ class Session(asyncio.Protocol):
         assert transaction is not None
         origin = Origin.SUBMISSION if self.submission else Origin.SMTP
         envelope = envelope_for(transaction, self._facts(), session=self.id)
-        spf = self.checks.spf
-        return self.transfer.open(envelope, origin, {} if spf is None else {"spf": spf})
+        spf, annotations = self.checks.spf, dict[str, object]()
+        if spf is not None:
+            annotations["spf"] = spf
+        if self.stages is not None:
+            annotations["stages"] = self.stages  # the same filters see the data at the end
+        return self.transfer.open(envelope, origin, annotations)
 
     def _write(self, data: bytes) -> None:
         # The first BDAT chunk opens the message (DATA opened it at 354).
@@ -548,6 +622,8 @@ class Session(asyncio.Protocol):
     async def _finish(self, message: IncomingMessage, recipients: int) -> Reply:
         # The intake keeps a message it has started to store even if the client leaves.
         outcome = await message.finish()
+        if self.stages is not None:
+            self.stages.reset()  # a filter the message did not reach forgets it
         if isinstance(outcome, Accepted):
             self.messages += 1
             self.recipients += recipients
@@ -652,6 +728,10 @@ class Session(asyncio.Protocol):
         self.conn.close_with(_shutdown_reply(self.ctx.hostname))
         self.close_reason = "server shutdown"
         self._flush()
+
+
+def _decision(refusal: Refusal | None) -> policy.Decision | None:
+    return None if refusal is None else policy.Decision(reply=refusal.reply, reason=refusal.reason)
 
 
 def _shutdown_reply(hostname: str) -> Reply:

@@ -41,7 +41,15 @@ from hato.spool._envelope import (
     SpoolStats,
     is_queue_id,
 )
-from hato.spool._intake import Accepted, IncomingMessage, Intake, Origin, Refusal
+from hato.spool._intake import (
+    Accepted,
+    IncomingMessage,
+    Intake,
+    Origin,
+    Refusal,
+    SessionFacts,
+    SessionStages,
+)
 from hato.spool._source import MessageSource
 from hato.spool._spool import MessageWriter, Spool, message_path
 from hato.spool._state import (
@@ -91,6 +99,8 @@ __all__ = [
     "RecoveryReport",
     "Refusal",
     "SQLiteStore",
+    "SessionFacts",
+    "SessionStages",
     "Spool",
     "SpoolError",
     "SpoolStats",

@@ -15,14 +15,22 @@ message filters and is wired in ``app.py``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from ..smtp import Reply
 from ._envelope import Envelope
 
-__all__ = ["Accepted", "IncomingMessage", "Intake", "Origin", "Refusal"]
+__all__ = [
+    "Accepted",
+    "IncomingMessage",
+    "Intake",
+    "Origin",
+    "Refusal",
+    "SessionFacts",
+    "SessionStages",
+]
 
 
 class Origin(enum.StrEnum):
@@ -74,3 +82,46 @@ class Intake(Protocol):
         ``annotations`` is what the caller learnt before the data, for the filters (an SMTP
         session: ``{"spf": mailauth.SpfResult}`` when it checked SPF at MAIL FROM)."""
         ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionFacts:
+    """What an SMTP session knows of its client at a stage, for the filters that take part
+    before the data (a milter's connect, HELO, MAIL and RCPT callbacks and their macros)."""
+
+    session_id: str
+    listener: str  # "smtp", "submission" or "implicit_tls"
+    client_ip: str
+    client_port: int
+    client_name: str | None  # forward-confirmed reverse DNS, when known
+    server_ip: str
+    server_port: int
+    helo: str = ""
+    tls_version: str = ""  # "TLSv1.3" once TLS is up
+    cipher: str = ""
+    auth_user: str | None = None
+
+
+class SessionStages(Protocol):
+    """The filters' say before the data, for one SMTP session (``None`` from the factory
+    when no filter takes part for this listener). Each stage returns the refusal to give,
+    or None to go on; the session then opens its messages with ``{"stages": this}`` in the
+    annotations, so the same filters see the data at the end."""
+
+    async def connect(self, facts: SessionFacts) -> Refusal | None: ...
+
+    async def helo(self, facts: SessionFacts) -> Refusal | None: ...
+
+    async def mail(
+        self, facts: SessionFacts, sender: str, args: Sequence[str]
+    ) -> Refusal | None: ...
+
+    async def rcpt(
+        self, facts: SessionFacts, recipient: str, args: Sequence[str]
+    ) -> Refusal | None: ...
+
+    def reset(self) -> None:
+        """The transaction ended without a message reaching its end (RSET, HELO, a refusal)."""
+
+    def close(self) -> None:
+        """The session is over."""

@@ -29,6 +29,7 @@ from hato.events import (
     FilterVerdict,
     InternalError,
     MessageRemoved,
+    MilterAction,
     OpsEvent,
     Queued,
     Rejected,
@@ -73,7 +74,9 @@ PRUNE_EVERY = 600.0
 _SESSION_EVENTS = (Rejected, AuthSucceeded, TlsStarted, TlsFailed, InternalError)
 # What happened to a message: found by queue ID.
 _MESSAGE_EVENTS = (Queued, Delivered, Deferred, DeliveryFailed, ReportQueued, MessageRemoved)
-_KEPT = frozenset((*_SESSION_EVENTS, *_MESSAGE_EVENTS, Connected, Disconnected, FilterVerdict))
+_KEPT = frozenset(
+    (*_SESSION_EVENTS, *_MESSAGE_EVENTS, Connected, Disconnected, FilterVerdict, MilterAction)
+)
 # Each kept event's field names, so the writer never calls dataclasses.fields per event.
 _FIELDS = {kind: tuple(f.name for f in dataclasses.fields(kind)) for kind in _KEPT}
 _JSON = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":")).encode
@@ -335,6 +338,12 @@ class Recorder:
         if event.action in ("accept", "quarantine"):
             self._on_message_event(ts, event, batch)
 
+    def _on_milter(self, ts: float, event: MilterAction, batch: _Batch) -> None:
+        # In the session's story; in the message's too once there is one.
+        self._on_session_event(ts, event, batch)
+        if event.queue_id:
+            self._on_message_event(ts, event, batch)
+
     def _on_queued(self, ts: float, event: Queued, batch: _Batch) -> None:
         origin = self._open.get(event.session) if event.session else None
         if origin is not None:
@@ -366,6 +375,7 @@ class Recorder:
         Queued: _on_queued,
         ReportQueued: _on_report,
         FilterVerdict: _on_verdict,
+        MilterAction: _on_milter,
         **dict.fromkeys(_SESSION_EVENTS, _on_session_event),
         **dict.fromkeys((Delivered, Deferred, DeliveryFailed, MessageRemoved), _on_message_event),
     }

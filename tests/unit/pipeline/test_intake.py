@@ -145,7 +145,7 @@ async def test_empty_pipeline_calls_no_stage(spool: Spool) -> None:
         queue_id="ID", envelope=envelope(), origin=Origin.SMTP, header=parse_header(b""), size=0
     )
     assert pipeline.header(message) == b""
-    assert await pipeline.end(lambda _added: message, lambda *_: None) is ACCEPT
+    assert await pipeline.end(lambda _added, _content: message, lambda *_: None) is ACCEPT
 
 
 @pytest.mark.parametrize(
