@@ -10,7 +10,16 @@ A new filter is one file: a class with ``name``, ``stages`` and the stage method
 :class:`MessageFilter`, and a ``Step`` for it in ``app.py``.
 """
 
-from hato.pipeline._builtin import ReceivedField, SubmissionFields, received_field
+from hato.pipeline._builtin import (
+    ANNOTATION_FULL_NAME,
+    ANNOTATION_PICKUP,
+    ANNOTATION_SENDER_SET,
+    ANNOTATION_USER,
+    LocalFields,
+    ReceivedField,
+    SubmissionFields,
+    received_field,
+)
 from hato.pipeline._filter import (
     ACCEPT,
     Action,
@@ -28,6 +37,10 @@ from hato.pipeline._setup import build_pipeline
 
 __all__ = [
     "ACCEPT",
+    "ANNOTATION_FULL_NAME",
+    "ANNOTATION_PICKUP",
+    "ANNOTATION_SENDER_SET",
+    "ANNOTATION_USER",
     "MAX_HEADER_READ",
     "ON_ERROR",
     "Action",
@@ -35,6 +48,7 @@ __all__ = [
     "DkimSigning",
     "Header",
     "InboundChecks",
+    "LocalFields",
     "Message",
     "MessageFilter",
     "Pipeline",

@@ -1,5 +1,5 @@
 """The one intake: every way a message enters Hato (an SMTP session, a report Hato writes,
-and later the ``sendmail`` command, the pickup directory and the HTTP API) opens an
+the ``sendmail`` command, the pickup directory, and later the HTTP API) opens an
 :class:`IncomingMessage`, streams the bytes into it and awaits ``finish``.
 
 Promise, the same for every caller: ``finish`` returns :class:`Accepted` only once every
@@ -31,6 +31,8 @@ class Origin(enum.StrEnum):
     SMTP = "smtp"  # an SMTP session that is not submission
     SUBMISSION = "submission"  # RFC 6409: the submission listeners
     REPORT = "report"  # a delivery report Hato wrote itself
+    SENDMAIL = "sendmail"  # the sendmail command, through the maildrop directory
+    PICKUP = "pickup"  # a file dropped into the pickup directory
 
 
 @dataclass(frozen=True, slots=True)
