@@ -72,6 +72,8 @@ def parse_pickup(data: bytes, max_size: int) -> PickupMessage:
     if b"\0" in data:
         raise DropError("not an RFC 5322 message: it contains NUL bytes")
     data = crlf(data)
+    if not data.strip(b"\r\n") or data.startswith(b"\r\n"):
+        raise DropError("not an RFC 5322 message: no header fields")
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     end = data.find(b"\r\n\r\n")
