@@ -338,10 +338,17 @@ class Queued(OpsEvent):
     # Seconds from the end of the data to durable (the 250): the filters, then the copies
     # delivered in the DATA phase or the group commit.
     elapsed: float = 0.0
+    # The way in (spool.Origin's value): smtp, submission, report, sendmail, pickup.
+    origin: str = ""
 
     def describe(self) -> str:
         origin = f"session={self.session} " if self.session else ""
-        client = f" client=[{self.client_ip}]" if self.client_ip else " (written by Hato)"
+        if self.client_ip:
+            client = f" client=[{self.client_ip}]"
+        elif self.origin in ("sendmail", "pickup"):
+            client = f" (from {self.origin})"
+        else:
+            client = " (written by Hato)"
         return (
             f"{origin}queued {self.queue_id}: from=<{self.reverse_path}> "
             f"size={self.size} nrcpt={len(self.recipients)}{client}"

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from conftest import HatoProcess
+from dns_server import DnsServer, dns_server_fixture  # noqa: F401 - provides `dns_server`
+from hato.mailauth import MailDns, verify_dkim
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -324,3 +326,30 @@ def test_submitted_while_stopped_is_delivered_once_at_start(
     hato.start()  # a second start finds nothing left to take
     assert len(messages(hato)) == 1
     assert len(hato.events("drop_taken")) == 1
+
+
+def test_mail_from_a_local_domain_is_dkim_signed(
+    hato_factory: Callable[..., HatoProcess], dns_server: DnsServer
+) -> None:
+    domain = "signer.test"
+    options = (f'dns.nameservers=["{dns_server.address}"]', "dns.timeout=2")
+    hato = hato_factory(extra_args=tuple(a for o in options for a in ("-o", o)))
+    hato.add_user(USER)
+    added = hato.cli("domain", "add", domain)  # with its DKIM key
+    assert added.returncode == 0, added.stderr
+    records = hato.cli("dkim", "dns", domain)
+    for line in records.stdout.splitlines():
+        if line.startswith("zone:"):
+            owner, _, rest = line.removeprefix("zone:").strip().partition(" IN TXT ")
+            dns_server.add(owner.removesuffix("."), "TXT", rest.strip()[1:-1].strip())
+    hato.start()
+    stdin = f"From: Ops <ops@{domain}>\nSubject: signed\n\nsigned by Hato\n".encode()
+    assert sendmail(hato, "-f", f"ops@{domain}", USER, stdin=stdin).returncode == 0
+    arrived(hato, "signed")
+    (path,) = inbox(hato).iterdir()
+    stored = path.read_bytes()
+    signed = b"DKIM-Signature:" + stored.split(b"DKIM-Signature:", 1)[1]
+    (result,) = verify_dkim(MailDns([dns_server.nameserver], 2.0), signed)
+    assert (result.result, result.domain) == ("pass", domain)
+    # The signature covers the fields the intake added for a local submission.
+    assert signed.index(b"DKIM-Signature:") < signed.index(b"Received: by")

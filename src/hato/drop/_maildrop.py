@@ -108,19 +108,20 @@ def crlf(data: bytes) -> bytes:
 
 
 def prepare_directories(data_dir: Path) -> None:
-    """The maildrop (3733) and the pickup directory with its ``bad/`` (0700), made or put
-    right; the data directory made searchable (0711) so users reach the maildrop."""
+    """The maildrop (3733, put right at every start) and the pickup directory with the
+    ``bad/`` of each (0700 when made; an administrator may open the pickup directory to a
+    group, ``chmod 2770``); the data directory made searchable (0711) so users reach the
+    maildrop."""
     if stat.S_IMODE(data_dir.stat().st_mode) != DATA_DIR_MODE:
         data_dir.chmod(DATA_DIR_MODE)
-    for directory, mode in (
-        (data_dir / MAILDROP_DIR, MAILDROP_MODE),
-        (data_dir / MAILDROP_DIR / BAD_DIR, 0o700),
-        (data_dir / PICKUP_DIR, 0o700),
-        (data_dir / PICKUP_DIR / BAD_DIR, 0o700),
-    ):
-        directory.mkdir(mode=0o700, exist_ok=True)
-        if stat.S_IMODE(directory.stat().st_mode) != mode:
-            directory.chmod(mode)  # mkdir's mode passes the umask; chmod does not
+    maildrop = data_dir / MAILDROP_DIR
+    maildrop.mkdir(mode=0o700, exist_ok=True)
+    if stat.S_IMODE(maildrop.stat().st_mode) != MAILDROP_MODE:
+        maildrop.chmod(MAILDROP_MODE)  # mkdir's mode passes the umask; chmod does not
+    for directory in (maildrop / BAD_DIR, data_dir / PICKUP_DIR, data_dir / PICKUP_DIR / BAD_DIR):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+            directory.chmod(0o700)
 
 
 def write_drop(directory: Path, drop: Drop, message: bytes) -> str:

@@ -245,6 +245,7 @@ class _Incoming:
                     else ""
                 ),
                 elapsed=round(time.monotonic() - self._finishing, 6),
+                origin=self.origin.value,
             )
         )
 
