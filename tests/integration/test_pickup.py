@@ -154,3 +154,27 @@ def test_files_waiting_at_start_and_a_thousand_at_once(server: HatoProcess, tmp_
     ]
     assert len(ids) == total  # none twice
     assert wanted <= set(ids) and len(set(ids)) == len(ids)
+
+
+def test_a_stop_while_files_are_taken_loses_none_and_repeats_none(server: HatoProcess) -> None:
+    address = "dave@localhost"
+    before = len(inbox(server, address))
+    staged = server.data_dir.parent / "staged-stop"
+    staged.mkdir()
+    for number in range(300):
+        (staged / f"stop-{number}").write_bytes(
+            f"To: {address}\nMessage-ID: <stop-{number}@test>\n\nx\n".encode()
+        )
+    pickup = server.data_dir / "pickup"
+    for path in staged.iterdir():
+        os.rename(path, pickup / path.name)
+    server.wait_for_event("drop_taken", directory="pickup")
+    assert server.stop() == 0  # mid-way: what is in the intake finishes, the rest waits
+    server.start()
+    total = before + 300
+    server.poll(lambda: len(inbox(server, address)) >= total, timeout=60, what="all 300")
+    ids = [
+        email.message_from_bytes(m, policy=email.policy.default)["Message-ID"]
+        for m in inbox(server, address)
+    ]
+    assert len(ids) == total and len(set(ids)) == total

@@ -173,6 +173,25 @@ def test_too_large_is_a_data_error(server: HatoProcess) -> None:
     assert b"larger than smtp.max_message_size" in big.stderr
 
 
+def test_hato_sendmail_is_the_same_command(server: HatoProcess) -> None:
+    done = subprocess.run(
+        [
+            str(SENDMAIL.with_name("hato")),
+            "sendmail",
+            "--data-dir",
+            str(server.data_dir),
+            "-i",
+            USER,
+        ],
+        input=b"Subject: subcommand\n\n.\n",
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert arrived(server, "subcommand").get_content().strip() == "."
+
+
 def test_unknown_options_are_ignored_with_a_warning(server: HatoProcess) -> None:
     done = sendmail(server, "-x", "-oQ/tmp", "-odb", USER, stdin=b"Subject: unknown\n\nx\n")
     assert done.returncode == 0, done.stderr
@@ -320,6 +339,9 @@ def test_submitted_while_stopped_is_delivered_once_at_start(
     done = sendmail(hato, USER, stdin=b"Subject: while stopped\n\nwaiting\n")
     assert done.returncode == 0, done.stderr
     assert not inbox(hato, USER).is_dir() or not any(inbox(hato, USER).iterdir())
+    flushed = sendmail(hato, "-q")
+    assert flushed.returncode == 75
+    assert b"no hato serve runs on" in flushed.stderr
     hato.start()
     arrived(hato, "while stopped")
     hato.stop()

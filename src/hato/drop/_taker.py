@@ -21,14 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..events import DropRefused, DropTaken, EventLog, InternalError
-from ..pipeline import (
+from ..smtp import AddressError, parse_path
+from ..spool import (
     ANNOTATION_FULL_NAME,
     ANNOTATION_PICKUP,
     ANNOTATION_SENDER_SET,
     ANNOTATION_USER,
+    Accepted,
+    Envelope,
+    Intake,
+    Origin,
+    SpoolError,
+    fsync_dir,
 )
-from ..smtp import AddressError, parse_path
-from ..spool import Accepted, Envelope, Intake, Origin, SpoolError, fsync_dir
 from ._maildrop import (
     BAD_DIR,
     MAILDROP_DIR,
@@ -41,10 +46,12 @@ from ._maildrop import (
 from ._pickup import parse_pickup
 from ._watch import DirectoryWatch
 
-__all__ = ["CONCURRENCY", "RETRY_AFTER", "DropTaker", "Taken"]
+__all__ = ["CONCURRENCY", "RETRY_AFTER", "STOP_WAIT", "DropTaker", "Taken", "user_of"]
 
 CONCURRENCY = 32  # files going through the intake at once (their commits share syncs)
 RETRY_AFTER = 30.0  # seconds before a file that failed for now is tried again
+# How long a stop waits for the files already in the intake (each is one commit away).
+STOP_WAIT = 10.0
 _CHUNK = 64 * 1024
 
 
@@ -94,6 +101,7 @@ class DropTaker:
         self._task: asyncio.Task[None] | None = None
         self._later: dict[Path, float] = {}  # failed for now: not before this time
         self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._stopping = False
 
     async def start(self) -> None:
         prepare_directories(self.data_dir)
@@ -102,19 +110,29 @@ class DropTaker:
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
-        """Stop watching; files being taken finish first (their commits are shielded)."""
+        """Stop taking files: those already in the intake finish (up to ``STOP_WAIT``),
+        the rest wait for the next start where they are."""
+        self._stopping = True
         task, self._task = self._task, None
+        if self._watch is not None:
+            self._watch.wake()
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            try:
+                async with asyncio.timeout(STOP_WAIT):
+                    await asyncio.shield(task)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._watch is not None:
             self._watch.close()
 
     async def _run(self) -> None:
         assert self._watch is not None
-        while True:
+        while not self._stopping:
             await self._watch.wait()
+            if self._stopping:
+                return
             try:
                 await self.scan()
             except Exception as error:  # a damaged directory must not stop the server
@@ -136,6 +154,8 @@ class DropTaker:
 
     async def _take_one(self, path: Path) -> bool:
         async with self._slots:
+            if self._stopping:
+                return False  # left for the next start
             directory = path.parent.name
             try:
                 taken = await asyncio.to_thread(self._read, path)

@@ -6,7 +6,14 @@ from __future__ import annotations
 import email.utils
 from typing import ClassVar
 
-from ..spool import Envelope, Origin
+from ..spool import (
+    ANNOTATION_FULL_NAME,
+    ANNOTATION_PICKUP,
+    ANNOTATION_SENDER_SET,
+    ANNOTATION_USER,
+    Envelope,
+    Origin,
+)
 from ._filter import ACCEPT, Message, Stage, Verdict
 
 __all__ = [
@@ -19,14 +26,6 @@ __all__ = [
     "SubmissionFields",
     "received_field",
 ]
-
-# What a local way in tells the filters (Intake.open's annotations): the submitting user
-# ("UID NAME", from the maildrop file's owner), the -F full name, True when a user
-# other than the server's set the envelope sender with -f, and a pickup file's name.
-ANNOTATION_USER = "local_user"
-ANNOTATION_FULL_NAME = "full_name"
-ANNOTATION_SENDER_SET = "sender_set"
-ANNOTATION_PICKUP = "pickup_file"
 
 
 def _clean(text: str) -> str:

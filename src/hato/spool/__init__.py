@@ -41,7 +41,17 @@ from hato.spool._envelope import (
     SpoolStats,
     is_queue_id,
 )
-from hato.spool._intake import Accepted, IncomingMessage, Intake, Origin, Refusal
+from hato.spool._intake import (
+    ANNOTATION_FULL_NAME,
+    ANNOTATION_PICKUP,
+    ANNOTATION_SENDER_SET,
+    ANNOTATION_USER,
+    Accepted,
+    IncomingMessage,
+    Intake,
+    Origin,
+    Refusal,
+)
 from hato.spool._source import MessageSource
 from hato.spool._spool import MessageWriter, Spool, message_path
 from hato.spool._state import (
@@ -59,6 +69,10 @@ from hato.spool._state import (
 from hato.spool._store import SQLiteStore, Store, StoredMessage
 
 __all__ = [
+    "ANNOTATION_FULL_NAME",
+    "ANNOTATION_PICKUP",
+    "ANNOTATION_SENDER_SET",
+    "ANNOTATION_USER",
     "DEFERRED",
     "DELIVERED",
     "FAILED",

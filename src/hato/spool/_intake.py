@@ -22,7 +22,25 @@ from typing import Protocol
 from ..smtp import Reply
 from ._envelope import Envelope
 
-__all__ = ["Accepted", "IncomingMessage", "Intake", "Origin", "Refusal"]
+__all__ = [
+    "ANNOTATION_FULL_NAME",
+    "ANNOTATION_PICKUP",
+    "ANNOTATION_SENDER_SET",
+    "ANNOTATION_USER",
+    "Accepted",
+    "IncomingMessage",
+    "Intake",
+    "Origin",
+    "Refusal",
+]
+
+# What a local way in tells the filters (Intake.open's annotations): the submitting user
+# ("UID NAME", from the maildrop file's owner), the -F full name, True when a user
+# other than the server's set the envelope sender with -f, and a pickup file's name.
+ANNOTATION_USER = "local_user"
+ANNOTATION_FULL_NAME = "full_name"
+ANNOTATION_SENDER_SET = "sender_set"
+ANNOTATION_PICKUP = "pickup_file"
 
 
 class Origin(enum.StrEnum):
