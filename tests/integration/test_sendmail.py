@@ -339,6 +339,8 @@ def test_submitted_while_stopped_is_delivered_once_at_start(
     done = sendmail(hato, USER, stdin=b"Subject: while stopped\n\nwaiting\n")
     assert done.returncode == 0, done.stderr
     assert not inbox(hato, USER).is_dir() or not any(inbox(hato, USER).iterdir())
+    listed = sendmail(hato, "-bp")
+    assert b"1 in the maildrop, not yet taken by hato serve" in listed.stdout, listed
     flushed = sendmail(hato, "-q")
     assert flushed.returncode == 75
     assert b"no hato serve runs on" in flushed.stderr
@@ -375,3 +377,17 @@ def test_mail_from_a_local_domain_is_dkim_signed(
     assert (result.result, result.domain) == ("pass", domain)
     # The signature covers the fields the intake added for a local submission.
     assert signed.index(b"DKIM-Signature:") < signed.index(b"Received: by")
+
+
+def test_an_unknown_local_user_is_refused_when_the_accounts_are_readable(
+    hato_factory: Callable[..., HatoProcess],
+) -> None:
+    hato = hato_factory(accept_all=False)
+    hato.add_user(USER)  # the data directory and its accounts, no server needed
+    unknown = sendmail(hato, "nosuchuser@localhost", stdin=b"Subject: x\n\nx\n")
+    assert unknown.returncode == 67, unknown.stderr
+    assert unknown.stderr == b"sendmail: nosuchuser@localhost: user unknown\n"
+    maildrop = hato.data_dir / "maildrop"
+    assert not maildrop.exists()  # nothing written (the first submission makes it)
+    assert sendmail(hato, "bob", "someone@example.net", stdin=b"x\n").returncode == 0
+    assert len([p for p in maildrop.iterdir() if p.is_file()]) == 1

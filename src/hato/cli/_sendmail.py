@@ -10,6 +10,7 @@ Every failure is one line on stderr and a sysexits code, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import errno
 import os
@@ -123,6 +124,7 @@ def submit(options: Options, settings: Settings, message: bytes) -> str:
         )
     if options.sender:
         _checked(options.sender)
+    _known_here(settings, list(dict.fromkeys(recipients)))
     drop = Drop(
         sender=options.sender,
         recipients=tuple(
@@ -133,6 +135,42 @@ def submit(options: Options, settings: Settings, message: bytes) -> str:
         full_name=options.full_name,
     )
     return write_maildrop(settings.server.data_dir, drop, message)
+
+
+def _known_here(settings: Settings, recipients: list[str]) -> None:
+    """Refuse a local recipient nobody answers to, when this user may read the accounts
+    (Hato's user, root); for anyone else the queue's bounce says it."""
+    from ..accounts import ACCOUNTS_FILE, AccountError, AccountStore
+    from ..routing import LocalRouter, Unknown
+
+    data_dir, accounts = settings.server.data_dir, settings.accounts
+    path = data_dir / ACCOUNTS_FILE
+    if not _owns(data_dir) or not os.access(path, os.R_OK):
+        return
+    try:
+        store = AccountStore(
+            path,
+            case_sensitive=accounts.case_sensitive_local_parts,
+            config_domains=settings.server.local_domains,
+        )
+    except AccountError:
+        return  # unreadable now: the queue decides later
+    try:
+        router = LocalRouter(
+            store,
+            config_domains=settings.server.local_domains,
+            hostname=settings.server.hostname,
+            delimiter=accounts.recipient_delimiter,
+            case_sensitive=accounts.case_sensitive_local_parts,
+            postmaster=accounts.postmaster,
+        )
+        for address in recipients:
+            qualified = address if "@" in address else f"{address}@{settings.server.hostname}"
+            with contextlib.suppress(AccountError):
+                if isinstance(router.lookup(qualified), Unknown):
+                    raise Failure(EX_NOUSER, f"{address}: user unknown")
+    finally:
+        store.close()
 
 
 def write_maildrop(data_dir: Path, drop: Drop, message: bytes) -> str:
@@ -175,7 +213,18 @@ def _list(options: Options, settings: Settings) -> int:
         queue.main(args, prog_name="mailq", standalone_mode=False)
     except click.ClickException as error:
         raise Failure(EX_TEMPFAIL, error.format_message()) from None
+    waiting = _maildrop_files(data_dir)
+    if waiting:
+        click.echo(f"{waiting} in the maildrop, not yet taken by hato serve")
     return 0
+
+
+def _maildrop_files(data_dir: Path) -> int:
+    try:
+        with os.scandir(data_dir / MAILDROP_DIR) as entries:
+            return sum(1 for e in entries if not e.name.startswith(".") and e.is_file())
+    except OSError:
+        return 0
 
 
 def _flush(settings: Settings) -> int:
