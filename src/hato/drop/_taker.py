@@ -52,6 +52,7 @@ CONCURRENCY = 32  # files going through the intake at once (their commits share 
 RETRY_AFTER = 30.0  # seconds before a file that failed for now is tried again
 # How long a stop waits for the files already in the intake (each is one commit away).
 STOP_WAIT = 10.0
+STALE_PARTIAL = 86400.0  # seconds after which a maildrop file left half-written is removed
 _CHUNK = 64 * 1024
 
 
@@ -78,6 +79,14 @@ def _gecos_name(uid: int) -> str:
     with contextlib.suppress(KeyError):
         return pwd.getpwuid(uid).pw_gecos.split(",")[0]
     return ""
+
+
+def _remove_if_stale(path: Path) -> None:
+    """A maildrop file never renamed into place a day on: its ``sendmail`` died before
+    saying it was queued (the caller saw a failure), so nothing is lost by removing it."""
+    with contextlib.suppress(OSError):
+        if time.time() - path.lstat().st_mtime > STALE_PARTIAL:
+            path.unlink()
 
 
 class DropTaker:
@@ -146,6 +155,8 @@ class DropTaker:
             names = sorted(await asyncio.to_thread(os.listdir, where))
             for name in names:
                 path = where / name
+                if name.startswith(".") and directory == MAILDROP_DIR:
+                    await asyncio.to_thread(_remove_if_stale, path)
                 if name.startswith(".") or name == BAD_DIR or self._later.get(path, 0) > now:
                     continue
                 paths.append(path)
