@@ -34,7 +34,7 @@ from ..drop import (
 from ..smtp import AddressError, parse_path
 from ..spool import Recipient, SpoolError
 from ._common import data_settings
-from ._sendmail_args import EX_USAGE, Options, UsageError, parse_args
+from ._sendmail_args import EX_USAGE, USAGE, Options, UsageError, parse_args
 
 __all__ = [
     "EX_CANTCREAT",
@@ -251,6 +251,9 @@ def _flush(settings: Settings) -> int:
 
 def _run(argv: list[str], stdin: BinaryIO) -> int:
     options = parse_args(argv)
+    if options.mode == "help":
+        print(USAGE)
+        return 0
     for warning in options.warnings:
         print(f"sendmail: warning: {warning}", file=sys.stderr)
     try:

@@ -10,7 +10,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["EX_USAGE", "Options", "UsageError", "parse_args"]
+__all__ = ["EX_USAGE", "USAGE", "Options", "UsageError", "parse_args"]
+
+USAGE = """\
+usage: sendmail [-t] [-i] [-f SENDER] [-F NAME] [-N DSN] [-R full|hdrs] [-V ENVID] [-v]
+                [--config FILE] [--data-dir DIR] [--] [RECIPIENT...]
+       sendmail -bs | -bp | -q
+
+Reads a message on stdin and queues it with Hato (through DATA/maildrop/).
+  -t            recipients from To:, Cc: and Bcc: too (Bcc: is removed)
+  -i, -oi       a line of a single dot does not end the message
+  -f SENDER     envelope sender (-f '<>' for none); -F NAME: the From: full name
+  -N never|success,failure,delay    -R full|hdrs    -V ENVID: DSN parameters
+  -bs           an SMTP session on stdin and stdout
+  -bp           list the queue (mailq); -q: deliver the queue now
+Exit status: 0 queued, or a sysexits code (64 usage, 65 data, 67 user unknown, 73, 75
+try again later, 77 permission denied, 78 configuration)."""
 
 EX_USAGE = 64  # sysexits.h
 
@@ -31,7 +46,8 @@ class UsageError(Exception):
 
 @dataclass(slots=True)
 class Options:
-    mode: str = "deliver"  # deliver (-bm), smtp (-bs), list (-bp), flush (-q), newaliases
+    # deliver (-bm), smtp (-bs), list (-bp), flush (-q), newaliases (-bi), help (--help)
+    mode: str = "deliver"
     extract: bool = False  # -t: recipients from To/Cc/Bcc
     sender: str | None = None  # -f/-r; "" the null sender
     full_name: str | None = None  # -F
@@ -96,6 +112,9 @@ def _flag(options: Options, letter: str) -> None:
 def _long(options: Options, argv: list[str], at: int) -> int:
     """``--config`` and ``--data-dir`` (``=VALUE`` or the next argument); the next index."""
     name, equals, value = argv[at].partition("=")
+    if name == "--help":
+        options.mode = "help"
+        return at + 1
     if name not in ("--config", "--data-dir"):
         options.warnings.append(f"{name}: unknown option, ignored")
         return at + 1

@@ -36,6 +36,7 @@ def test_bundled_flags_and_attached_values() -> None:
         (["-q"], "flush"),
         (["-q30m"], "flush"),
         (["-bi"], "newaliases"),
+        (["--help"], "help"),
     ],
 )
 def test_modes(args: list[str], mode: str) -> None:
