@@ -27,6 +27,7 @@ from .config import LmtpTarget, ServerRecord, Settings, write_server_record
 from .delivery import LmtpAgent, MaildirAgent, RemoteAgent, SmtpAgent, TransportAgent
 from .diag import PROBES_DIR, InboundProbe, ProbeStore
 from .dovecot import DovecotPasswords, DovecotUnavailable, DovecotUserdb
+from .drop import DATA_DIR_MODE, DropTaker
 from .events import (
     DkimKeyChecked,
     EventLog,
@@ -138,8 +139,9 @@ class DataDirLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         # Mail, addresses, user names tried and the TLS key live here: Hato's user only,
         # also for a directory an administrator made (or an older Hato left) more open.
-        if stat.S_IMODE(data_dir.stat().st_mode) != PRIVATE_DIR:
-            data_dir.chmod(PRIVATE_DIR)
+        # Others may only pass through, to the maildrop (``sendmail``), and list nothing.
+        if stat.S_IMODE(data_dir.stat().st_mode) != DATA_DIR_MODE:
+            data_dir.chmod(DATA_DIR_MODE)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -239,6 +241,14 @@ class Hato:
             log=self.log,
             notify=self._queued,
             deliver_in_data=self._deliver_in_data if settings.queue.deliver_in_data else None,
+        )
+        # Mail from local programs: the maildrop (sendmail) and the pickup directory.
+        self.drops = DropTaker(
+            data_dir=data_dir,
+            intake=self.intake,
+            log=self.log,
+            hostname=settings.server.hostname,
+            max_size=settings.smtp.max_message_size,
         )
         # The flight recorder: the event stream and every conversation (hato trace).
         self.recorder: Recorder | None = None
@@ -471,6 +481,7 @@ class Hato:
         self.queue = self._queue_manager()
         await self.queue.start()
         try:
+            await self.drops.start()
             self._start_metrics()
             server = self.settings.server
             await self.smtp.start(
@@ -479,6 +490,7 @@ class Hato:
         except OSError:
             if self._metrics_listener is not None:
                 self._metrics_listener.stop()
+            await self.drops.stop()
             await self.queue.stop()
             self.spool.close()
             raise
@@ -486,6 +498,7 @@ class Hato:
             web = await self._start_web()
         except (OSError, WebUserError):
             await self.smtp.stop(grace=0, reason="the HTTP service cannot start")
+            await self.drops.stop()
             await self.queue.stop()
             self.spool.close()
             raise
@@ -694,6 +707,7 @@ class Hato:
                 await self._stop_step("web", self.web.stop())
             grace = self.settings.server.shutdown_grace
             cut = await self._stop_step("smtp", self.smtp.stop(grace=grace, reason=reason)) or 0
+            await self._stop_step("drops", self.drops.stop())
             if self._metrics_listener is not None:
                 await self._stop_step("metrics", _own_thread(self._metrics_listener.stop))
             if self.queue is not None:

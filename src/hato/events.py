@@ -31,6 +31,8 @@ __all__ = [
     "Disconnected",
     "DkimKeyChecked",
     "DnsblUnavailable",
+    "DropRefused",
+    "DropTaken",
     "EventLog",
     "FilterVerdict",
     "HeloReceived",
@@ -359,10 +361,17 @@ class Queued(OpsEvent):
     # Seconds from the end of the data to durable (the 250): the filters, then the copies
     # delivered in the DATA phase or the group commit.
     elapsed: float = 0.0
+    # The way in (spool.Origin's value): smtp, submission, report, sendmail, pickup.
+    origin: str = ""
 
     def describe(self) -> str:
         origin = f"session={self.session} " if self.session else ""
-        client = f" client=[{self.client_ip}]" if self.client_ip else " (written by Hato)"
+        if self.client_ip:
+            client = f" client=[{self.client_ip}]"
+        elif self.origin in ("sendmail", "pickup"):
+            client = f" (from {self.origin})"
+        else:
+            client = " (written by Hato)"
         return (
             f"{origin}queued {self.queue_id}: from=<{self.reverse_path}> "
             f"size={self.size} nrcpt={len(self.recipients)}{client}"
@@ -584,6 +593,40 @@ class MessageRemoved(OpsEvent):
 
     def describe(self) -> str:
         return f"{self.queue_id}: removed (delivered={self.delivered} failed={self.failed})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DropTaken(OpsEvent):
+    """A file of the maildrop (``sendmail``) or the pickup directory went through the
+    intake and was removed: ``queue_id`` is what it became."""
+
+    name: ClassVar[str] = "drop_taken"
+    directory: str  # "maildrop" or "pickup"
+    file: str
+    queue_id: str
+    user: str = ""  # the maildrop file's owner, "UID NAME"
+
+    def describe(self) -> str:
+        who = f" from userid {self.user}" if self.user else ""
+        return f"{self.directory}/{printable(self.file)}{who}: taken as {self.queue_id}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DropRefused(OpsEvent):
+    """A maildrop or pickup file that cannot be queued, moved to ``bad/`` beside a
+    ``.reason`` file (never deleted); or, ``kept`` True, one left to try again later."""
+
+    name: ClassVar[str] = "drop_refused"
+    level: ClassVar[str] = "warning"
+    directory: str
+    file: str
+    reason: str
+    kept: bool = False
+    user: str = ""
+
+    def describe(self) -> str:
+        where = "kept to try again" if self.kept else f"moved to {self.directory}/bad/"
+        return f"{self.directory}/{printable(self.file)}: {printable(self.reason)}; {where}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trace": ("_trace", "trace"),
     "dkim": ("_dkim", "dkim"),
     "web": ("_web", "web"),
+    "sendmail": ("_sendmail", "sendmail"),
 }
 
 

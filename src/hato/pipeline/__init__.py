@@ -13,7 +13,16 @@ per SMTP session (:class:`SessionFilter`); its verdicts count at their stage. A 
 may change the message (header edits, a new body) and its envelope (sender, recipients).
 """
 
-from hato.pipeline._builtin import ReceivedField, SubmissionFields, received_field
+from hato.pipeline._builtin import (
+    ANNOTATION_FULL_NAME,
+    ANNOTATION_PICKUP,
+    ANNOTATION_SENDER_SET,
+    ANNOTATION_USER,
+    LocalFields,
+    ReceivedField,
+    SubmissionFields,
+    received_field,
+)
 from hato.pipeline._edits import apply_edits, readdress
 from hato.pipeline._filter import (
     ACCEPT,
@@ -39,6 +48,10 @@ from hato.pipeline._setup import build_pipeline
 
 __all__ = [
     "ACCEPT",
+    "ANNOTATION_FULL_NAME",
+    "ANNOTATION_PICKUP",
+    "ANNOTATION_SENDER_SET",
+    "ANNOTATION_USER",
     "ENVELOPE_STAGES",
     "LISTENERS",
     "MAX_HEADER_READ",
@@ -50,6 +63,7 @@ __all__ = [
     "Header",
     "HeaderEdit",
     "InboundChecks",
+    "LocalFields",
     "Message",
     "MessageFilter",
     "MilterConnection",

@@ -277,6 +277,7 @@ class _Incoming:
                     else ""
                 ),
                 elapsed=round(time.monotonic() - self._finishing, 6),
+                origin=self.origin.value,
             )
         )
 

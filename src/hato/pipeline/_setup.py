@@ -6,7 +6,7 @@ from .. import __version__
 from ..config import MilterSettings, Settings
 from ..events import EventLog
 from ..spool import Origin
-from ._builtin import ReceivedField, SubmissionFields
+from ._builtin import LocalFields, ReceivedField, SubmissionFields
 from ._filter import MessageFilter
 from ._milter import MilterFilter
 from ._pipeline import LISTENERS, Pipeline, Step
@@ -14,7 +14,9 @@ from ._pipeline import LISTENERS, Pipeline, Step
 __all__ = ["build_pipeline"]
 
 _FROM_CLIENTS = frozenset({Origin.SMTP, Origin.SUBMISSION})
+_FROM_PROGRAMS = frozenset({Origin.SENDMAIL, Origin.PICKUP})
 _EVERY_WAY_IN = frozenset(Origin)
+_BUT_REPORTS = _EVERY_WAY_IN - {Origin.REPORT}
 
 
 def build_pipeline(
@@ -26,7 +28,8 @@ def build_pipeline(
     probe: MessageFilter | None = None,
     log: EventLog | None = None,
 ) -> Pipeline:
-    """The built-in filters in order: the trace field, submission's fields, the test
+    """The built-in filters in order: the trace field, submission's fields (and local
+    programs' fields: ``sendmail``, the pickup directory), the test
     addresses' analysis (``probe``: before the checks, which could refuse what it is to
     see), the checks of mail from outside (``checks``), the milters of
     ``pipeline.milters`` in their order (with ``log`` for their events), ``extra`` (each
@@ -44,10 +47,11 @@ def build_pipeline(
         [
             step(ReceivedField(hostname=server.hostname, version=__version__), _FROM_CLIENTS),
             step(SubmissionFields(hostname=server.hostname), frozenset({Origin.SUBMISSION})),
+            step(LocalFields(hostname=server.hostname, version=__version__), _FROM_PROGRAMS),
             *([step(probe, _FROM_CLIENTS)] if probe is not None else []),
             *([step(checks, frozenset({Origin.SMTP}))] if checks is not None else []),
             *milters,
-            *(step(f, _FROM_CLIENTS) for f in extra),
+            *(step(f, _BUT_REPORTS) for f in extra),
             *([step(signing, _EVERY_WAY_IN)] if signing is not None else []),
         ]
     )

@@ -42,6 +42,10 @@ from hato.spool._envelope import (
     is_queue_id,
 )
 from hato.spool._intake import (
+    ANNOTATION_FULL_NAME,
+    ANNOTATION_PICKUP,
+    ANNOTATION_SENDER_SET,
+    ANNOTATION_USER,
     Accepted,
     IncomingMessage,
     Intake,
@@ -67,6 +71,10 @@ from hato.spool._state import (
 from hato.spool._store import SQLiteStore, Store, StoredMessage
 
 __all__ = [
+    "ANNOTATION_FULL_NAME",
+    "ANNOTATION_PICKUP",
+    "ANNOTATION_SENDER_SET",
+    "ANNOTATION_USER",
     "DEFERRED",
     "DELIVERED",
     "FAILED",

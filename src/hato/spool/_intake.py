@@ -1,5 +1,5 @@
 """The one intake: every way a message enters Hato (an SMTP session, a report Hato writes,
-and later the ``sendmail`` command, the pickup directory and the HTTP API) opens an
+the ``sendmail`` command, the pickup directory, and later the HTTP API) opens an
 :class:`IncomingMessage`, streams the bytes into it and awaits ``finish``.
 
 Promise, the same for every caller: ``finish`` returns :class:`Accepted` only once every
@@ -23,6 +23,10 @@ from ..smtp import Reply
 from ._envelope import Envelope
 
 __all__ = [
+    "ANNOTATION_FULL_NAME",
+    "ANNOTATION_PICKUP",
+    "ANNOTATION_SENDER_SET",
+    "ANNOTATION_USER",
     "Accepted",
     "IncomingMessage",
     "Intake",
@@ -32,6 +36,14 @@ __all__ = [
     "SessionStages",
 ]
 
+# What a local way in tells the filters (Intake.open's annotations): the submitting user
+# ("UID NAME", from the maildrop file's owner), the -F full name, True when a user
+# other than the server's set the envelope sender with -f, and a pickup file's name.
+ANNOTATION_USER = "local_user"
+ANNOTATION_FULL_NAME = "full_name"
+ANNOTATION_SENDER_SET = "sender_set"
+ANNOTATION_PICKUP = "pickup_file"
+
 
 class Origin(enum.StrEnum):
     """How a message came in: which filters apply to it depends on this."""
@@ -39,6 +51,8 @@ class Origin(enum.StrEnum):
     SMTP = "smtp"  # an SMTP session that is not submission
     SUBMISSION = "submission"  # RFC 6409: the submission listeners
     REPORT = "report"  # a delivery report Hato wrote itself
+    SENDMAIL = "sendmail"  # the sendmail command, through the maildrop directory
+    PICKUP = "pickup"  # a file dropped into the pickup directory
 
 
 @dataclass(frozen=True, slots=True)
