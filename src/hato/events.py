@@ -39,6 +39,7 @@ __all__ = [
     "MessageRemoved",
     "MetricsListening",
     "OpsEvent",
+    "ProxyRefused",
     "Queued",
     "RcptAccepted",
     "Rejected",
@@ -194,9 +195,31 @@ class Connected(OpsEvent):
     client_ip: str
     client_port: int
     listener: str
+    # The proxy (server.proxy_protocol_from) that named this client in a PROXY header.
+    via: str = ""
 
     def describe(self) -> str:
-        return f"session={self.session} connect from [{self.client_ip}]:{self.client_port}"
+        text = f"session={self.session} connect from [{self.client_ip}]:{self.client_port}"
+        return text + (f" via {self.via}" if self.via else "")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyRefused(OpsEvent):
+    """A connection refused before its session: a proxy's PROXY header missing, late or
+    malformed, or a PROXY header from an address not in server.proxy_protocol_from."""
+
+    name: ClassVar[str] = "proxy_refused"
+    level: ClassVar[str] = "warning"
+    client_ip: str
+    client_port: int
+    listener: str
+    reason: str
+
+    def describe(self) -> str:
+        return (
+            f"connection from [{self.client_ip}]:{self.client_port} on {self.listener} refused:"
+            f" {self.reason}"
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
