@@ -526,6 +526,7 @@ class Hato:
             self._remote.smarthost_auth = auth if relay.smarthost_username else None
         for hook in self.on_reload:
             hook(settings)
+        self._record()  # the other commands read trusted networks and domains from it
         self.log.emit(ConfigReloaded(applied=live, restart_needed=restart))
         if restart:
             self.log.emit(ConfigRestartNeeded(keys=restart))

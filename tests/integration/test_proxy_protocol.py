@@ -23,12 +23,19 @@ if TYPE_CHECKING:
 
 CLIENT = "127.0.0.2"
 UNLISTED_PROXY = "127.0.0.3"
+BLOCKED = "blocked@mx.test.example"
 MESSAGE = b"Subject: via the proxy\r\n\r\nHello.\r\n"
 
 
 @pytest.fixture(scope="module")
 def proxied(module_hato_factory: Callable[..., HatoProcess]) -> HatoProcess:
-    return module_hato_factory("proxied", 'server.proxy_protocol_from=["127.0.0.1/32"]')
+    return module_hato_factory(
+        "proxied",
+        'server.proxy_protocol_from=["127.0.0.1/32"]',
+        # A rule on the client's address: it must see the client, not the proxy.
+        f'policy.rcpt=[{{action = "reject", client = ["{CLIENT}"],'
+        f' recipient = ["{BLOCKED}"], name = "no-client-2"}}]',
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +91,27 @@ def test_log_and_received_show_the_client_behind_haproxy(
     received, _ = proxied.split_received(stored)
     assert f"[{CLIENT}]".encode() in received, received
     assert b"[127.0.0.1]" not in received
+
+
+def test_access_rules_see_the_client_behind_the_proxy(
+    proxied: HatoProcess, haproxy: HAProxy
+) -> None:
+    with smtplib.SMTP(
+        "127.0.0.1", haproxy.port("v2"), timeout=10, source_address=(CLIENT, 0)
+    ) as client:
+        client.ehlo("client.example")
+        client.mail("sender@client.example")
+        code, _ = client.rcpt(BLOCKED)
+    assert code == 554
+    refused = proxied.wait_for_event("reject", rule="no-client-2")
+    assert refused["client_ip"] == CLIENT
+    # Another client (here one not behind the proxy) is not caught by the rule.
+    with smtplib.SMTP(
+        proxied.host, proxied.port, timeout=10, source_address=(UNLISTED_PROXY, 0)
+    ) as client:
+        client.ehlo("client.example")
+        client.mail("sender@client.example")
+        assert client.rcpt(BLOCKED)[0] == 250
 
 
 def test_a_proxy_not_listed_is_refused(proxied: HatoProcess, haproxy: HAProxy) -> None:
