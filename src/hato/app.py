@@ -13,22 +13,26 @@ import ipaddress
 import os
 import secrets
 import signal
+import socket
 import stat
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from . import __version__
 from .accounts import ACCOUNTS_FILE, AccountError, AccountStore
-from .config import LmtpTarget, ServerRecord, Settings, write_server_record
+from .config import LmtpTarget, ServerRecord, Settings, changed_keys, with_keys, write_server_record
 from .delivery import LmtpAgent, MaildirAgent, RemoteAgent, SmtpAgent, TransportAgent
 from .diag import PROBES_DIR, InboundProbe, ProbeStore
 from .dovecot import DovecotPasswords, DovecotUnavailable, DovecotUserdb
 from .drop import DATA_DIR_MODE, DropTaker
 from .events import (
+    ConfigReloaded,
+    ConfigReloadFailed,
+    ConfigRestartNeeded,
     DkimKeyChecked,
     EventLog,
     InternalError,
@@ -41,9 +45,25 @@ from .events import (
     WebStarted,
     WebUnencrypted,
 )
+from .host import (
+    ActivationError,
+    Notifier,
+    PrivilegeError,
+    drop_privileges,
+    inherited_sockets,
+    own_data_dir,
+    run_as,
+)
 from .mailauth import DkimKeys, MailDns, Srs, check_published, load_srs_secret
 from .metrics import Metrics, MetricsListener, metrics_app
-from .pipeline import DkimSigning, InboundChecks, MessageFilter, PipelineIntake, build_pipeline
+from .pipeline import (
+    DkimSigning,
+    InboundChecks,
+    MessageFilter,
+    Pipeline,
+    PipelineIntake,
+    build_pipeline,
+)
 from .policy import AccessPolicy
 from .queue import QueueManager, RetryPolicy
 from .routing import (
@@ -61,6 +81,7 @@ from .server import (
     SmtpServer,
     SubmissionRules,
     TlsError,
+    bind,
     limits_from,
 )
 from .spool import (
@@ -102,6 +123,19 @@ EX_TEMPFAIL = 75
 # How long closing the stores may take beyond server.shutdown_grace before a stop that
 # has not finished is reported, with what it waits on.
 STOP_SLACK = 12.0
+
+# What SIGHUP applies live (prefixes of section.key); any other change takes a restart.
+LIVE_KEYS = (
+    "policy.",
+    "relay.trusted_networks",
+    "relay.transports",
+    "relay.tls_policy",
+    "relay.smarthost",
+    "relay.port",
+    "tls.certificate",
+    "tls.key",
+    "log.level",
+)
 
 T = TypeVar("T")
 
@@ -180,6 +214,10 @@ class Hato:
     def _build(
         self, settings: Settings, log: EventLog | None, filters: tuple[MessageFilter, ...]
     ) -> None:
+        self._filters = filters
+        # Called with the new settings after each reload applied them (milters, say).
+        self.on_reload: list[Callable[[Settings], None]] = []
+        self._remote: SmtpAgent | None = None
         events_file = settings.log.events_file
         self.log = log or EventLog.to_stderr(
             level=str(settings.log.level), json_path=Path(events_file) if events_file else None
@@ -230,14 +268,7 @@ class Hato:
         self.resolver = DnspythonResolver(settings.dns.nameservers, timeout=settings.dns.timeout)
         self.intake = PipelineIntake(
             spool=self.spool,
-            pipeline=build_pipeline(
-                settings,
-                filters,
-                checks=self._inbound_checks(),
-                signing=self._signing(),
-                probe=self._probe_filter(),
-                log=self.log,
-            ),
+            pipeline=self._pipeline(),
             log=self.log,
             notify=self._queued,
             deliver_in_data=self._deliver_in_data if settings.queue.deliver_in_data else None,
@@ -297,6 +328,16 @@ class Hato:
         self._stopping = False
         self.stop_slack = STOP_SLACK
         self._stop_phase = ""
+
+    def _pipeline(self) -> Pipeline:
+        return build_pipeline(
+            self.settings,
+            self._filters,
+            checks=self._inbound_checks(),
+            signing=self._signing(),
+            probe=self._probe_filter(),
+            log=self.log,
+        )
 
     def _probe_filter(self) -> InboundProbe:
         settings = self.settings
@@ -428,6 +469,11 @@ class Hato:
         """The (host, port) pairs actually listened on (port 0 resolved)."""
         return self.smtp.bound
 
+    @property
+    def all_bound(self) -> list[tuple[str, int]]:
+        """Every SMTP listener: port 25 style, implicit TLS, submission."""
+        return [*self.smtp.bound, *self.smtp.bound_tls, *self.smtp.bound_submission]
+
     def _load_tls(self) -> ServerTls | None:
         """The certificate, when anything offers TLS; TlsError names the setting at fault.
 
@@ -465,7 +511,61 @@ class Hato:
             self._tls_loaded()
         self.log.flush()
 
-    async def start(self) -> None:
+    def reload(self, load: Callable[[], Settings]) -> bool:
+        """SIGHUP: read the configuration again and apply what can change live, for new
+        sessions (a session in progress keeps the rules it began with); report what takes
+        a restart. A file in error is refused whole and the settings in force stay."""
+        try:
+            new = load()
+        except Exception as error:  # ConfigError, and anything else reading the file raised
+            self.log.emit(ConfigReloadFailed(error=str(error)))
+            self.log.flush()
+            return False
+        changed = changed_keys(self.settings, new)
+        live = tuple(key for key in changed if key.startswith(LIVE_KEYS))
+        restart = tuple(key for key in changed if key not in live)
+        settings = with_keys(self.settings, new, live)
+        # The certificate files are read again even when their paths did not change: a
+        # renewal replaces them in place.
+        if not self._reload_certificate(settings):
+            return False
+        self.settings = settings
+        self.log.set_level(str(settings.log.level))
+        self.context.checks.reload(settings)
+        self.intake.pipeline = self._pipeline()
+        if self._remote is not None:
+            relay = settings.relay
+            self._remote.router = self._next_hops(settings)
+            auth = (relay.smarthost_username, relay.smarthost_password)
+            self._remote.smarthost_auth = auth if relay.smarthost_username else None
+        for hook in self.on_reload:
+            hook(settings)
+        self._record()  # the other commands read trusted networks and domains from it
+        self.log.emit(ConfigReloaded(applied=live, restart_needed=restart))
+        if restart:
+            self.log.emit(ConfigRestartNeeded(keys=restart))
+        self.log.flush()
+        return True
+
+    def _reload_certificate(self, settings: Settings) -> bool:
+        tls = self.tls
+        if tls is None:
+            return True
+        before = tls.settings
+        tls.settings = settings.tls
+        try:
+            tls.reload()
+        except TlsError as error:
+            tls.settings = before
+            self.log.emit(ConfigReloadFailed(error=str(error)))
+            self.log.flush()
+            return False
+        self._tls_loaded()
+        return True
+
+    async def start(self, inherited: Mapping[str, Sequence[socket.socket]] | None = None) -> None:
+        """``inherited``: listening sockets by kind (``smtp``, ``submission``,
+        ``implicit_tls``), from systemd or bound before giving up root."""
         if self.recorder is not None:
             self.recorder.start()
         if self.tls is not None:
@@ -485,7 +585,10 @@ class Hato:
             self._start_metrics()
             server = self.settings.server
             await self.smtp.start(
-                server.listen, server.implicit_tls_listen, server.submission_listen
+                server.listen,
+                server.implicit_tls_listen,
+                server.submission_listen,
+                inherited=inherited,
             )
         except OSError:
             if self._metrics_listener is not None:
@@ -596,22 +699,9 @@ class Hato:
     def _queue_manager(self) -> QueueManager:
         settings = self.settings
         queue, relay = settings.queue, settings.relay
-        resolver = self.resolver
-        # An MX that is this very server (its name, or an address it listens on at the port
-        # mail exchangers are reached on) must not be used: RFC 5321 5.1.
-        own_addresses = [
-            address.host
-            for address in settings.server.listen
-            if address.port == relay.port and not ipaddress.ip_address(address.host).is_unspecified
-        ]
-        next_hops = NextHopRouter.from_settings(
-            relay,
-            resolver,
-            is_local_host=local_host_matcher([settings.server.hostname], own_addresses),
-        )
         auth = (relay.smarthost_username, relay.smarthost_password)
         smtp = SmtpAgent(
-            next_hops,
+            self._next_hops(settings),
             local_hostname=settings.server.hostname,
             connect_timeout=relay.connect_timeout,
             smarthost_auth=auth if relay.smarthost_username else None,
@@ -625,6 +715,7 @@ class Hato:
         mailbox_lmtp = None
         if settings.accounts.delivery is not None:
             mailbox_lmtp = self._lmtp_agent({}, default=settings.accounts.delivery)
+        self._remote = smtp
         return QueueManager(
             state=QueueState(settings.server.data_dir),
             router=self.router,
@@ -654,6 +745,21 @@ class Hato:
             default=default,
             connect_timeout=settings.relay.connect_timeout,
             on_attempt=self._on_attempt(),
+        )
+
+    def _next_hops(self, settings: Settings) -> NextHopRouter:
+        relay = settings.relay
+        # An MX that is this very server (its name, or an address it listens on at the port
+        # mail exchangers are reached on) must not be used: RFC 5321 5.1.
+        own_addresses = [
+            address.host
+            for address in settings.server.listen
+            if address.port == relay.port and not ipaddress.ip_address(address.host).is_unspecified
+        ]
+        return NextHopRouter.from_settings(
+            relay,
+            self.resolver,
+            is_local_host=local_host_matcher([settings.server.hostname], own_addresses),
         )
 
     def _queued(self, queue_id: str) -> None:
@@ -845,7 +951,35 @@ def install_event_loop_policy() -> str:
     return "uvloop"
 
 
-async def _serve(settings: Settings) -> None:
+def _listeners(settings: Settings) -> dict[str, list[socket.socket]]:
+    """The listening sockets: systemd's (socket activation), and every listener not
+    given there bound now, before root is given up (ports below 1024)."""
+    found = inherited_sockets()
+    who = run_as(settings.server.user, settings.server.group)
+    if who is None:
+        return found
+    server = settings.server
+    configured = (
+        ("smtp", server.listen),
+        ("submission", server.submission_listen),
+        ("implicit_tls", server.implicit_tls_listen),
+    )
+    try:
+        for kind, addresses in configured:
+            if kind not in found:
+                found[kind] = [bind(address) for address in addresses]
+        own_data_dir(server.data_dir, who)
+        drop_privileges(who)
+    except BaseException:
+        for sock in (sock for sockets in found.values() for sock in sockets):
+            sock.close()
+        raise
+    return found
+
+
+async def _serve(settings: Settings, reload: Callable[[], Settings] | None = None) -> None:
+    notifier = Notifier.from_environment()
+    inherited = _listeners(settings)
     hato = Hato(settings)
     loop = asyncio.get_running_loop()
     # Installed before the start, so a SIGTERM during it is a clean stop once started
@@ -860,22 +994,63 @@ async def _serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, on_signal, sig.name)
-    await hato.start()
+    if notifier is not None:
+        notifier.status("starting")
+    await hato.start(inherited)
+    status = f"serving SMTP on {', '.join(_address(h, p) for h, p in hato.all_bound)}"
+
+    def on_hangup() -> None:
+        if reload is None:
+            hato.reload_tls()
+            return
+        if notifier is not None:
+            notifier.reloading()
+        hato.reload(reload)
+        if notifier is not None:
+            notifier.ready(status)
+
     with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP on Windows
-        loop.add_signal_handler(signal.SIGHUP, hato.reload_tls)
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    pings: asyncio.Task[None] | None = None
+    if notifier is not None:
+        notifier.ready(status)
+        if notifier.watchdog_interval is not None:
+            pings = asyncio.ensure_future(_watchdog(notifier, notifier.watchdog_interval))
     await stop_requested.wait()
+    if notifier is not None:
+        notifier.stopping(f"stopping (signal {requested[0]})")
+    if pings is not None:
+        pings.cancel()
     await hato.stop(f"signal {requested[0]}")
 
 
-def run(settings: Settings) -> int:
-    """Run Hato until SIGTERM or SIGINT; the exit status for ``hato serve``."""
+async def _watchdog(notifier: Notifier, interval: float) -> None:
+    """WATCHDOG=1 from the event loop itself: a loop that hangs stops the pings."""
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval)
+
+
+def run(settings: Settings, *, reload: Callable[[], Settings] | None = None) -> int:
+    """Run Hato until SIGTERM or SIGINT; the exit status for ``hato serve``.
+
+    ``reload``: what SIGHUP reads the settings again with (None: SIGHUP reloads only the
+    TLS certificate)."""
     install_event_loop_policy()
     try:
-        asyncio.run(_serve(settings))
+        asyncio.run(_serve(settings, reload))
     except DataDirInUse as error:
         print(f"hato: {error}", file=sys.stderr)
         return EX_TEMPFAIL
-    except (OSError, TlsError, SpoolError, AccountError, WebUserError) as error:
+    except (
+        OSError,
+        TlsError,
+        SpoolError,
+        AccountError,
+        WebUserError,
+        PrivilegeError,
+        ActivationError,
+    ) as error:
         print(f"hato: cannot start: {error}", file=sys.stderr)
         return 1
     return 0

@@ -24,6 +24,9 @@ __all__ = [
     "LEVELS",
     "AuthChecked",
     "AuthSucceeded",
+    "ConfigReloadFailed",
+    "ConfigReloaded",
+    "ConfigRestartNeeded",
     "Connected",
     "Deferred",
     "Delivered",
@@ -42,6 +45,7 @@ __all__ = [
     "MetricsListening",
     "MilterAction",
     "OpsEvent",
+    "ProxyRefused",
     "Queued",
     "RcptAccepted",
     "Rejected",
@@ -197,9 +201,31 @@ class Connected(OpsEvent):
     client_ip: str
     client_port: int
     listener: str
+    # The proxy (server.proxy_protocol_from) that named this client in a PROXY header.
+    via: str = ""
 
     def describe(self) -> str:
-        return f"session={self.session} connect from [{self.client_ip}]:{self.client_port}"
+        text = f"session={self.session} connect from [{self.client_ip}]:{self.client_port}"
+        return text + (f" via {self.via}" if self.via else "")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyRefused(OpsEvent):
+    """A connection refused before its session: a proxy's PROXY header missing, late or
+    malformed, or a PROXY header from an address not in server.proxy_protocol_from."""
+
+    name: ClassVar[str] = "proxy_refused"
+    level: ClassVar[str] = "warning"
+    client_ip: str
+    client_port: int
+    listener: str
+    reason: str
+
+    def describe(self) -> str:
+        return (
+            f"connection from [{self.client_ip}]:{self.client_port} on {self.listener} refused:"
+            f" {self.reason}"
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -482,6 +508,47 @@ class TlsReloaded(OpsEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigReloaded(OpsEvent):
+    """SIGHUP read the configuration file again: ``applied`` keys are in force for new
+    sessions; ``restart_needed`` keys changed in the file but take a restart."""
+
+    name: ClassVar[str] = "config_reloaded"
+    applied: tuple[str, ...]
+    restart_needed: tuple[str, ...]
+
+    def describe(self) -> str:
+        applied = ", ".join(self.applied) or "nothing changed"
+        text = f"configuration reloaded: {applied}"
+        if self.restart_needed:
+            text += f"; changed but needing a restart: {', '.join(self.restart_needed)}"
+        return text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigRestartNeeded(OpsEvent):
+    """Keys changed in the file that a reload cannot apply (listen addresses, data_dir...)."""
+
+    name: ClassVar[str] = "config_restart_needed"
+    level: ClassVar[str] = "warning"
+    keys: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"these settings changed but apply only after a restart: {', '.join(self.keys)}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigReloadFailed(OpsEvent):
+    """SIGHUP found the configuration file in error; the settings in force stay."""
+
+    name: ClassVar[str] = "config_reload_failed"
+    level: ClassVar[str] = "error"
+    error: str
+
+    def describe(self) -> str:
+        return f"configuration not reloaded, keeping the one in force: {self.error}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TlsReloadFailed(OpsEvent):
     """SIGHUP could not load the certificate; the previous one stays in use."""
 
@@ -685,6 +752,10 @@ class EventLog:
         if json_path is not None:
             json_path.parent.mkdir(parents=True, exist_ok=True)
             self._file = json_path.open("a", encoding="utf-8", buffering=1 << 16)
+
+    def set_level(self, level: str) -> None:
+        """What stderr shows from now on (log.level, changed by SIGHUP)."""
+        self._threshold = LEVELS[level]
 
     @classmethod
     def to_stderr(cls, level: str = "info", json_path: Path | None = None) -> EventLog:

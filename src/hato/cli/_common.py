@@ -72,14 +72,15 @@ def parse_overrides(items: tuple[str, ...]) -> dict[str, object]:
     return parsed
 
 
-def settings_from(
+def load_settings_from(
     config_path: Path | None,
     settings_overrides: tuple[str, ...] = (),
     *,
     fallbacks: dict[str, object] | None = None,
     **overrides: object,
 ) -> Settings:
-    """Load settings or exit with every problem listed by its key."""
+    """The file with the command line's ``-o`` options and named options over it (raises
+    ``ConfigError``); what ``serve`` reads again on SIGHUP."""
     keys = {
         "data_dir": "server.data_dir",
         "listen": "server.listen",
@@ -90,8 +91,19 @@ def settings_from(
     given |= {
         k: v for name, v in overrides.items() if v not in (None, (), []) for k in [keys[name]]
     }
+    return load_settings(config_path, overrides=given, fallbacks=fallbacks)
+
+
+def settings_from(
+    config_path: Path | None,
+    settings_overrides: tuple[str, ...] = (),
+    *,
+    fallbacks: dict[str, object] | None = None,
+    **overrides: object,
+) -> Settings:
+    """Load settings or exit with every problem listed by its key."""
     try:
-        return load_settings(config_path, overrides=given, fallbacks=fallbacks)
+        return load_settings_from(config_path, settings_overrides, fallbacks=fallbacks, **overrides)
     except ConfigError as error:
         for problem in error.problems:
             where = problem.key or (str(config_path) if config_path else "config")

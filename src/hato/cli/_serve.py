@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ..config import settings_warnings
-from ._common import config_options, override_option, settings_from
+from ..config import Settings, settings_warnings
+from ._common import config_options, load_settings_from, override_option, settings_from
 
 __all__ = ["serve"]
 
@@ -36,18 +37,21 @@ def serve(
     settings_overrides: tuple[str, ...],
 ) -> None:
     """Run Hato until SIGTERM or Ctrl-C."""
-    settings = settings_from(
-        config_path,
-        settings_overrides,
-        data_dir=data_dir,
-        listen=list(listen),
-        hostname=hostname,
-        log_level=log_level,
-    )
+    options: dict[str, Any] = {
+        "data_dir": data_dir,
+        "listen": list(listen),
+        "hostname": hostname,
+        "log_level": log_level,
+    }
+    settings = settings_from(config_path, settings_overrides, **options)
     for warning in settings_warnings(settings):
         click.echo(f"hato: warning: {warning.key}: {warning.message}", err=True)
     # Imported here: the server's modules (HTTP, metrics, TLS) are not what the other
     # commands need, and every command would pay for loading them.
     from .. import app
 
-    raise SystemExit(app.run(settings))
+    def reload() -> Settings:
+        # SIGHUP: the same file and the same command-line options over it.
+        return load_settings_from(config_path, settings_overrides, **options)
+
+    raise SystemExit(app.run(settings, reload=reload))

@@ -15,6 +15,7 @@ What this package promises:
   hato.example.toml) and ``settings_to_toml`` are written from those documents.
 """
 
+from hato.config._diff import changed_keys, with_keys
 from hato.config._hostname import hostname_warning, is_fully_qualified
 from hato.config._load import (
     MASKED,
@@ -125,6 +126,7 @@ __all__ = [
     "TraceSettings",
     "Transport",
     "WebSettings",
+    "changed_keys",
     "check_file",
     "example_toml",
     "file_warnings",
@@ -135,5 +137,6 @@ __all__ = [
     "settings_to_dict",
     "settings_to_toml",
     "settings_warnings",
+    "with_keys",
     "write_server_record",
 ]

@@ -177,6 +177,32 @@ class ServerSettings:
             ge=0,
         ),
     )
+    proxy_protocol_from: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "Proxies (CIDR networks) that open each connection with a PROXY protocol header"
+            " (HAProxy's send-proxy or send-proxy-v2, versions 1 and 2), as"
+            ' ["127.0.0.1/32"]. A connection from these must send one before the greeting, and'
+            " the client it names is used everywhere (log, policy, limits, SPF, Received);"
+            " a missing or malformed header, or a header from any other address, is refused."
+            " [] reads no header from anyone.",
+            kind="networks",
+        ),
+    )
+    user: str = field(
+        default="",
+        metadata=_meta(
+            "When started as root: the user to run as once every socket is bound (ports"
+            ' below 1024 included). The data directory is made this user\'s. "" stays the'
+            " user Hato was started as.",
+        ),
+    )
+    group: str = field(
+        default="",
+        metadata=_meta(
+            'The group to run as with server.user. "" is the user\'s own group.',
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,11 +11,12 @@ reloads for new handshakes.
 """
 
 from ._auth import Authenticator, AuthOutcome, Credentials, PasswordCheck, SaslExchange
-from ._checks import Checks, ClientChecks, MailboxUsage
+from ._checks import Checks, ClientChecks, MailboxUsage, Rules
 from ._context import ServerContext, limits_from
+from ._proxy import ProxyHeader, ProxyHeaderError, ProxyHeaderReader
 from ._received import ClientFacts, protocol_name
 from ._registry import Sessions
-from ._server import SmtpServer
+from ._server import SmtpServer, bind
 from ._session import Session
 from ._submission import SubmissionRules
 from ._tls import ServerTls, TlsError, ensure_self_signed, server_context
@@ -29,6 +30,10 @@ __all__ = [
     "Credentials",
     "MailboxUsage",
     "PasswordCheck",
+    "ProxyHeader",
+    "ProxyHeaderError",
+    "ProxyHeaderReader",
+    "Rules",
     "SaslExchange",
     "ServerContext",
     "ServerTls",
@@ -37,6 +42,7 @@ __all__ = [
     "SmtpServer",
     "SubmissionRules",
     "TlsError",
+    "bind",
     "ensure_self_signed",
     "limits_from",
     "protocol_name",

@@ -26,6 +26,7 @@ __all__ = [
     "Checks",
     "ClientChecks",
     "MailboxUsage",
+    "Rules",
     "UserLookup",
     "UserdbQuestion",
     "brief",
@@ -55,7 +56,10 @@ class UserdbQuestion:
 
 
 class Checks:
-    """The policy services of one server, built from its settings."""
+    """The policy services of one server, built from its settings; SIGHUP's
+    :meth:`reload` builds them again from new settings. Each connection keeps the
+    :class:`Rules` it began with, so a session in progress is judged by one set of rules
+    from its greeting to its end, and the next connection by the new ones."""
 
     def __init__(
         self,
@@ -66,6 +70,68 @@ class Checks:
         log: EventLog,
         dnsbl_lookup: DnsLookup | None = None,
         userdb: UserLookup | None = None,
+    ) -> None:
+        self._router = router
+        self._usage = usage
+        self._log = log
+        self._dnsbl_lookup = dnsbl_lookup
+        self._userdb = userdb
+        self.current = Rules(
+            settings,
+            router=router,
+            usage=usage,
+            log=log,
+            dnsbl_lookup=dnsbl_lookup,
+            userdb=userdb,
+        )
+
+    def reload(self, settings: Settings) -> None:
+        """New rules for new connections. The client limits keep what they counted unless
+        their own settings changed (then they count afresh)."""
+        old = self.current
+        same_limits = _limit_settings(old.settings) == _limit_settings(settings)
+        self.current = Rules(
+            settings,
+            router=self._router,
+            usage=self._usage,
+            log=self._log,
+            dnsbl_lookup=self._dnsbl_lookup,
+            userdb=self._userdb,
+            limits=old.limits if same_limits else None,
+        )
+
+    def client(
+        self, conn: smtp.ServerConnection, *, client_ip: str, server_ip: str, session: str
+    ) -> ClientChecks:
+        return ClientChecks(
+            self.current, conn, client_ip=client_ip, server_ip=server_ip, session=session
+        )
+
+
+def _limit_settings(settings: Settings) -> tuple[object, ...]:
+    p = settings.policy
+    return (
+        p.max_connections,
+        p.connection_rate,
+        p.message_rate,
+        p.recipient_rate,
+        settings.server.hostname,
+    )
+
+
+class Rules:
+    """One generation of the policy services, built from one :class:`Settings`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        router: routing.LocalRouter,
+        usage: MailboxUsage,
+        log: EventLog,
+        dnsbl_lookup: DnsLookup | None = None,
+        userdb: UserLookup | None = None,
+        limits: policy.ClientLimits | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
@@ -78,7 +144,7 @@ class Checks:
         self.access = policy.AccessPolicy(
             policy_settings, hostname=server.hostname, local_domains=server.local_domains
         )
-        self.limits = policy.ClientLimits(
+        self.limits = limits or policy.ClientLimits(
             max_connections=policy_settings.max_connections,
             connection_rate=policy_settings.connection_rate,
             message_rate=policy_settings.message_rate,
@@ -94,18 +160,13 @@ class Checks:
             else None
         )
 
-    def client(
-        self, conn: smtp.ServerConnection, *, client_ip: str, server_ip: str, session: str
-    ) -> ClientChecks:
-        return ClientChecks(self, conn, client_ip=client_ip, server_ip=server_ip, session=session)
-
 
 class ClientChecks:
     """One connection's checks. The HELO, sender and AUTH state are read from ``conn``."""
 
     def __init__(
         self,
-        checks: Checks,
+        checks: Rules,
         conn: smtp.ServerConnection,
         *,
         client_ip: str,

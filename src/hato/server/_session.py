@@ -32,6 +32,7 @@ from ..events import (
     HeloReceived,
     InternalError,
     MailAccepted,
+    ProxyRefused,
     RcptAccepted,
     Rejected,
     TlsFailed,
@@ -42,6 +43,7 @@ from ..spool import Accepted, IncomingMessage, Origin, Refusal, SessionFacts, Se
 from ._auth import Credentials, SaslExchange
 from ._checks import ClientChecks, UserdbQuestion, sender_syntax
 from ._context import ServerContext
+from ._proxy import ProxyHeader, starts_like_proxy_header
 from ._received import ClientFacts
 from ._registry import Sessions
 from ._tls import session_description
@@ -76,7 +78,11 @@ class Session(asyncio.Protocol):
         *,
         implicit_tls: bool = False,
         submission: bool = False,
+        proxy: tuple[ProxyHeader, str] | None = None,
     ) -> None:
+        """``proxy``: the PROXY header a listed proxy sent, and that proxy's address; set
+        (even to None) only on a server that reads PROXY headers, where a client that is
+        not a listed proxy but sends one is refused."""
         self.ctx = context
         self.sessions = sessions
         self.listener = listener
@@ -117,6 +123,8 @@ class Session(asyncio.Protocol):
         # The filters that take part before the data (milters), from connect on.
         self.kind = "implicit_tls" if implicit_tls else "submission" if submission else "smtp"
         self.stages: SessionStages | None = None
+        self._proxy = proxy
+        self._watch_for_proxy = proxy is None and bool(context.settings.server.proxy_protocol_from)
         self._offer_auth()
 
     # -- asyncio.Protocol --------------------------------------------------------------
@@ -125,8 +133,13 @@ class Session(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport but implement it.
         self.transport = cast(asyncio.Transport, transport)
         peer = self.transport.get_extra_info("peername") or ("", 0)
-        self.client_ip, self.client_port = str(peer[0]), int(peer[1])
         local = self.transport.get_extra_info("sockname") or ("",)
+        via = ""
+        if self._proxy is not None:
+            header, via = self._proxy
+            if header.client is not None and header.server is not None:
+                peer, local = header.client, header.server
+        self.client_ip, self.client_port = str(peer[0]), int(peer[1])
         self.server_ip = str(local[0])
         self.checks = self.ctx.checks.client(
             self.conn, client_ip=self.client_ip, server_ip=self.server_ip, session=self.id
@@ -140,6 +153,7 @@ class Session(asyncio.Protocol):
                 client_ip=self.client_ip,
                 client_port=self.client_port,
                 listener=self.listener,
+                via=via,
             )
         )
         if self.implicit_tls:
@@ -160,6 +174,11 @@ class Session(asyncio.Protocol):
         # read, however small, as Postfix's smtpd_timeout does.
         if b"\n" in data or self.conn.in_message:
             self.last_activity = time.monotonic()
+        if self._watch_for_proxy:
+            self._watch_for_proxy = False
+            if starts_like_proxy_header(data):
+                self._refuse_proxy_header()
+                return
         if self._handshaking:
             # Decrypted already: the TLS layer may deliver the client's first command before
             # start_tls() has returned to us. Plaintext never arrives here in this state.
@@ -170,6 +189,20 @@ class Session(asyncio.Protocol):
             self._process()
         elif self.conn.buffered > MAX_BUFFERED:
             self._pause()
+
+    def _refuse_proxy_header(self) -> None:
+        """A PROXY header from a client that is no listed proxy: it would forge addresses."""
+        self.ctx.log.emit(
+            ProxyRefused(
+                client_ip=self.client_ip,
+                client_port=self.client_port,
+                listener=self.listener,
+                reason="PROXY header from an address not in server.proxy_protocol_from",
+            )
+        )
+        self.close_reason = "refused: PROXY header from an unlisted address"
+        self.conn.close_with(reply(421, "4.7.0", "Error: PROXY header not accepted from you"))
+        self._flush()
 
     def eof_received(self) -> bool | None:
         self.close_reason = "client sent EOF"
