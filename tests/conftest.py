@@ -488,6 +488,13 @@ class SmtpLineClient:
 
 
 @pytest.fixture
+def hato_process_class() -> type[HatoProcess]:
+    """The class itself, for a test that builds a server its own way: ``from conftest
+    import HatoProcess`` at run time can find another directory's conftest module."""
+    return HatoProcess
+
+
+@pytest.fixture
 def hato_factory(tmp_path: Path) -> Iterator[Callable[..., HatoProcess]]:
     """Make (not start) ``HatoProcess`` instances; every one is killed at teardown."""
     made: list[HatoProcess] = []

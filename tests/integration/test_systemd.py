@@ -251,10 +251,12 @@ def reachable_dir() -> Iterator[Path]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_binds_a_low_port_as_root_then_runs_as_the_user(reachable_dir: Path) -> None:
+def test_binds_a_low_port_as_root_then_runs_as_the_user(
+    reachable_dir: Path, hato_process_class: type[HatoProcess]
+) -> None:
     if os.geteuid() != 0:
         pytest.skip("giving up root needs the tests to run as root")
-    from conftest import HatoProcess
+    HatoProcess = hato_process_class
 
     nobody = pwd.getpwnam("nobody")
     port = free_low_port()
