@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -71,34 +72,18 @@ class Checks:
         dnsbl_lookup: DnsLookup | None = None,
         userdb: UserLookup | None = None,
     ) -> None:
-        self._router = router
-        self._usage = usage
-        self._log = log
-        self._dnsbl_lookup = dnsbl_lookup
-        self._userdb = userdb
-        self.current = Rules(
-            settings,
-            router=router,
-            usage=usage,
-            log=log,
-            dnsbl_lookup=dnsbl_lookup,
-            userdb=userdb,
+        # Every generation of rules shares these collaborators; only the settings change.
+        self._rules = functools.partial(
+            Rules, router=router, usage=usage, log=log, dnsbl_lookup=dnsbl_lookup, userdb=userdb
         )
+        self.current = self._rules(settings)
 
     def reload(self, settings: Settings) -> None:
         """New rules for new connections. The client limits keep what they counted unless
         their own settings changed (then they count afresh)."""
         old = self.current
         same_limits = _limit_settings(old.settings) == _limit_settings(settings)
-        self.current = Rules(
-            settings,
-            router=self._router,
-            usage=self._usage,
-            log=self._log,
-            dnsbl_lookup=self._dnsbl_lookup,
-            userdb=self._userdb,
-            limits=old.limits if same_limits else None,
-        )
+        self.current = self._rules(settings, limits=old.limits if same_limits else None)
 
     def client(
         self, conn: smtp.ServerConnection, *, client_ip: str, server_ip: str, session: str
